@@ -1,0 +1,19 @@
+// Runs the draftwise binary as a user would and captures what it prints.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace draftwise::testing {
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;      // the signal, when killed by one
+  std::string out;
+  std::string err;
+};
+
+// Runs draftwise_binary() with `args` (no shell involved).
+CommandResult run_draftwise(const std::vector<std::string>& args);
+
+}  // namespace draftwise::testing

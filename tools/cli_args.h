@@ -1,0 +1,50 @@
+// Command-line parsing for the draftwise subcommands: named options (--name VALUE or
+// --name=VALUE), boolean flags (--name) and positional arguments, with a usage text.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels/status.h"
+
+namespace draftwise {
+
+class ArgParser {
+ public:
+  ArgParser(std::string command, std::string summary)
+      : command_(std::move(command)), summary_(std::move(summary)) {}
+
+  void add_flag(const std::string& name, bool* value, const std::string& help);
+  void add_option(const std::string& name, std::string* value, const std::string& value_name,
+                  const std::string& help);
+  void add_positional(const std::string& name, std::string* value, const std::string& help);
+
+  // Parses `args` (the arguments after the subcommand). Errors name the argument.
+  // Sets help_requested() on -h/--help instead of failing on missing positionals.
+  Status parse(const std::vector<std::string>& args);
+  bool help_requested() const { return help_requested_; }
+  std::string usage() const;
+
+ private:
+  struct Option {
+    std::string name;
+    bool* flag = nullptr;
+    std::string* value = nullptr;
+    std::string value_name;
+    std::string help;
+  };
+  struct Positional {
+    std::string name;
+    std::string* value;
+    std::string help;
+  };
+  const Option* find(const std::string& name) const;
+
+  std::string command_;
+  std::string summary_;
+  std::vector<Option> options_;
+  std::vector<Positional> positionals_;
+  bool help_requested_ = false;
+};
+
+}  // namespace draftwise

@@ -1,0 +1,52 @@
+// draftwise: one binary, one subcommand per job.
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "tools/commands.h"
+
+namespace {
+
+struct Command {
+  std::string_view name;
+  int (*run)(const std::vector<std::string>&);
+  std::string_view summary;
+};
+
+constexpr Command kCommands[] = {
+    {"inspect", draftwise::run_inspect,
+     "what is inside a model file: architecture, tensors, tokenizer, chat template"},
+    {"version", draftwise::run_version, "build information and the CUDA devices visible"},
+};
+
+void print_usage(std::FILE* out) {
+  fmt::print(out, "usage: draftwise <command> [arguments]\n\ncommands:\n");
+  for (const Command& command : kCommands) {
+    fmt::print(out, "  {:<10} {}\n", command.name, command.summary);
+  }
+  fmt::print(out, "\n'draftwise <command> --help' describes a command.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  const std::string_view name = argv[1];
+  if (name == "-h" || name == "--help" || name == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  for (const Command& command : kCommands) {
+    if (command.name == name) return command.run(args);
+  }
+  fmt::print(stderr, "draftwise: unknown command '{}'\n", name);
+  print_usage(stderr);
+  return 2;
+}
