@@ -25,10 +25,19 @@ Expected<Checkpoint> Checkpoint::open(const std::string& path) {
     if (checkpoint.folder_.empty()) checkpoint.folder_ = ".";
     DW_ASSIGN_OR_RETURN(checkpoint.safetensors_, SafetensorsCheckpoint::open_file(path));
   } else {
-    checkpoint.format_ = CheckpointFormat::gguf;
-    checkpoint.folder_ = fs::path(path).parent_path().string();
-    DW_ASSIGN_OR_RETURN(checkpoint.gguf_, GgufFile::open(path));
+    DW_ASSIGN_OR_RETURN(GgufFile gguf, GgufFile::open(path));
+    return from_gguf(std::move(gguf));
   }
+  checkpoint.index_tensors();
+  return checkpoint;
+}
+
+Checkpoint Checkpoint::from_gguf(GgufFile gguf) {
+  Checkpoint checkpoint;
+  checkpoint.format_ = CheckpointFormat::gguf;
+  checkpoint.path_ = gguf.name();
+  checkpoint.folder_ = std::filesystem::path(gguf.name()).parent_path().string();
+  checkpoint.gguf_ = std::move(gguf);
   checkpoint.index_tensors();
   return checkpoint;
 }

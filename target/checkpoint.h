@@ -31,6 +31,8 @@ class Checkpoint {
   // `path` is a GGUF file, a .safetensors file, or a folder with config.json and
   // model.safetensors (or a model.safetensors.index.json and its shards).
   static Expected<Checkpoint> open(const std::string& path);
+  // A checkpoint over a GGUF file already parsed (named by the file's name).
+  static Checkpoint from_gguf(GgufFile gguf);
 
   CheckpointFormat format() const { return format_; }
   const std::string& path() const { return path_; }

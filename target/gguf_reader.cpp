@@ -9,9 +9,31 @@ namespace {
 
 constexpr int kMaxArrayNesting = 8;
 
-// Smallest encoding of one array element of `type`, used to reject counts that cannot fit
-// in the bytes left before allocating anything for them.
+// Smallest encoding of one string or nested-array element, used to reject counts that
+// cannot fit in the bytes left before allocating anything for them.
 uint64_t min_encoded_bytes(gguf::ValueType type) {
+  return type == gguf::ValueType::array ? 12 : 8;  // element type + count; string length
+}
+
+template <typename T>
+T load(const std::byte* at) {
+  T value;
+  std::memcpy(&value, at, sizeof(T));
+  return value;
+}
+
+std::string display_string(const std::string& text) {
+  constexpr size_t kMaxChars = 60;
+  std::string shown = text.size() > kMaxChars ? text.substr(0, kMaxChars) + "..." : text;
+  for (char& c : shown) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  return fmt::format("\"{}\"", shown);
+}
+
+}  // namespace
+
+size_t gguf_numeric_size(gguf::ValueType type) {
   switch (type) {
     case gguf::ValueType::u8:
     case gguf::ValueType::i8:
@@ -24,18 +46,51 @@ uint64_t min_encoded_bytes(gguf::ValueType type) {
     case gguf::ValueType::i32:
     case gguf::ValueType::f32:
       return 4;
-    case gguf::ValueType::string:
     case gguf::ValueType::u64:
     case gguf::ValueType::i64:
     case gguf::ValueType::f64:
       return 8;
+    case gguf::ValueType::string:
     case gguf::ValueType::array:
-      return 12;
+      return 0;
   }
-  return 1;
+  return 0;
 }
 
-}  // namespace
+std::optional<int64_t> GgufNumbers::int_at(size_t index) const {
+  const std::byte* at = bytes_.data() + index * gguf_numeric_size(element_type_);
+  switch (element_type_) {
+    case gguf::ValueType::u8:
+    case gguf::ValueType::boolean:
+      return load<uint8_t>(at);
+    case gguf::ValueType::i8:
+      return load<int8_t>(at);
+    case gguf::ValueType::u16:
+      return load<uint16_t>(at);
+    case gguf::ValueType::i16:
+      return load<int16_t>(at);
+    case gguf::ValueType::u32:
+      return load<uint32_t>(at);
+    case gguf::ValueType::i32:
+      return load<int32_t>(at);
+    case gguf::ValueType::i64:
+      return load<int64_t>(at);
+    case gguf::ValueType::u64: {
+      const uint64_t value = load<uint64_t>(at);
+      if (value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+      return static_cast<int64_t>(value);
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+std::optional<double> GgufNumbers::float_at(size_t index) const {
+  const std::byte* at = bytes_.data() + index * gguf_numeric_size(element_type_);
+  if (element_type_ == gguf::ValueType::f32) return load<float>(at);
+  if (element_type_ == gguf::ValueType::f64) return load<double>(at);
+  return std::nullopt;
+}
 
 GgufValue GgufValue::unsigned_integer(gguf::ValueType type, uint64_t value) {
   GgufValue result;
@@ -72,12 +127,88 @@ GgufValue GgufValue::string(std::string value) {
   return result;
 }
 
-GgufValue GgufValue::array(gguf::ValueType element_type, Array elements) {
+GgufValue GgufValue::strings(std::vector<std::string> values) {
   GgufValue result;
   result.type_ = gguf::ValueType::array;
-  result.element_type_ = element_type;
-  result.data_ = std::move(elements);
+  result.element_type_ = gguf::ValueType::string;
+  result.data_ = std::move(values);
   return result;
+}
+
+GgufValue GgufValue::numbers(GgufNumbers numbers) {
+  GgufValue result;
+  result.type_ = gguf::ValueType::array;
+  result.element_type_ = numbers.element_type();
+  result.data_ = std::move(numbers);
+  return result;
+}
+
+GgufValue GgufValue::arrays(std::vector<GgufValue> arrays) {
+  GgufValue result;
+  result.type_ = gguf::ValueType::array;
+  result.element_type_ = gguf::ValueType::array;
+  result.data_ = std::move(arrays);
+  return result;
+}
+
+GgufValue GgufValue::array(gguf::ValueType element_type, const std::vector<GgufValue>& elements) {
+  if (element_type == gguf::ValueType::array) return arrays(elements);
+  if (element_type == gguf::ValueType::string) {
+    std::vector<std::string> values;
+    for (const GgufValue& element : elements)
+      values.push_back(*element.as_string());
+    return strings(std::move(values));
+  }
+  auto bytes = std::make_shared<std::string>();
+  const auto append = [&](auto value) {
+    bytes->append(reinterpret_cast<const char*>(&value), sizeof value);
+  };
+  for (const GgufValue& element : elements) {
+    // An integer element's bits, whichever signedness it was made with.
+    const uint64_t bits = std::holds_alternative<uint64_t>(element.data_)
+                              ? std::get<uint64_t>(element.data_)
+                              : static_cast<uint64_t>(element.as_int().value_or(0));
+    switch (element_type) {
+      case gguf::ValueType::u8:
+        append(static_cast<uint8_t>(bits));
+        break;
+      case gguf::ValueType::i8:
+        append(static_cast<int8_t>(bits));
+        break;
+      case gguf::ValueType::u16:
+        append(static_cast<uint16_t>(bits));
+        break;
+      case gguf::ValueType::i16:
+        append(static_cast<int16_t>(bits));
+        break;
+      case gguf::ValueType::u32:
+        append(static_cast<uint32_t>(bits));
+        break;
+      case gguf::ValueType::i32:
+        append(static_cast<int32_t>(bits));
+        break;
+      case gguf::ValueType::u64:
+        append(bits);
+        break;
+      case gguf::ValueType::i64:
+        append(static_cast<int64_t>(bits));
+        break;
+      case gguf::ValueType::f32:
+        append(static_cast<float>(*element.as_float()));
+        break;
+      case gguf::ValueType::f64:
+        append(*element.as_float());
+        break;
+      case gguf::ValueType::boolean:
+        append(static_cast<uint8_t>(*element.as_bool()));
+        break;
+      default:
+        break;
+    }
+  }
+  const std::span<const std::byte> view(reinterpret_cast<const std::byte*>(bytes->data()),
+                                        bytes->size());
+  return numbers(GgufNumbers(element_type, elements.size(), view, std::move(bytes)));
 }
 
 std::optional<int64_t> GgufValue::as_int() const {
@@ -104,8 +235,23 @@ const std::string* GgufValue::as_string() const {
   return std::get_if<std::string>(&data_);
 }
 
-const GgufValue::Array* GgufValue::as_array() const {
-  return std::get_if<Array>(&data_);
+const std::vector<std::string>* GgufValue::as_strings() const {
+  return std::get_if<std::vector<std::string>>(&data_);
+}
+
+const GgufNumbers* GgufValue::as_numbers() const {
+  return std::get_if<GgufNumbers>(&data_);
+}
+
+const std::vector<GgufValue>* GgufValue::as_arrays() const {
+  return std::get_if<std::vector<GgufValue>>(&data_);
+}
+
+size_t GgufValue::array_size() const {
+  if (const auto* values = as_strings()) return values->size();
+  if (const auto* values = as_numbers()) return values->size();
+  if (const auto* values = as_arrays()) return values->size();
+  return 0;
 }
 
 std::string GgufValue::to_display(size_t max_items) const {
@@ -113,25 +259,24 @@ std::string GgufValue::to_display(size_t max_items) const {
   if (const auto* value = std::get_if<int64_t>(&data_)) return fmt::format("{}", *value);
   if (const auto* value = std::get_if<double>(&data_)) return fmt::format("{}", *value);
   if (const auto* value = std::get_if<bool>(&data_)) return *value ? "true" : "false";
-  if (const auto* value = std::get_if<std::string>(&data_)) {
-    constexpr size_t kMaxChars = 60;
-    std::string shown = value->size() > kMaxChars ? value->substr(0, kMaxChars) + "..." : *value;
-    for (char& c : shown) {
-      if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  if (const auto* value = as_string()) return display_string(*value);
+  const size_t count = array_size();
+  std::string text = fmt::format("[{} x {}]", count, gguf::value_type_name(element_type_));
+  for (size_t i = 0; i < std::min(max_items, count); ++i) {
+    text += i == 0 ? " " : ", ";
+    if (const auto* values = as_strings()) {
+      text += display_string((*values)[i]);
+    } else if (const auto* numbers = as_numbers()) {
+      const std::optional<double> number = numbers->float_at(i);
+      text +=
+          number ? fmt::format("{}", *number) : fmt::format("{}", numbers->int_at(i).value_or(-1));
+    } else {
+      const GgufValue& nested = (*as_arrays())[i];
+      text += fmt::format("[{} x {}]", nested.array_size(),
+                          gguf::value_type_name(nested.element_type()));
     }
-    return fmt::format("\"{}\"", shown);
   }
-  const Array& elements = std::get<Array>(data_);
-  std::string text =
-      fmt::format("[{} x {}]", elements.size(), gguf::value_type_name(element_type_));
-  if (!elements.empty()) {
-    text += " ";
-    for (size_t i = 0; i < std::min(max_items, elements.size()); ++i) {
-      if (i > 0) text += ", ";
-      text += elements[i].to_display(max_items);
-    }
-    if (elements.size() > max_items) text += ", ...";
-  }
+  if (count > max_items) text += ", ...";
   return text;
 }
 
@@ -252,19 +397,43 @@ Expected<GgufValue> GgufParser::read_value(uint32_t type_code, const std::string
       }
       const auto element_type = static_cast<gguf::ValueType>(element_code);
       DW_ASSIGN_OR_RETURN(uint64_t count, read_scalar<uint64_t>(what));
-      if (count > remaining() / min_encoded_bytes(element_type)) {
+      const auto too_long = [&] {
         return make_error(
             "{}: metadata '{}' is an array of {} {} values, which cannot fit in the {} bytes "
             "left in the file (truncated or corrupt)",
             name_, key, count, gguf::value_type_name(element_type), remaining());
+      };
+      if (const size_t element_bytes = gguf_numeric_size(element_type); element_bytes > 0) {
+        // Numbers stay in the file: read in place, validated here.
+        if (count > remaining() / element_bytes) return too_long();
+        const std::span<const std::byte> bytes = bytes_.subspan(position_, count * element_bytes);
+        if (element_type == gguf::ValueType::boolean) {
+          for (const std::byte byte : bytes) {
+            if (static_cast<unsigned>(byte) > 1) {
+              return make_error("{}: metadata '{}' holds a bool that is not 0 or 1", name_, key);
+            }
+          }
+        }
+        position_ += count * element_bytes;
+        return GgufValue::numbers(GgufNumbers(element_type, count, bytes));
       }
-      GgufValue::Array elements;
-      elements.reserve(count);
+      if (count > remaining() / min_encoded_bytes(element_type)) return too_long();
+      if (element_type == gguf::ValueType::string) {
+        std::vector<std::string> values;
+        values.reserve(count);
+        for (uint64_t i = 0; i < count; ++i) {
+          DW_ASSIGN_OR_RETURN(std::string value, read_string(what));
+          values.push_back(std::move(value));
+        }
+        return GgufValue::strings(std::move(values));
+      }
+      std::vector<GgufValue> arrays;
+      arrays.reserve(count);
       for (uint64_t i = 0; i < count; ++i) {
         DW_ASSIGN_OR_RETURN(GgufValue element, read_value(element_code, key, depth + 1));
-        elements.push_back(std::move(element));
+        arrays.push_back(std::move(element));
       }
-      return GgufValue::array(element_type, std::move(elements));
+      return GgufValue::arrays(std::move(arrays));
     }
   }
   return make_error("{}: metadata '{}' has unknown value type {}", name_, key, type_code);
@@ -456,6 +625,46 @@ Expected<GgufFile> GgufFile::parse(std::span<const std::byte> bytes, std::string
 const GgufValue* GgufFile::find(std::string_view key) const {
   const auto it = metadata_index_.find(std::string(key));
   return it == metadata_index_.end() ? nullptr : &metadata_[it->second].second;
+}
+
+namespace {
+
+// Reads `key` through `as_type` (a GgufValue accessor); `wanted` names the type in errors.
+template <typename T, typename Read>
+Expected<std::optional<T>> read_typed(const GgufFile& file, std::string_view key,
+                                      std::string_view wanted, Read as_type) {
+  const GgufValue* value = file.find(key);
+  if (value == nullptr) return std::optional<T>();
+  std::optional<T> typed = as_type(*value);
+  if (!typed) {
+    return make_error("{}: metadata '{}' must be {}, got {}", file.name(), key, wanted,
+                      value->to_display());
+  }
+  return typed;
+}
+
+}  // namespace
+
+Expected<std::optional<int64_t>> GgufFile::read_int(std::string_view key) const {
+  return read_typed<int64_t>(*this, key, "an integer",
+                             [](const GgufValue& value) { return value.as_int(); });
+}
+
+Expected<std::optional<double>> GgufFile::read_float(std::string_view key) const {
+  return read_typed<double>(*this, key, "a float",
+                            [](const GgufValue& value) { return value.as_float(); });
+}
+
+Expected<std::optional<bool>> GgufFile::read_bool(std::string_view key) const {
+  return read_typed<bool>(*this, key, "a bool",
+                          [](const GgufValue& value) { return value.as_bool(); });
+}
+
+Expected<std::optional<std::string>> GgufFile::read_string(std::string_view key) const {
+  return read_typed<std::string>(*this, key, "a string", [](const GgufValue& value) {
+    const std::string* text = value.as_string();
+    return text != nullptr ? std::optional<std::string>(*text) : std::nullopt;
+  });
 }
 
 const GgufTensorInfo* GgufFile::find_tensor(std::string_view name) const {

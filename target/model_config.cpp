@@ -3,8 +3,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include <nlohmann/json.hpp>
+
+#include "target/json_brief.h"
 
 #include "kernels/mapped_file.h"
 #include "target/checkpoint.h"
@@ -14,6 +17,13 @@ namespace draftwise {
 namespace {
 
 using Json = nlohmann::json;
+
+// An integer that fits int64 (nlohmann would wrap larger unsigned values).
+bool is_int64(const Json& value) {
+  return value.is_number_integer() &&
+         !(value.is_number_unsigned() &&
+           value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+}
 
 // Reads keys of a config.json object with type checks and messages naming the key.
 class JsonFields {
@@ -30,8 +40,8 @@ class JsonFields {
     if (it == object_.end() || it->is_null()) {
       return make_error("{}: missing '{}'", name_, key);
     }
-    if (!it->is_number_integer()) {
-      return make_error("{}: '{}' must be an integer, got {}", name_, key, it->dump());
+    if (!is_int64(*it)) {
+      return make_error("{}: '{}' must be an integer, got {}", name_, key, json_brief(*it));
     }
     return it->get<int64_t>();
   }
@@ -50,7 +60,7 @@ class JsonFields {
     if (!has(key)) return fallback;
     const Json& value = object_.at(key);
     if (!value.is_number()) {
-      return make_error("{}: '{}' must be a number, got {}", name_, key, value.dump());
+      return make_error("{}: '{}' must be a number, got {}", name_, key, json_brief(value));
     }
     return value.get<double>();
   }
@@ -59,7 +69,7 @@ class JsonFields {
     if (!has(key)) return fallback;
     const Json& value = object_.at(key);
     if (!value.is_boolean()) {
-      return make_error("{}: '{}' must be true or false, got {}", name_, key, value.dump());
+      return make_error("{}: '{}' must be true or false, got {}", name_, key, json_brief(value));
     }
     return value.get<bool>();
   }
@@ -68,7 +78,7 @@ class JsonFields {
     if (!has(key)) return fallback;
     const Json& value = object_.at(key);
     if (!value.is_string()) {
-      return make_error("{}: '{}' must be a string, got {}", name_, key, value.dump());
+      return make_error("{}: '{}' must be a string, got {}", name_, key, json_brief(value));
     }
     return value.get<std::string>();
   }
@@ -136,6 +146,20 @@ Expected<RopeScaling> hf_rope_scaling(const Json& config, const std::string& nam
 
 // Shared checks of a config read from either source.
 Status validate(const ModelConfig& config, const std::string& name) {
+  // Extents up to 2^31 keep every product of two (a weight's element count) within int64.
+  constexpr int64_t kMaxExtent = std::numeric_limits<int32_t>::max();
+  for (const auto& [what, value] : {std::pair{"vocabulary size", config.vocab_size},
+                                    {"hidden size", config.hidden_size},
+                                    {"FFN size", config.intermediate_size},
+                                    {"layer count", config.num_layers},
+                                    {"head count", config.num_heads},
+                                    {"KV head count", config.num_kv_heads},
+                                    {"head dimension", config.head_dim},
+                                    {"context length", config.max_position_embeddings}}) {
+    if (value > kMaxExtent) {
+      return make_error("{}: {} {} is larger than {}", name, what, value, kMaxExtent);
+    }
+  }
   if (config.num_heads % config.num_kv_heads != 0) {
     return make_error("{}: {} attention heads are not a multiple of {} key/value heads", name,
                       config.num_heads, config.num_kv_heads);
@@ -247,7 +271,7 @@ Expected<ModelConfig> parse_hf_config(std::string_view json_text, const std::str
   if (const auto eos = json.find("eos_token_id"); eos != json.end() && !eos->is_null()) {
     const Json& ids = *eos;
     for (const Json& id : ids.is_array() ? ids : Json::array({ids})) {
-      if (!id.is_number_integer()) {
+      if (!is_int64(id)) {
         return make_error("{}: 'eos_token_id' must be an integer or a list of integers", name);
       }
       config.eos_token_ids.push_back(id.get<int64_t>());
@@ -264,20 +288,18 @@ Expected<ModelConfig> load_hf_config(const std::string& path) {
 
 namespace {
 
-// Typed reads of GGUF metadata keys with messages naming the file and key.
+// GGUF metadata reads with defaults and range checks; messages name the file and key.
 class GgufFields {
  public:
   explicit GgufFields(const GgufFile& gguf) : gguf_(gguf) {}
 
   Expected<int64_t> positive_integer(const std::string& key) const {
-    const GgufValue* value = gguf_.find(key);
-    if (value == nullptr) return make_error("{}: missing metadata '{}'", gguf_.name(), key);
-    const std::optional<int64_t> number = value->as_int();
-    if (!number || *number <= 0) {
-      return make_error("{}: metadata '{}' must be a positive integer, got {}", gguf_.name(), key,
-                        value->to_display());
+    DW_ASSIGN_OR_RETURN(std::optional<int64_t> value, gguf_.read_int(key));
+    if (!value) return make_error("{}: missing metadata '{}'", gguf_.name(), key);
+    if (*value <= 0) {
+      return make_error("{}: metadata '{}' must be positive, got {}", gguf_.name(), key, *value);
     }
-    return *number;
+    return *value;
   }
 
   Expected<int64_t> positive_integer_or(const std::string& key, int64_t fallback) const {
@@ -285,24 +307,13 @@ class GgufFields {
   }
 
   Expected<double> number_or(const std::string& key, double fallback) const {
-    const GgufValue* value = gguf_.find(key);
-    if (value == nullptr) return fallback;
-    const std::optional<double> number = value->as_float();
-    if (!number) {
-      return make_error("{}: metadata '{}' must be a float, got {}", gguf_.name(), key,
-                        value->to_display());
-    }
-    return *number;
+    DW_ASSIGN_OR_RETURN(std::optional<double> value, gguf_.read_float(key));
+    return value.value_or(fallback);
   }
 
   Expected<std::string> string_or(const std::string& key, const std::string& fallback) const {
-    const GgufValue* value = gguf_.find(key);
-    if (value == nullptr) return fallback;
-    if (value->as_string() == nullptr) {
-      return make_error("{}: metadata '{}' must be a string, got {}", gguf_.name(), key,
-                        value->to_display());
-    }
-    return *value->as_string();
+    DW_ASSIGN_OR_RETURN(std::optional<std::string> value, gguf_.read_string(key));
+    return value.value_or(fallback);
   }
 
  private:

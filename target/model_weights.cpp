@@ -104,6 +104,12 @@ Expected<ModelWeights> ModelWeights::bind(const Checkpoint& checkpoint, const Mo
   const bool gguf = checkpoint.format() == CheckpointFormat::gguf;
   // llama.cpp permutes Q/K rows for the llama architecture only.
   const bool rope_permuted = gguf && config.architecture == Architecture::llama;
+  // Each layer has at least nine tensors; a config claiming more layers than the file
+  // could hold is refused before the list of needed tensors is built.
+  if (config.num_layers > static_cast<int64_t>(checkpoint.tensors().size()) / 9) {
+    return make_error("{}: the config has {} layers but the file holds only {} tensors",
+                      checkpoint.path(), config.num_layers, checkpoint.tensors().size());
+  }
   ModelWeights weights;
   for (NeededTensor& needed : needed_tensors(config)) {
     const std::string stored_name = gguf ? gguf_tensor_name(needed.name) : needed.name;

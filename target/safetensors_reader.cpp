@@ -162,12 +162,24 @@ Expected<SafetensorsFile> SafetensorsFile::parse(std::span<const std::byte> byte
   }
   std::sort(by_offset.begin(), by_offset.end(),
             [](const auto* a, const auto* b) { return a->data.data() < b->data.data(); });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    const SafetensorsTensor& previous = *by_offset[i - 1];
-    if (previous.data.data() + previous.data.size() > by_offset[i]->data.data()) {
+  // As the reference implementation requires, the tensors tile the data section exactly:
+  // no overlap, no hole, nothing after the last one.
+  const std::byte* expected = data.data();
+  for (size_t i = 0; i < by_offset.size(); ++i) {
+    const SafetensorsTensor& tensor = *by_offset[i];
+    if (tensor.data.data() < expected) {
       return make_error("{}: tensors '{}' and '{}' overlap in the data section", file_name,
-                        previous.name, by_offset[i]->name);
+                        by_offset[i - 1]->name, tensor.name);
     }
+    if (tensor.data.data() > expected) {
+      return make_error("{}: {} unused bytes before tensor '{}' in the data section", file_name,
+                        tensor.data.data() - expected, tensor.name);
+    }
+    expected = tensor.data.data() + tensor.data.size();
+  }
+  if (expected != data.data() + data.size()) {
+    return make_error("{}: {} bytes after the last tensor; the header does not describe them",
+                      file_name, data.data() + data.size() - expected);
   }
   return file;
 }
@@ -230,6 +242,10 @@ Expected<SafetensorsCheckpoint> SafetensorsCheckpoint::open_folder(const std::st
       if (!inserted) {
         return make_error("{}: tensor '{}' is in both {} and {}", folder, tensor.name, it->second,
                           shard_name);
+      }
+      if (expected.count(tensor.name) == 0) {
+        return make_error("{}: tensor '{}' is in {}, but the index does not place it there", folder,
+                          tensor.name, shard_name);
       }
       found.insert(tensor.name);
     }

@@ -1,6 +1,26 @@
 #include "tools/cli_args.h"
 
+#include <algorithm>
+#include <cstdio>
+
 namespace draftwise {
+
+void print_error(std::string_view message) {
+  constexpr size_t kMaxBytes = 1000;
+  const size_t left_out = message.size() > kMaxBytes ? message.size() - kMaxBytes : 0;
+  std::string line;
+  line.reserve(std::min(message.size(), kMaxBytes) + 32);
+  for (const char c : message.substr(0, kMaxBytes)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      line += fmt::format("\\x{:02x}", byte);
+    } else {
+      line += c;
+    }
+  }
+  if (left_out > 0) line += fmt::format("... ({} more bytes)", left_out);
+  fmt::print(stderr, "{}\n", line);
+}
 
 void ArgParser::add_flag(const std::string& name, bool* value, const std::string& help) {
   options_.push_back({name, value, nullptr, "", help});
@@ -64,6 +84,18 @@ Status ArgParser::parse(const std::vector<std::string>& args) {
                       positionals_[next_positional].name);
   }
   return {};
+}
+
+std::optional<int> ArgParser::parse_or_exit_code(const std::vector<std::string>& args) {
+  if (Status parsed = parse(args); !parsed.ok()) {
+    print_error(parsed.error().message);
+    return 2;
+  }
+  if (help_requested_) {
+    fmt::print("{}", usage());
+    return 0;
+  }
+  return std::nullopt;
 }
 
 std::string ArgParser::usage() const {

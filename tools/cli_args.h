@@ -2,12 +2,19 @@
 // --name=VALUE), boolean flags (--name) and positional arguments, with a usage text.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/status.h"
 
 namespace draftwise {
+
+// Prints `message` to stderr as one line. Messages quote names and text from files, so
+// control characters in them (a newline, a terminal escape) are shown as \xNN, and a
+// message longer than 1000 bytes is cut, saying how much was left out.
+void print_error(std::string_view message);
 
 class ArgParser {
  public:
@@ -24,6 +31,11 @@ class ArgParser {
   Status parse(const std::vector<std::string>& args);
   bool help_requested() const { return help_requested_; }
   std::string usage() const;
+
+  // parse() for a subcommand's entry point: on a usage error prints it to stderr and
+  // returns exit code 2; on --help prints the usage and returns 0; otherwise nullopt, and
+  // the command goes on.
+  std::optional<int> parse_or_exit_code(const std::vector<std::string>& args);
 
  private:
   struct Option {

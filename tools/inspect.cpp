@@ -108,7 +108,7 @@ std::string count_text(int64_t count) {
 
 void print_text(const Json& report, bool list_tensors, const Checkpoint& checkpoint) {
   const auto line = [](std::string_view key, const std::string& value) {
-    fmt::print("  {:<22} {}\n", key, value);
+    fmt::print("  {:<24} {}\n", key, value);
   };
   fmt::print("{}\n", report["path"].get<std::string>());
   std::string format = report["format"].get<std::string>();
@@ -121,9 +121,9 @@ void print_text(const Json& report, bool list_tensors, const Checkpoint& checkpo
                             "num_kv_heads", "head_dim", "vocab_size", "max_position_embeddings"}) {
       line(key, fmt::format("{}", report[key].get<int64_t>()));
     }
-    line("rope_theta", fmt::format("{}", report["rope_theta"].get<double>()));
+    line("rope_theta", fmt::format("{:g}", report["rope_theta"].get<double>()));
     line("rope_scaling", report["rope_scaling"]["type"].get<std::string>());
-    line("rms_norm_eps", fmt::format("{}", report["rms_norm_eps"].get<double>()));
+    line("rms_norm_eps", fmt::format("{:g}", report["rms_norm_eps"].get<double>()));
     line("tie_word_embeddings", report["tie_word_embeddings"].get<bool>() ? "yes" : "no");
     line("attention_bias", report["attention_bias"].get<bool>() ? "yes" : "no");
     const int64_t parameters = report["parameter_count"].get<int64_t>();
@@ -213,18 +213,11 @@ int run_inspect(const std::vector<std::string>& args) {
   parser.add_positional("PATH", &path, "model file or folder");
   parser.add_flag("json", &json, "print one JSON object");
   parser.add_flag("tensors", &tensors, "list every tensor with its type and shape");
-  if (Status parsed = parser.parse(args); !parsed.ok()) {
-    fmt::print(stderr, "{}\n", parsed.error().message);
-    return 2;
-  }
-  if (parser.help_requested()) {
-    fmt::print("{}", parser.usage());
-    return 0;
-  }
+  if (const std::optional<int> exit_code = parser.parse_or_exit_code(args)) return *exit_code;
   Expected<Checkpoint> checkpoint = Checkpoint::open(path);
   Expected<Json> report = checkpoint.ok() ? build_report(*checkpoint) : checkpoint.error();
   if (!report.ok()) {
-    fmt::print(stderr, "draftwise inspect: {}\n", report.error().message);
+    print_error("draftwise inspect: " + report.error().message);
     return 1;
   }
   if (json) {

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "tools/cli_args.h"
 #include "tools/commands.h"
 
 namespace {
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
   for (const Command& command : kCommands) {
     if (command.name == name) return command.run(args);
   }
-  fmt::print(stderr, "draftwise: unknown command '{}'\n", name);
+  draftwise::print_error(fmt::format("draftwise: unknown command '{}'", name));
   print_usage(stderr);
   return 2;
 }

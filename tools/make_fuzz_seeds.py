@@ -4,7 +4,8 @@
   gguf/         tiny GGUF files: every metadata type, tensors of each readable type, a
                 byte-level and a SentencePiece tokenizer
   safetensors/  tiny safetensors files of each dtype
-  tokenizer/    first byte even: text to encode; odd: a tokenizer.json document
+  tokenizer/    first byte modulo 3: 0 text to encode, 1 a tokenizer.json document,
+                2 a config.json document
 
 Needs: pip install gguf numpy.
 """
@@ -130,6 +131,10 @@ def tokenizer_seeds():
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
     }
     write("tokenizer", "sentencepiece.json", b"\x01" + json.dumps(sentencepiece).encode())
+    with open(os.path.join(ROOT, "configs", "llama-3.2-1b.json"), "rb") as f:
+        write("tokenizer", "config_llama.json", b"\x02" + f.read())
+    with open(os.path.join(ROOT, "configs", "qwen2.5-7b.json"), "rb") as f:
+        write("tokenizer", "config_qwen2.json", b"\x02" + f.read())
 
 
 def main():

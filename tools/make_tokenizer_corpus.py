@@ -47,6 +47,7 @@ CATEGORY_MINIMUMS = {
     "special": 30,
     "invalid_utf8": 20,
     "mixed": 40,
+    "unicode_versions": 12,
 }
 CATEGORY_ORDER = list(CATEGORY_MINIMUMS)
 
@@ -994,6 +995,34 @@ def add_mixed(c):
 
 
 # ---------------------------------------------------------------------------
+# unicode_versions: characters new in Unicode 15.0 to 18.0. Hugging Face tokenizers
+# classifies them by different versions in different places (its regex engine by 16.0,
+# the Digits rule by Rust's 17.0), so these pin down the tables a tokenizer must use.
+# ---------------------------------------------------------------------------
+
+UNICODE_VERSIONS = [
+    ("cjk15", "a\U00031350\U00031351b \U00031352"),           # CJK Ext H letters (15.0)
+    ("cjk151", "x\U0002EBF0\U0002EBF1y"),                      # CJK Ext I letters (15.1)
+    ("kawi", "n\U00011F50\U00011F51\U00011F52m 4"),            # Kawi digits (15.0)
+    ("mundari", "\U0001E4F0\U0001E4F1!"),                      # Nag Mundari digits (15.0)
+    ("garay", "v16 \U00010D40\U00010D41\U00010D42 done"),      # Garay digits (16.0)
+    ("outlined", "\U0001CCF0\U0001CCF1\U0001CCF2\U0001CCF3!"),  # outlined digits (16.0)
+    ("kirat", "k\U00016D70\U00016D71"),                        # Kirat Rai digits (16.0)
+    ("digits17", "z\U00011DE0\U00011DE1\U00011DE2 7"),         # digits new in 17.0
+    ("digits17b", "\U00011DE0\U00011DE1!?"),
+    ("letters17", "a\u088f\u088fb \u088f1"),                   # a letter new in 17.0
+    ("letters18", "a\u0558\u0558b"),                           # a letter new in 18.0
+    ("numbers18", "a\U0001246F\U0001246Fb 12"),                 # a number new in 18.0
+    ("mix", "\U00031350 \U00010D40\U00011DE0\u088f \U0001246F end"),
+]
+
+
+def add_unicode_versions(c):
+    for tag, text in UNICODE_VERSIONS:
+        c.add("unicode_versions", tag, text)
+
+
+# ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
 
@@ -1007,6 +1036,7 @@ def build():
     add_special(c)
     add_invalid(c)
     add_mixed(c)
+    add_unicode_versions(c)
     return c
 
 
@@ -1057,7 +1087,7 @@ def verify(path):
         assert counts[cat] >= minimum, (cat, counts[cat], minimum)
     assert invalid_by_cat["invalid_utf8"] == counts["invalid_utf8"], \
         "every invalid_utf8 entry must really be invalid UTF-8"
-    for cat in ("prose", "code", "whitespace", "digits", "emoji", "special"):
+    for cat in ("prose", "code", "whitespace", "digits", "emoji", "special", "unicode_versions"):
         assert invalid_by_cat[cat] == 0, cat
     assert invalid_by_cat["mixed"] <= 5, invalid_by_cat["mixed"]
     return counts, len(lines), len(data)

@@ -16,6 +16,11 @@ Outputs (all under tests/fixtures/tokenizer/):
   bytelevel_small/tokenizer.json  a small byte-level BPE (SmolLM2-style pre-tokenizer)
   bytelevel_families.json         pre-tokenizer / normalizer of each byte-level family
   expected_llama2_sp.jsonl        SentencePiece's own ids and decode of every corpus string
+  llama2_sp_variants.json         the same vocabulary stated other ways in tokenizer.json:
+                                  Metaspace pre-tokenizer (prepend schemes, split), added
+                                  tokens with lstrip/rstrip
+  expected_llama2_sp_variants.jsonl  Hugging Face `tokenizers` ids for each variant
+  expected_llama2_sp_decode.jsonl SentencePiece's decode of random piece and byte sequences
   expected_bytelevel_<family>.jsonl  Hugging Face `tokenizers` ids, one file per family
   expected_smollm2.jsonl          ids of `tokenizers` built from the default model's GGUF
                                   vocabulary and merges with SmolLM2's pre-tokenizer
@@ -27,6 +32,7 @@ import argparse
 import io
 import json
 import os
+import random
 import sys
 
 import sentencepiece as spm
@@ -215,6 +221,47 @@ def sentencepiece_with_specials(sp, text):
     return ids
 
 
+def metaspace(prepend_scheme, split):
+    return {"type": "Metaspace", "replacement": SPACE_MARKER, "prepend_scheme": prepend_scheme,
+            "split": split}
+
+
+# The SentencePiece vocabulary stated other ways in tokenizer.json. "strip" gives added
+# tokens' [lstrip, rstrip].
+SENTENCEPIECE_VARIANTS = {
+    "metaspace_always": {"normalizer": None, "pre_tokenizer": metaspace("always", False), "strip": {}},
+    "metaspace_always_split": {"normalizer": None, "pre_tokenizer": metaspace("always", True),
+                               "strip": {}},
+    "metaspace_first_split": {"normalizer": None, "pre_tokenizer": metaspace("first", True),
+                              "strip": {}},
+    "legacy_strip": {"normalizer": "legacy", "pre_tokenizer": None,
+                     "strip": {"</s>": [True, True], "<s>": [False, True]}},
+}
+
+
+def sentencepiece_variant(base_json, spec):
+    data = json.loads(base_json)
+    if spec["normalizer"] != "legacy":
+        data["normalizer"] = spec["normalizer"]
+    data["pre_tokenizer"] = spec["pre_tokenizer"]
+    for token in data["added_tokens"]:
+        if token["content"] in spec["strip"]:
+            token["lstrip"], token["rstrip"] = spec["strip"][token["content"]]
+    return Tokenizer.from_str(json.dumps(data))
+
+
+def sentencepiece_decode_cases(sp, rng):
+    """Random sequences of normal pieces and byte pieces, decoded by SentencePiece: byte
+    runs that are not valid UTF-8 show its replacement rule."""
+    normal = [i for i in range(sp.get_piece_size()) if sentencepiece_token_type(sp, i) == 1]
+    byte = [i for i in range(sp.get_piece_size()) if sentencepiece_token_type(sp, i) == 6]
+    rows = []
+    for _ in range(300):
+        ids = [rng.choice(byte if rng.random() < 0.6 else normal) for _ in range(rng.randint(1, 12))]
+        rows.append({"ids": ids, "decoded_hex": sp.decode(ids).encode("utf-8").hex()})
+    return rows
+
+
 def make_sentencepiece(corpus):
     folder = os.path.join(OUT, "llama2_sp")
     os.makedirs(folder, exist_ok=True)
@@ -233,6 +280,22 @@ def make_sentencepiece(corpus):
     write_jsonl("expected_llama2_sp.jsonl", rows)
     print(f"llama2_sp: {sp.get_piece_size()} pieces; converted tokenizer.json differs from "
           f"SentencePiece on {hf_mismatches} of {len(corpus)} strings")
+
+    with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as f:
+        base_json = f.read()
+    with open(os.path.join(OUT, "llama2_sp_variants.json"), "w", encoding="utf-8") as f:
+        json.dump(SENTENCEPIECE_VARIANTS, f, indent=1, ensure_ascii=False)
+    variants = {name: sentencepiece_variant(base_json, spec)
+                for name, spec in SENTENCEPIECE_VARIANTS.items()}
+    rows = []
+    for name, _, text in corpus:
+        row = {"name": name}
+        for variant, tokenizer in variants.items():
+            row[variant] = tokenizer.encode(text, add_special_tokens=False).ids
+        rows.append(row)
+    write_jsonl("expected_llama2_sp_variants.jsonl", rows)
+    write_jsonl("expected_llama2_sp_decode.jsonl",
+                sentencepiece_decode_cases(sp, random.Random(20261123)))
 
 
 # ---------------------------------------------------------------- byte-level BPE families

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Makes tests/fixtures/unicode/cases.json: reference results of Python's unicodedata and
-codecs for the tokenizer's Unicode code.
+"""Makes tests/fixtures/unicode/cases.json: reference results for the tokenizer's Unicode
+code, from the Unicode Character Database of the version each part follows
+(tools/unicode_versions.py) and from Python's codecs.
 
-  nfc:     [input_hex, unicodedata.normalize("NFC", input)_hex] for every character with a
+  nfc:     [input_hex, NFC(input)_hex] (Unicode 15.1, as tokenizers' normalizer) for every
+           character with a
            canonical decomposition (given decomposed, NFD), the valid corpus strings, and
            seeded random runs of starters and combining marks
   replace: [bytes_hex, bytes.decode("utf-8", errors="replace")_hex] for seeded random
@@ -11,7 +13,12 @@ codecs for the tokenizer's Unicode code.
 import json
 import os
 import random
-import unicodedata
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import unicode_versions  # noqa: E402
+
+unicodedata = unicode_versions.load(unicode_versions.NFC)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "unicode", "cases.json")

@@ -12,14 +12,7 @@ namespace draftwise {
 
 int run_version(const std::vector<std::string>& args) {
   ArgParser parser("version", "Prints the build configuration and the visible CUDA devices.");
-  if (Status parsed = parser.parse(args); !parsed.ok()) {
-    fmt::print(stderr, "{}\n", parsed.error().message);
-    return 2;
-  }
-  if (parser.help_requested()) {
-    fmt::print("{}", parser.usage());
-    return 0;
-  }
+  if (const std::optional<int> exit_code = parser.parse_or_exit_code(args)) return *exit_code;
   fmt::print("draftwise {}\n", DRAFTWISE_VERSION);
   fmt::print("  compiler   {}\n", __VERSION__);
 #ifdef DRAFTWISE_HAVE_CUDA

@@ -5,8 +5,7 @@
 namespace draftwise {
 
 void BpeMergeTable::add(int32_t left, int32_t right, int32_t rank, int32_t result) {
-  const auto [it, inserted] = merges_.emplace(key(left, right), BpeMerge{rank, result});
-  if (!inserted && rank < it->second.rank) it->second = BpeMerge{rank, result};
+  merges_.insert_or_assign(key(left, right), BpeMerge{rank, result});
 }
 
 const BpeMerge* BpeMergeTable::find(int32_t left, int32_t right) const {

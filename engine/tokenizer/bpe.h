@@ -16,7 +16,8 @@ struct BpeMerge {
 
 class BpeMergeTable {
  public:
-  // Registers left+right -> result. When a pair is added twice the lower rank is kept.
+  // Registers left+right -> result. A pair added again takes the later rank, as in
+  // Hugging Face's merge map.
   void add(int32_t left, int32_t right, int32_t rank, int32_t result);
   const BpeMerge* find(int32_t left, int32_t right) const;
   size_t size() const { return merges_.size(); }

@@ -185,11 +185,12 @@ void pre_tokenize(PreTokenizerKind kind, std::string_view text,
     split_with_regex(kind, code_points, 0, count, pieces);
     return;
   }
-  // Digits(individual_digits=true): each number character is a piece of its own; the regex
-  // then runs within each stretch between them (lookahead stops at the stretch's end).
+  // Digits(individual_digits=true): each numeric character (Rust's char::is_numeric) is a
+  // piece of its own; the regex then runs within each stretch between them (lookahead
+  // stops at the stretch's end).
   size_t stretch = 0;
   for (size_t i = 0; i < count; ++i) {
-    if (!is_number(code_points.values[i])) continue;
+    if (!unicode::is_numeric(code_points.values[i])) continue;
     split_with_regex(kind, code_points, stretch, i, pieces);
     pieces.emplace_back(code_points.offsets[i], code_points.offsets[i + 1]);
     stretch = i + 1;

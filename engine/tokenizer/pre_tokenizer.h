@@ -7,7 +7,7 @@
 //   llama3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
 //           ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //   qwen2:  as llama3 with \p{N} in place of \p{N}{1,3}
-//   smollm: every \p{N} character split off on its own first (Digits with
+//   smollm: every numeric character split off on its own first (Digits with
 //           individual_digits), then gpt2 within each remaining piece
 #pragma once
 

@@ -18,13 +18,13 @@ std::string StreamDecoder::push(int32_t id) {
   pending_ += bytes;
   const size_t held = unicode::incomplete_utf8_suffix(pending_);
   std::string ready =
-      unicode::sanitize_utf8(std::string_view(pending_).substr(0, pending_.size() - held));
+      tokenizer_.bytes_to_text(std::string_view(pending_).substr(0, pending_.size() - held));
   pending_.erase(0, pending_.size() - held);
   return ready;
 }
 
 std::string StreamDecoder::finish() {
-  std::string rest = unicode::sanitize_utf8(pending_);
+  std::string rest = tokenizer_.bytes_to_text(pending_);
   pending_.clear();
   return rest;
 }

@@ -45,6 +45,28 @@ std::string replace_all(std::string_view text, std::string_view from, std::strin
   }
 }
 
+// Start of the run of whitespace that ends at `end` (not before `floor`).
+size_t whitespace_run_before(std::string_view text, size_t floor, size_t end) {
+  while (end > floor) {
+    size_t start = end - 1;
+    while (start > floor && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80)
+      --start;
+    if (!unicode::is_whitespace(unicode::decode_utf8(text, start).code_point)) break;
+    end = start;
+  }
+  return end;
+}
+
+// End of the run of whitespace that starts at `begin`.
+size_t whitespace_run_after(std::string_view text, size_t begin) {
+  while (begin < text.size()) {
+    const unicode::DecodedCodePoint decoded = unicode::decode_utf8(text, begin);
+    if (!unicode::is_whitespace(decoded.code_point)) break;
+    begin += decoded.length;
+  }
+  return begin;
+}
+
 }  // namespace
 
 std::string_view tokenizer_model_name(TokenizerModel model) {
@@ -205,10 +227,19 @@ std::vector<int32_t> Tokenizer::encode(std::string_view raw_text,
         ++position;
         continue;
       }
-      encode_segment(text.substr(segment_start, position - segment_start), segment_start == 0, out);
+      size_t match_begin = position;
+      size_t match_end = position + definition_.tokens[*special].size();
+      if (const auto strip = definition_.added_token_strip.find(*special);
+          strip != definition_.added_token_strip.end()) {
+        if (strip->second.left) {
+          match_begin = whitespace_run_before(text, segment_start, match_begin);
+        }
+        if (strip->second.right) match_end = whitespace_run_after(text, match_end);
+      }
+      encode_segment(text.substr(segment_start, match_begin - segment_start), segment_start == 0,
+                     out);
       out.push_back(*special);
-      position += definition_.tokens[*special].size();
-      segment_start = position;
+      position = segment_start = match_end;
     }
   }
   encode_segment(text.substr(segment_start), segment_start == 0, out);
@@ -260,30 +291,51 @@ void Tokenizer::encode_byte_level(std::string_view raw_text, std::vector<int32_t
 
 void Tokenizer::encode_sentencepiece(std::string_view raw_text, bool at_text_start,
                                      std::vector<int32_t>& out) const {
-  const bool prefix = definition_.dummy_prefix == DummyPrefix::every_segment ||
-                      (definition_.dummy_prefix == DummyPrefix::first_segment && at_text_start);
-  std::string text = prefix ? std::string(kSpaceMarker) : std::string();
-  text += replace_all(raw_text, " ", kSpaceMarker);
+  std::string text = replace_all(raw_text, " ", kSpaceMarker);
+  bool prefix = definition_.dummy_prefix == DummyPrefix::every_segment ||
+                (definition_.dummy_prefix == DummyPrefix::first_segment && at_text_start);
+  if (definition_.metaspace && text.starts_with(kSpaceMarker)) prefix = false;
+  if (prefix) text.insert(0, kSpaceMarker);
+  if (!definition_.metaspace_split) {
+    encode_sentencepiece_word(text, out);
+    return;
+  }
+  // Split before every "▁" (Hugging Face's MergedWithNext): words never merge together.
+  size_t word_start = 0;
+  for (size_t found = text.find(kSpaceMarker, 1); found != std::string::npos;
+       found = text.find(kSpaceMarker, found + kSpaceMarker.size())) {
+    encode_sentencepiece_word(std::string_view(text).substr(word_start, found - word_start), out);
+    word_start = found;
+  }
+  encode_sentencepiece_word(std::string_view(text).substr(word_start), out);
+}
 
+void Tokenizer::encode_sentencepiece_word(std::string_view text, std::vector<int32_t>& out) const {
   std::vector<int32_t> symbols;
+  bool previous_unknown = false;
   for (size_t position = 0; position < text.size();) {
     const size_t length = unicode::decode_utf8(text, position).length;
-    const auto it = ids_.find(text.substr(position, length));
-    if (it != ids_.end() && definition_.kinds[it->second] == TokenKind::normal) {
+    const auto it = ids_.find(std::string(text.substr(position, length)));
+    const bool known = it != ids_.end() && definition_.kinds[it->second] == TokenKind::normal;
+    if (known) {
       symbols.push_back(it->second);
-    } else if (definition_.byte_fallback &&
-               byte_ids_[static_cast<unsigned char>(text[position])] >= 0) {
+    } else if (definition_.byte_fallback && has_byte_tokens(text.substr(position, length))) {
       for (size_t i = position; i < position + length; ++i) {
-        const int32_t byte_id = byte_ids_[static_cast<unsigned char>(text[i])];
-        symbols.push_back(byte_id >= 0 ? byte_id : definition_.unk_id.value_or(0));
+        symbols.push_back(byte_ids_[static_cast<unsigned char>(text[i])]);
       }
-    } else if (definition_.unk_id) {
+    } else if (definition_.unk_id && !(definition_.fuse_unk && previous_unknown)) {
       symbols.push_back(*definition_.unk_id);
     }
+    previous_unknown = !known;
     position += length;
   }
   merges_.apply(symbols);
   out.insert(out.end(), symbols.begin(), symbols.end());
+}
+
+bool Tokenizer::has_byte_tokens(std::string_view bytes) const {
+  return std::all_of(bytes.begin(), bytes.end(),
+                     [&](char byte) { return byte_ids_[static_cast<unsigned char>(byte)] >= 0; });
 }
 
 std::string Tokenizer::token_bytes(int32_t id, bool skip_special) const {
@@ -312,12 +364,18 @@ std::string Tokenizer::token_bytes(int32_t id, bool skip_special) const {
   return bytes;
 }
 
+std::string Tokenizer::bytes_to_text(std::string_view bytes) const {
+  return definition_.model == TokenizerModel::sentencepiece_bpe
+             ? unicode::sanitize_utf8_per_byte(bytes)
+             : unicode::sanitize_utf8(bytes);
+}
+
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   std::string bytes;
   for (const int32_t id : ids)
     bytes += token_bytes(id, skip_special);
   if (strips_leading_space() && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);
-  return unicode::sanitize_utf8(bytes);
+  return bytes_to_text(bytes);
 }
 
 }  // namespace draftwise

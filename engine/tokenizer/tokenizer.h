@@ -54,7 +54,13 @@ struct TokenizerDefinition {
   bool add_prefix_space = false;  // byte-level: prepend " " unless text starts with one
   bool ignore_merges = false;     // byte-level: a piece that is a token is kept whole (Llama 3)
   DummyPrefix dummy_prefix = DummyPrefix::every_segment;  // SentencePiece only
-  bool byte_fallback = true;                              // SentencePiece only
+  // SentencePiece through Hugging Face's Metaspace pre-tokenizer: no "▁" is prepended to
+  // text that already starts with one (a space), and with metaspace_split each "▁" starts
+  // a new word that merges never cross.
+  bool metaspace = false;
+  bool metaspace_split = false;
+  bool byte_fallback = true;  // SentencePiece only
+  bool fuse_unk = false;      // consecutive unknown characters become one unknown token
   std::optional<int32_t> bos_id, eos_id, unk_id, pad_id;
   // Byte-level: the token for a byte whose symbol is not in the vocabulary (tokenizer.json's
   // model.unk_token). Unset: such a byte is dropped, as Hugging Face's BPE does without one.
@@ -64,6 +70,13 @@ struct TokenizerDefinition {
   bool add_bos = false;
   bool add_eos = false;
   std::optional<std::string> chat_template;
+  // Added tokens that absorb the whitespace before (lstrip) or after (rstrip) them when
+  // matched in text, by id.
+  struct AddedTokenStrip {
+    bool left = false;
+    bool right = false;
+  };
+  std::unordered_map<int32_t, AddedTokenStrip> added_token_strip;
 };
 
 struct EncodeOptions {
@@ -88,6 +101,10 @@ class Tokenizer {
   // nothing when skipped). May be part of a UTF-8 character.
   std::string token_bytes(int32_t id, bool skip_special = false) const;
 
+  // Decoded bytes as text, invalid UTF-8 replaced the way the family's reference does:
+  // SentencePiece one U+FFFD per bad byte, byte-level BPE one per maximal subpart.
+  std::string bytes_to_text(std::string_view bytes) const;
+
   int32_t vocab_size() const { return static_cast<int32_t>(definition_.tokens.size()); }
   const std::string& token(int32_t id) const { return definition_.tokens[id]; }
   TokenKind kind(int32_t id) const { return definition_.kinds[id]; }
@@ -109,6 +126,9 @@ class Tokenizer {
   void encode_byte_level(std::string_view text, std::vector<int32_t>& out) const;
   void encode_sentencepiece(std::string_view text, bool at_text_start,
                             std::vector<int32_t>& out) const;
+  void encode_sentencepiece_word(std::string_view word, std::vector<int32_t>& out) const;
+  // Whether every byte has a <0xXX> token (SentencePiece byte fallback).
+  bool has_byte_tokens(std::string_view bytes) const;
   // Longest special token spelled at text[position], or nullopt.
   std::optional<int32_t> match_special(std::string_view text, size_t position) const;
 

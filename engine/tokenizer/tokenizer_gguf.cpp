@@ -7,27 +7,35 @@
 namespace draftwise {
 namespace {
 
-enum class Elements { strings, numbers };
-
-Expected<const GgufValue::Array*> array_of(const GgufFile& gguf, const std::string& key,
-                                           Elements elements, bool required) {
+// The string array at `key`; nullptr when absent and not required.
+Expected<const std::vector<std::string>*> strings_at(const GgufFile& gguf, const std::string& key,
+                                                     bool required) {
   const GgufValue* value = gguf.find(key);
   if (value == nullptr) {
     if (required) return make_error("{}: missing metadata '{}'", gguf.name(), key);
-    return static_cast<const GgufValue::Array*>(nullptr);
+    return static_cast<const std::vector<std::string>*>(nullptr);
   }
-  const GgufValue::Array* array = value->as_array();
-  const gguf::ValueType actual = value->element_type();
-  const bool wanted_strings = elements == Elements::strings;
-  const bool elements_match = wanted_strings ? actual == gguf::ValueType::string
-                                             : actual != gguf::ValueType::string &&
-                                                   actual != gguf::ValueType::array &&
-                                                   actual != gguf::ValueType::boolean;
-  if (array == nullptr || !elements_match) {
-    return make_error("{}: metadata '{}' must be an array of {}, got {}", gguf.name(), key,
-                      wanted_strings ? "strings" : "numbers", value->to_display(2));
+  if (value->as_strings() == nullptr) {
+    return make_error("{}: metadata '{}' must be an array of strings, got {}", gguf.name(), key,
+                      value->to_display(2));
   }
-  return array;
+  return value->as_strings();
+}
+
+// The numeric array at `key`; nullptr when absent and not required.
+Expected<const GgufNumbers*> numbers_at(const GgufFile& gguf, const std::string& key,
+                                        bool required) {
+  const GgufValue* value = gguf.find(key);
+  if (value == nullptr) {
+    if (required) return make_error("{}: missing metadata '{}'", gguf.name(), key);
+    return static_cast<const GgufNumbers*>(nullptr);
+  }
+  const GgufNumbers* numbers = value->as_numbers();
+  if (numbers == nullptr || numbers->element_type() == gguf::ValueType::boolean) {
+    return make_error("{}: metadata '{}' must be an array of numbers, got {}", gguf.name(), key,
+                      value->to_display(2));
+  }
+  return numbers;
 }
 
 TokenKind kind_from_gguf(int64_t type) {
@@ -48,53 +56,42 @@ TokenKind kind_from_gguf(int64_t type) {
 }
 
 Expected<std::optional<int32_t>> token_id(const GgufFile& gguf, const std::string& key) {
-  const GgufValue* value = gguf.find(key);
-  if (value == nullptr) return std::optional<int32_t>();
-  const std::optional<int64_t> id = value->as_int();
-  if (!id || *id < 0 || *id > INT32_MAX) {
-    return make_error("{}: metadata '{}' must be a token id, got {}", gguf.name(), key,
-                      value->to_display());
+  DW_ASSIGN_OR_RETURN(std::optional<int64_t> id, gguf.read_int(key));
+  if (id && (*id < 0 || *id > INT32_MAX)) {
+    return make_error("{}: metadata '{}' must be a token id, got {}", gguf.name(), key, *id);
   }
-  return std::optional<int32_t>(static_cast<int32_t>(*id));
+  return id ? std::optional<int32_t>(static_cast<int32_t>(*id)) : std::nullopt;
 }
 
 Expected<bool> flag(const GgufFile& gguf, const std::string& key, bool fallback) {
-  const GgufValue* value = gguf.find(key);
-  if (value == nullptr) return fallback;
-  const std::optional<bool> result = value->as_bool();
-  if (!result) {
-    return make_error("{}: metadata '{}' must be a bool, got {}", gguf.name(), key,
-                      value->to_display());
-  }
-  return *result;
+  DW_ASSIGN_OR_RETURN(std::optional<bool> value, gguf.read_bool(key));
+  return value.value_or(fallback);
 }
 
 }  // namespace
 
 Expected<Tokenizer> tokenizer_from_gguf(const GgufFile& gguf) {
   const std::string& name = gguf.name();
-  const GgufValue* model_value = gguf.find("tokenizer.ggml.model");
-  if (model_value == nullptr) return make_error("{}: the file has no tokenizer", name);
-  const std::string* model = model_value->as_string();
+  DW_ASSIGN_OR_RETURN(std::optional<std::string> model, gguf.read_string("tokenizer.ggml.model"));
+  if (!model) return make_error("{}: the file has no tokenizer", name);
   TokenizerDefinition definition;
-  if (model != nullptr && *model == "gpt2") {
+  if (*model == "gpt2") {
     definition.model = TokenizerModel::byte_level_bpe;
-  } else if (model != nullptr && *model == "llama") {
+  } else if (*model == "llama") {
     definition.model = TokenizerModel::sentencepiece_bpe;
   } else {
-    return make_error("{}: tokenizer model {} is not supported (gpt2, llama)", name,
-                      model_value->to_display());
+    return make_error("{}: tokenizer model '{}' is not supported (gpt2, llama)", name, *model);
   }
   const bool sentencepiece = definition.model == TokenizerModel::sentencepiece_bpe;
 
-  DW_ASSIGN_OR_RETURN(const GgufValue::Array* tokens,
-                      array_of(gguf, "tokenizer.ggml.tokens", Elements::strings, true));
-  DW_ASSIGN_OR_RETURN(const GgufValue::Array* types,
-                      array_of(gguf, "tokenizer.ggml.token_type", Elements::numbers, false));
-  DW_ASSIGN_OR_RETURN(const GgufValue::Array* scores,
-                      array_of(gguf, "tokenizer.ggml.scores", Elements::numbers, sentencepiece));
-  DW_ASSIGN_OR_RETURN(const GgufValue::Array* merges,
-                      array_of(gguf, "tokenizer.ggml.merges", Elements::strings, !sentencepiece));
+  DW_ASSIGN_OR_RETURN(const std::vector<std::string>* tokens,
+                      strings_at(gguf, "tokenizer.ggml.tokens", true));
+  DW_ASSIGN_OR_RETURN(const GgufNumbers* types,
+                      numbers_at(gguf, "tokenizer.ggml.token_type", false));
+  DW_ASSIGN_OR_RETURN(const GgufNumbers* scores,
+                      numbers_at(gguf, "tokenizer.ggml.scores", sentencepiece));
+  DW_ASSIGN_OR_RETURN(const std::vector<std::string>* merges,
+                      strings_at(gguf, "tokenizer.ggml.merges", !sentencepiece));
   const size_t count = tokens->size();
   for (const auto& [key, array] : {std::pair{"token_type", types}, {"scores", scores}}) {
     if (array != nullptr && array->size() != count) {
@@ -102,18 +99,17 @@ Expected<Tokenizer> tokenizer_from_gguf(const GgufFile& gguf) {
                         array->size(), count);
     }
   }
-  definition.tokens.reserve(count);
+  definition.tokens = *tokens;
   definition.kinds.reserve(count);
   for (size_t id = 0; id < count; ++id) {
-    definition.tokens.push_back(*(*tokens)[id].as_string());
-    const std::optional<int64_t> type = types != nullptr ? (*types)[id].as_int() : 1;
-    definition.kinds.push_back(kind_from_gguf(type.value_or(1)));
+    const int64_t type = types != nullptr ? types->int_at(id).value_or(1) : 1;
+    definition.kinds.push_back(kind_from_gguf(type));
   }
   if (scores != nullptr && sentencepiece) {
     definition.scores.reserve(count);
-    for (const GgufValue& score : *scores) {
-      const double value =
-          score.as_float().value_or(static_cast<double>(score.as_int().value_or(0)));
+    for (size_t id = 0; id < count; ++id) {
+      const std::optional<double> score = scores->float_at(id);
+      const double value = score ? *score : static_cast<double>(scores->int_at(id).value_or(0));
       if (!std::isfinite(value)) {
         return make_error("{}: tokenizer.ggml.scores holds a non-finite score", name);
       }
@@ -122,8 +118,7 @@ Expected<Tokenizer> tokenizer_from_gguf(const GgufFile& gguf) {
   }
   if (merges != nullptr) {
     definition.merges.reserve(merges->size());
-    for (const GgufValue& merge : *merges) {
-      const std::string& text = *merge.as_string();
+    for (const std::string& text : *merges) {
       const size_t space = text.find(' ', 1);
       if (space == std::string::npos) {
         return make_error("{}: merge '{}' is not two tokens separated by a space", name, text);
@@ -133,9 +128,8 @@ Expected<Tokenizer> tokenizer_from_gguf(const GgufFile& gguf) {
   }
 
   if (!sentencepiece) {
-    const GgufValue* pre_value = gguf.find("tokenizer.ggml.pre");
-    const std::string* pre = pre_value != nullptr ? pre_value->as_string() : nullptr;
-    const std::string pre_name = pre != nullptr ? *pre : "default";
+    DW_ASSIGN_OR_RETURN(std::optional<std::string> pre, gguf.read_string("tokenizer.ggml.pre"));
+    const std::string pre_name = pre.value_or("default");
     if (pre_name == "default" || pre_name == "gpt2") {
       definition.pre_tokenizer = PreTokenizerKind::gpt2;
     } else if (pre_name == "llama-bpe" || pre_name == "llama3") {
@@ -163,12 +157,7 @@ Expected<Tokenizer> tokenizer_from_gguf(const GgufFile& gguf) {
   DW_ASSIGN_OR_RETURN(definition.add_bos,
                       flag(gguf, "tokenizer.ggml.add_bos_token", sentencepiece));
   DW_ASSIGN_OR_RETURN(definition.add_eos, flag(gguf, "tokenizer.ggml.add_eos_token", false));
-  if (const GgufValue* chat_template = gguf.find("tokenizer.chat_template")) {
-    if (chat_template->as_string() == nullptr) {
-      return make_error("{}: tokenizer.chat_template must be a string", name);
-    }
-    definition.chat_template = *chat_template->as_string();
-  }
+  DW_ASSIGN_OR_RETURN(definition.chat_template, gguf.read_string("tokenizer.chat_template"));
   return Tokenizer::build(std::move(definition), name);
 }
 

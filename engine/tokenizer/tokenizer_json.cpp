@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "target/json_brief.h"
+
 #include "engine/tokenizer/tokenizer_loader.h"
 #include "kernels/mapped_file.h"
 
@@ -27,6 +29,7 @@ struct Pipeline {
   bool individual_digits = false;
   std::optional<std::string> split_regex;
   bool metaspace = false;
+  bool metaspace_split = true;
   std::string metaspace_scheme = "always";
 };
 
@@ -86,7 +89,7 @@ Status read_normalizer(const Json& root, const std::string& name, Pipeline& pipe
       return make_error(
           "{} '{}' is not supported (NFC, SentencePiece's Prepend/Replace of "
           "\"▁\")",
-          where, type.empty() ? part->dump() : type);
+          where, type.empty() ? json_brief(*part) : type);
     }
   }
   return {};
@@ -121,6 +124,7 @@ Status read_pre_tokenizer(const Json& root, const std::string& name, Pipeline& p
                           where);
       }
       pipeline.metaspace = true;
+      pipeline.metaspace_split = bool_field(*part, "split", true);
       if (part->contains("prepend_scheme")) {
         pipeline.metaspace_scheme = string_field(*part, "prepend_scheme");
       } else if (!bool_field(*part, "add_prefix_space", true)) {
@@ -128,7 +132,7 @@ Status read_pre_tokenizer(const Json& root, const std::string& name, Pipeline& p
       }
     } else {
       return make_error("{} '{}' is not supported (ByteLevel, Digits, Split, Metaspace)", where,
-                        type.empty() ? part->dump() : type);
+                        type.empty() ? json_brief(*part) : type);
     }
   }
   return {};
@@ -139,7 +143,23 @@ Status choose_family(const Pipeline& pipeline, const std::string& name,
                      TokenizerDefinition& definition) {
   definition.nfc = pipeline.nfc;
   if (pipeline.metaspace || (pipeline.prepends_marker && pipeline.replaces_spaces)) {
+    // Every part of the pipeline must be one this family implements; a part left unused
+    // would make the ids silently differ.
+    if (pipeline.byte_level || pipeline.split_regex || pipeline.individual_digits) {
+      return make_error(
+          "{}: ByteLevel, Split or Digits together with SentencePiece's \"▁\" "
+          "rules is not supported",
+          name);
+    }
+    if (pipeline.metaspace && pipeline.prepends_marker) {
+      return make_error(
+          "{}: both a Prepend normalizer and a Metaspace pre-tokenizer add \"▁\"; "
+          "not supported",
+          name);
+    }
     definition.model = TokenizerModel::sentencepiece_bpe;
+    definition.metaspace = pipeline.metaspace;
+    definition.metaspace_split = pipeline.metaspace && pipeline.metaspace_split;
     if (!pipeline.metaspace || pipeline.metaspace_scheme == "always") {
       definition.dummy_prefix = DummyPrefix::every_segment;
     } else if (pipeline.metaspace_scheme == "first") {
@@ -158,6 +178,10 @@ Status choose_family(const Pipeline& pipeline, const std::string& name,
         "{}: cannot tell the tokenizer family: no ByteLevel or Metaspace "
         "pre-tokenizer and no SentencePiece normalizer",
         name);
+  }
+  if (pipeline.prepends_marker || pipeline.replaces_spaces) {
+    return make_error("{}: a Prepend or Replace normalizer with byte-level BPE is not supported",
+                      name);
   }
   definition.model = TokenizerModel::byte_level_bpe;
   definition.add_prefix_space = pipeline.add_prefix_space;
@@ -189,7 +213,7 @@ Status choose_family(const Pipeline& pipeline, const std::string& name,
 }
 
 Status read_vocabulary(const Json& model, const Json& root, const std::string& name,
-                       TokenizerDefinition& definition) {
+                       bool has_normalizer, TokenizerDefinition& definition) {
   const auto vocab = model.find("vocab");
   if (vocab == model.end() || !vocab->is_object()) {
     return make_error("{}: model has no 'vocab' object", name);
@@ -207,6 +231,8 @@ Status read_vocabulary(const Json& model, const Json& root, const std::string& n
     std::string content;
     int64_t id;
     bool special;
+    bool lstrip;
+    bool rstrip;
   };
   std::vector<Added> added;
   if (const auto list = root.find("added_tokens"); list != root.end() && !list->is_null()) {
@@ -220,8 +246,22 @@ Status read_vocabulary(const Json& model, const Json& root, const std::string& n
       if (id < 0 || id >= INT32_MAX) {
         return make_error("{}: added token id {} is out of range", name, id);
       }
-      added.push_back(
-          {token["content"].get<std::string>(), id, bool_field(token, "special", false)});
+      const std::string content = token["content"].get<std::string>();
+      const bool special = bool_field(token, "special", false);
+      if (bool_field(token, "single_word", false)) {
+        return make_error("{}: added token '{}' has single_word, which is not supported", name,
+                          content);
+      }
+      // Hugging Face matches normalized added tokens after normalization, which changes how
+      // a normalizer treats the text around them; the engine matches on the raw text.
+      if (bool_field(token, "normalized", !special) && has_normalizer) {
+        return make_error(
+            "{}: added token '{}' is matched after normalization (normalized: "
+            "true), which is not supported with a normalizer",
+            name, content);
+      }
+      added.push_back({content, id, special, bool_field(token, "lstrip", false),
+                       bool_field(token, "rstrip", false)});
       max_id = std::max(max_id, id);
     }
   }
@@ -251,6 +291,9 @@ Status read_vocabulary(const Json& model, const Json& root, const std::string& n
     assigned[token.id] = true;
     definition.tokens[token.id] = std::move(token.content);
     definition.kinds[token.id] = token.special ? TokenKind::control : TokenKind::user_defined;
+    if (token.lstrip || token.rstrip) {
+      definition.added_token_strip[static_cast<int32_t>(token.id)] = {token.lstrip, token.rstrip};
+    }
   }
   return {};
 }
@@ -272,7 +315,8 @@ Status read_merges(const Json& model, const std::string& name, TokenizerDefiniti
                merge[1].is_string()) {
       definition.merges.emplace_back(merge[0].get<std::string>(), merge[1].get<std::string>());
     } else {
-      return make_error("{}: merge {} is neither \"a b\" nor [\"a\", \"b\"]", name, merge.dump());
+      return make_error("{}: merge {} is neither \"a b\" nor [\"a\", \"b\"]", name,
+                        json_brief(merge));
     }
   }
   return {};
@@ -416,10 +460,12 @@ Expected<Tokenizer> parse_tokenizer_json(std::string_view tokenizer_json,
   DW_TRY(read_normalizer(root, name, pipeline));
   DW_TRY(read_pre_tokenizer(root, name, pipeline));
   DW_TRY(choose_family(pipeline, name, definition));
-  DW_TRY(read_vocabulary(*model, root, name, definition));
+  const bool has_normalizer = pipeline.nfc || pipeline.prepends_marker || pipeline.replaces_spaces;
+  DW_TRY(read_vocabulary(*model, root, name, has_normalizer, definition));
   DW_TRY(read_merges(*model, name, definition));
   definition.byte_fallback = bool_field(*model, "byte_fallback", false);
   definition.ignore_merges = bool_field(*model, "ignore_merges", false);
+  definition.fuse_unk = bool_field(*model, "fuse_unk", false);
   if (definition.model == TokenizerModel::sentencepiece_bpe) {
     // With byte fallback, pieces spelled <0xXX> are byte tokens.
     for (size_t id = 0; id < definition.tokens.size(); ++id) {

@@ -154,6 +154,22 @@ std::string sanitize_utf8(std::string_view text) {
   return out;
 }
 
+std::string sanitize_utf8_per_byte(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t position = 0; position < text.size();) {
+    const DecodedCodePoint decoded = decode_utf8(text, position);
+    if (decoded.valid) {
+      out.append(text.substr(position, decoded.length));
+      position += decoded.length;
+    } else {
+      append_utf8(out, kReplacementCharacter);
+      ++position;
+    }
+  }
+  return out;
+}
+
 size_t incomplete_utf8_suffix(std::string_view text) {
   const size_t size = text.size();
   for (size_t back = 1; back <= 3 && back <= size; ++back) {
@@ -192,6 +208,11 @@ bool is_letter(char32_t code_point) {
 bool is_number(char32_t code_point) {
   if (code_point < 0x80) return code_point >= '0' && code_point <= '9';
   return in_ranges(tables::kNumbers, tables::kNumbers_count, code_point);
+}
+
+bool is_numeric(char32_t code_point) {
+  if (code_point < 0x80) return code_point >= '0' && code_point <= '9';
+  return in_ranges(tables::kNumeric, tables::kNumeric_count, code_point);
 }
 
 bool is_whitespace(char32_t code_point) {
@@ -272,10 +293,6 @@ std::string nfc(std::string_view text) {
   for (const char32_t c : composed)
     append_utf8(out, c);
   return out;
-}
-
-const char* tables_version() {
-  return tables::kUnicodeVersion;
 }
 
 }  // namespace draftwise::unicode

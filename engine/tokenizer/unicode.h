@@ -30,6 +30,10 @@ bool is_valid_utf8(std::string_view text);
 // `text` with every invalid sequence replaced by U+FFFD (see decode_utf8).
 std::string sanitize_utf8(std::string_view text);
 
+// `text` with every byte that does not begin a valid sequence replaced by U+FFFD, one per
+// byte: SentencePiece's rule when it decodes byte-fallback tokens.
+std::string sanitize_utf8_per_byte(std::string_view text);
+
 // Number of bytes at the end of `text` that start a multi-byte sequence which is still
 // incomplete but could become valid with more bytes (0 to 3).
 size_t incomplete_utf8_suffix(std::string_view text);
@@ -42,14 +46,14 @@ struct CodePoints {
 };
 CodePoints split_code_points(std::string_view text);
 
-bool is_letter(char32_t code_point);      // \p{L}: Lu Ll Lt Lm Lo
-bool is_number(char32_t code_point);      // \p{N}: Nd Nl No
-bool is_whitespace(char32_t code_point);  // \s: the White_Space property
+// Character classes as Hugging Face `tokenizers` sees them. Each follows the Unicode version
+// of the component it mirrors (tools/unicode_versions.py).
+bool is_letter(char32_t code_point);      // regex \p{L}: Lu Ll Lt Lm Lo (Oniguruma, Unicode 16.0)
+bool is_number(char32_t code_point);      // regex \p{N}: Nd Nl No (Oniguruma, Unicode 16.0)
+bool is_numeric(char32_t code_point);     // Rust char::is_numeric, the Digits rule (Unicode 17.0)
+bool is_whitespace(char32_t code_point);  // \s and char::is_whitespace: White_Space
 
-// Canonical composition (NFC) of valid UTF-8 text.
+// Canonical composition (NFC) of valid UTF-8 text (Unicode 15.1, as tokenizers' normalizer).
 std::string nfc(std::string_view text);
-
-// The Unicode version the tables were generated from.
-const char* tables_version();
 
 }  // namespace draftwise::unicode

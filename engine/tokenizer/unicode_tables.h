@@ -30,11 +30,15 @@ struct Composition {
   uint32_t composed;
 };
 
-extern const char kUnicodeVersion[];
+extern const char kRegexClassesVersion[];
+extern const char kNumericVersion[];
+extern const char kNfcVersion[];
 extern const CodePointRange kLetters[];
 extern const size_t kLetters_count;
 extern const CodePointRange kNumbers[];
 extern const size_t kNumbers_count;
+extern const CodePointRange kNumeric[];
+extern const size_t kNumeric_count;
 extern const CombiningClassRange kCombiningClasses[];
 extern const size_t kCombiningClasses_count;
 extern const Decomposition kDecompositions[];

@@ -27,13 +27,13 @@ TEST(BpeMergeTable, EqualRanksMergeLeftmostFirst) {
   EXPECT_EQ(symbols, (std::vector<int32_t>{12, 14}));
 }
 
-TEST(BpeMergeTable, DuplicatePairKeepsLowerRank) {
+TEST(BpeMergeTable, DuplicatePairTakesTheLaterRank) {
   BpeMergeTable merges;
+  merges.add(0, 1, 2, 10);
   merges.add(0, 1, 5, 10);
-  merges.add(0, 1, 2, 99);
   ASSERT_NE(merges.find(0, 1), nullptr);
-  EXPECT_EQ(merges.find(0, 1)->rank, 2);
-  EXPECT_EQ(merges.find(0, 1)->result, 99);
+  EXPECT_EQ(merges.find(0, 1)->rank, 5);
+  EXPECT_EQ(merges.find(0, 1)->result, 10);
   EXPECT_EQ(merges.find(1, 0), nullptr);
   EXPECT_EQ(merges.size(), 1u);
 }

@@ -82,6 +82,7 @@ TEST(TokenizerCorpus, CorpusCoversTheRequiredKinds) {
        {"prose", "code", "whitespace", "digits", "emoji", "special", "invalid_utf8"}) {
     EXPECT_GE(categories[category], 20) << category;
   }
+  EXPECT_GE(categories["unicode_versions"], 12);
   int invalid = 0;
   for (const CorpusEntry& entry : corpus())
     invalid += !unicode::is_valid_utf8(entry.bytes);
@@ -146,6 +147,56 @@ TEST(TokenizerCorpus, SentencePieceFromTokenizerJsonMatchesSentencePiece) {
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message;
   EXPECT_EQ(tokenizer->model(), TokenizerModel::sentencepiece_bpe);
   check_sentencepiece(*tokenizer);
+}
+
+// The same vocabulary stated other ways in tokenizer.json (Metaspace pre-tokenizer with
+// each prepend scheme and split; added tokens with lstrip/rstrip), against Hugging Face.
+TEST(TokenizerCorpus, SentencePieceVariantsMatchHuggingFaceTokenizers) {
+  std::ifstream variants_in(tokenizer_fixtures() / "llama2_sp_variants.json");
+  const Json variants = Json::parse(variants_in);
+  const Expected<std::string> base =
+      read_text_file((tokenizer_fixtures() / "llama2_sp" / "tokenizer.json").string());
+  ASSERT_TRUE(base.ok());
+  const std::vector<Json> rows = expected_rows("expected_llama2_sp_variants.jsonl");
+  ASSERT_EQ(variants.size(), 4u);
+  for (const auto& [variant, spec] : variants.items()) {
+    SCOPED_TRACE(variant);
+    Json tokenizer_json = Json::parse(*base);
+    if (spec["normalizer"] != "legacy") tokenizer_json["normalizer"] = spec["normalizer"];
+    tokenizer_json["pre_tokenizer"] = spec["pre_tokenizer"];
+    for (Json& token : tokenizer_json["added_tokens"]) {
+      const auto strip = spec["strip"].find(token["content"].get<std::string>());
+      if (strip == spec["strip"].end()) continue;
+      token["lstrip"] = (*strip)[0];
+      token["rstrip"] = (*strip)[1];
+    }
+    const Expected<Tokenizer> tokenizer =
+        parse_tokenizer_json(tokenizer_json.dump(), std::nullopt, variant + ".json");
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message;
+    EXPECT_EQ(compare_ids(*tokenizer, rows, variant.c_str(), {.add_special = false}), 0);
+  }
+}
+
+// Byte runs that are not valid UTF-8 decode as SentencePiece decodes them: one U+FFFD for
+// each byte that starts no valid character.
+TEST(TokenizerCorpus, SentencePieceDecodeMatchesSentencePiece) {
+  const Expected<Tokenizer> tokenizer =
+      tokenizer_from_hf_folder((tokenizer_fixtures() / "llama2_sp").string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message;
+  std::ifstream in(tokenizer_fixtures() / "expected_llama2_sp_decode.jsonl");
+  int cases = 0;
+  for (std::string line; std::getline(in, line); ++cases) {
+    const Json row = Json::parse(line);
+    const std::vector<int32_t> ids = row["ids"].get<std::vector<int32_t>>();
+    const std::string expected = from_hex(row["decoded_hex"]);
+    EXPECT_EQ(tokenizer->decode(ids), expected) << row["ids"].dump();
+    StreamDecoder stream(*tokenizer, false, true);
+    std::string streamed;
+    for (const int32_t id : ids)
+      streamed += stream.push(id);
+    EXPECT_EQ(streamed + stream.finish(), expected) << row["ids"].dump();
+  }
+  EXPECT_EQ(cases, 300);
 }
 
 TEST(TokenizerCorpus, SentencePieceFromGgufMatchesSentencePiece) {

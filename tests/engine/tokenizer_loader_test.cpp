@@ -75,6 +75,38 @@ TEST(TokenizerJson, RefusesUnsupportedModelsAndPipelines) {
   EXPECT_TRUE(contains(error_of(nothing.dump()), "cannot tell the tokenizer family"));
 }
 
+Json small_sentencepiece() {
+  const Expected<std::string> text = read_text_file(
+      (testing::fixtures_dir() / "tokenizer" / "llama2_sp" / "tokenizer.json").string());
+  EXPECT_TRUE(text.ok());
+  return Json::parse(*text);
+}
+
+// Settings the engine does not implement are refused rather than ignored (found in review:
+// ignoring them silently changed the ids).
+TEST(TokenizerJson, RefusesSettingsItWouldOtherwiseIgnore) {
+  Json single_word = small_sentencepiece();
+  single_word["added_tokens"][1]["single_word"] = true;
+  EXPECT_TRUE(contains(error_of(single_word.dump()), "added token '<s>' has single_word"));
+
+  Json normalized = small_sentencepiece();
+  normalized["added_tokens"][2]["normalized"] = true;
+  EXPECT_TRUE(
+      contains(error_of(normalized.dump()), "added token '</s>' is matched after normalization"));
+
+  Json mixed = small_sentencepiece();
+  mixed["pre_tokenizer"] = {{"type", "ByteLevel"}, {"use_regex", true}};
+  EXPECT_TRUE(contains(error_of(mixed.dump()), "together with SentencePiece"));
+
+  Json doubled = small_sentencepiece();
+  doubled["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}};
+  EXPECT_TRUE(contains(error_of(doubled.dump()), "both a Prepend normalizer and a Metaspace"));
+
+  Json prepend = small_bytelevel();
+  prepend["normalizer"] = {{"type", "Prepend"}, {"prepend", "\u2581"}};
+  EXPECT_TRUE(contains(error_of(prepend.dump()), "Prepend or Replace normalizer with byte-level"));
+}
+
 TEST(TokenizerJson, RefusesInconsistentVocabularies) {
   Json merge = small_bytelevel();
   merge["model"]["merges"].push_back("zzzq zzzr");
@@ -153,7 +185,7 @@ TEST(TokenizerGguf, RefusesMissingOrMistypedKeys) {
   bert.add_string("tokenizer.ggml.model", "bert");
   result = from_gguf(bert, &storage);
   ASSERT_FALSE(result.ok());
-  EXPECT_TRUE(contains(result.error().message, "tokenizer model \"bert\" is not supported"));
+  EXPECT_TRUE(contains(result.error().message, "tokenizer model 'bert' is not supported"));
 
   testing::GgufBuilder no_merges;
   no_merges.add_string("tokenizer.ggml.model", "gpt2");

@@ -75,6 +75,14 @@ TEST(Unicode, CharacterClasses) {
   EXPECT_TRUE(unicode::is_number(U'\u00B2'));  // superscript 2 (No)
   EXPECT_TRUE(unicode::is_number(U'\u216B'));  // Roman numeral twelve (Nl)
   EXPECT_FALSE(unicode::is_number(U'x'));
+  // Each class follows the Unicode version of the tokenizers component it mirrors.
+  EXPECT_TRUE(unicode::is_letter(U'\U00031350'));  // CJK Ext H (15.0)
+  EXPECT_TRUE(unicode::is_number(U'\U00010D40'));  // Garay digit (16.0): regex knows it
+  EXPECT_TRUE(unicode::is_numeric(U'\U00010D40'));
+  EXPECT_FALSE(unicode::is_number(U'\U00011DE0'));   // a 17.0 digit: regex does not...
+  EXPECT_TRUE(unicode::is_numeric(U'\U00011DE0'));   // ...but Rust's is_numeric does
+  EXPECT_FALSE(unicode::is_letter(U'\u088F'));       // a 17.0 letter
+  EXPECT_FALSE(unicode::is_numeric(U'\U0001246F'));  // an 18.0 number
   EXPECT_TRUE(unicode::is_whitespace(U'\u3000'));
   EXPECT_TRUE(unicode::is_whitespace(U'\u0085'));
   EXPECT_FALSE(unicode::is_whitespace(U'\u200B'));  // zero-width space is not White_Space

@@ -1,10 +1,12 @@
-// libFuzzer harness for the tokenizer. The first byte picks what the rest is:
-//   even: text, encoded by the fixture tokenizers (SentencePiece from tokenizer.json and
+// libFuzzer harness for the tokenizer and the Hugging Face folder files. The first byte
+// picks what the rest is (by its value modulo 3):
+//   0: text, encoded by the fixture tokenizers (SentencePiece from tokenizer.json and
 //         from GGUF, byte-level BPE of every family) with these properties checked:
 //         ids are in the vocabulary; decode(encode(text)) gives the text back (with invalid
 //         UTF-8 replaced, and for SentencePiece "▁" read as a space), except where a
 //         normalizer changes it; streaming decode equals decode and emits only valid UTF-8;
-//   odd:  a tokenizer.json document, which must load or be refused with an error.
+//   1: a tokenizer.json document, which must load or be refused with an error;
+//   2: a config.json document, likewise.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,6 +19,7 @@
 #include "engine/tokenizer/unicode.h"
 #include "kernels/mapped_file.h"
 #include "target/gguf_reader.h"
+#include "target/model_config.h"
 
 namespace {
 
@@ -93,11 +96,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const Fixtures fixtures;
   if (size == 0) return 0;
   const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  if (data[0] % 2 == 0) {
+  if (data[0] % 3 == 0) {
     for (const Tokenizer& tokenizer : fixtures.lossless)
       check_text(tokenizer, rest, true);
     for (const Tokenizer& tokenizer : fixtures.normalizing)
       check_text(tokenizer, rest, false);
+    return 0;
+  }
+  if (data[0] % 3 == 2) {
+    (void)parse_hf_config(rest, "fuzz/config.json");
     return 0;
   }
   const Expected<Tokenizer> tokenizer = parse_tokenizer_json(rest, std::nullopt, "fuzz.json");

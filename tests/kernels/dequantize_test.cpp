@@ -205,6 +205,12 @@ TEST(Dequantize, PlainFloats) {
   Bytes f32_bytes(sizeof f32);
   std::memcpy(f32_bytes.data(), f32, sizeof f32);
   EXPECT_EQ(dequantize(TensorType::f32, f32_bytes, 3), std::vector<float>(f32, f32 + 3));
+  // fp16: 1.0, -2.0, 65504, smallest subnormal; bf16: 1.0, -123.5.
+  const Bytes f16_bytes = {0x00, 0x3C, 0x00, 0xC0, 0xFF, 0x7B, 0x01, 0x00};
+  EXPECT_EQ(dequantize(TensorType::f16, f16_bytes, 4),
+            (std::vector<float>{1.0f, -2.0f, 65504.0f, 5.9604644775390625e-8f}));
+  const Bytes bf16_bytes = {0x80, 0x3F, 0xF7, 0xC2};
+  EXPECT_EQ(dequantize(TensorType::bf16, bf16_bytes, 2), (std::vector<float>{1.0f, -123.5f}));
   const double f64[] = {0.1, -2.0};
   Bytes f64_bytes(sizeof f64);
   std::memcpy(f64_bytes.data(), f64, sizeof f64);

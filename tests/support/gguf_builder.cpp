@@ -53,9 +53,16 @@ void append_value(std::string& out, const GgufValue& value) {
       break;
     case ValueType::array:
       append_scalar<uint32_t>(out, static_cast<uint32_t>(value.element_type()));
-      append_scalar<uint64_t>(out, value.as_array()->size());
-      for (const GgufValue& element : *value.as_array())
-        append_value(out, element);
+      append_scalar<uint64_t>(out, value.array_size());
+      if (const auto* strings = value.as_strings()) {
+        for (const std::string& text : *strings)
+          append_string(out, text);
+      } else if (const auto* numbers = value.as_numbers()) {
+        out.append(reinterpret_cast<const char*>(numbers->bytes().data()), numbers->bytes().size());
+      } else {
+        for (const GgufValue& element : *value.as_arrays())
+          append_value(out, element);
+      }
       break;
   }
 }
@@ -79,25 +86,22 @@ void GgufBuilder::add_string(const std::string& key, const std::string& value) {
 }
 
 void GgufBuilder::add_strings(const std::string& key, const std::vector<std::string>& values) {
-  GgufValue::Array elements;
-  for (const std::string& value : values)
-    elements.push_back(GgufValue::string(value));
-  add(key, GgufValue::array(gguf::ValueType::string, std::move(elements)));
+  add(key, GgufValue::strings(values));
 }
 
 void GgufBuilder::add_i32s(const std::string& key, const std::vector<int32_t>& values) {
-  GgufValue::Array elements;
+  std::vector<GgufValue> elements;
   for (const int32_t value : values) {
     elements.push_back(GgufValue::signed_integer(gguf::ValueType::i32, value));
   }
-  add(key, GgufValue::array(gguf::ValueType::i32, std::move(elements)));
+  add(key, GgufValue::array(gguf::ValueType::i32, elements));
 }
 
 void GgufBuilder::add_f32s(const std::string& key, const std::vector<float>& values) {
-  GgufValue::Array elements;
+  std::vector<GgufValue> elements;
   for (const float value : values)
     elements.push_back(GgufValue::floating(gguf::ValueType::f32, value));
-  add(key, GgufValue::array(gguf::ValueType::f32, std::move(elements)));
+  add(key, GgufValue::array(gguf::ValueType::f32, elements));
 }
 
 void GgufBuilder::set_alignment(uint32_t alignment) {

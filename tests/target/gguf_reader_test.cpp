@@ -53,12 +53,17 @@ TEST(GgufReader, ReadsEveryMetadataTypeIncludingNestedArrays) {
     builder.add("f64", GgufValue::floating(gguf::ValueType::f64, -1e300));
     builder.add_bool("bool", true);
     builder.add_string("string", "héllo\n");
-    GgufValue::Array inner_a{GgufValue::signed_integer(gguf::ValueType::i32, 1),
-                             GgufValue::signed_integer(gguf::ValueType::i32, 2)};
-    GgufValue::Array inner_b{};
-    GgufValue::Array outer{GgufValue::array(gguf::ValueType::i32, inner_a),
-                           GgufValue::array(gguf::ValueType::i32, inner_b)};
+    const std::vector<GgufValue> inner_a{GgufValue::signed_integer(gguf::ValueType::i32, 1),
+                                         GgufValue::signed_integer(gguf::ValueType::i32, 2)};
+    const std::vector<GgufValue> outer{GgufValue::array(gguf::ValueType::i32, inner_a),
+                                       GgufValue::array(gguf::ValueType::i32, {})};
     builder.add("nested", GgufValue::array(gguf::ValueType::array, outer));
+    builder.add("flags", GgufValue::array(gguf::ValueType::boolean,
+                                          {GgufValue::boolean(true), GgufValue::boolean(false)}));
+    builder.add("u64s", GgufValue::array(gguf::ValueType::u64, {GgufValue::unsigned_integer(
+                                                                   gguf::ValueType::u64, ~0ull)}));
+    builder.add("doubles", GgufValue::array(gguf::ValueType::f64,
+                                            {GgufValue::floating(gguf::ValueType::f64, -2.5)}));
     builder.add_strings("strings", {"a", "", "ccc"});
 
     const Expected<GgufFile> file = parse(builder.build());
@@ -76,18 +81,62 @@ TEST(GgufReader, ReadsEveryMetadataTypeIncludingNestedArrays) {
     EXPECT_EQ(file->find("f64")->as_float(), -1e300);
     EXPECT_EQ(file->find("bool")->as_bool(), true);
     EXPECT_EQ(*file->find("string")->as_string(), "héllo\n");
-    const GgufValue::Array& nested = *file->find("nested")->as_array();
-    ASSERT_EQ(nested.size(), 2u);
+    const std::vector<GgufValue>* nested = file->find("nested")->as_arrays();
+    ASSERT_NE(nested, nullptr);
+    ASSERT_EQ(nested->size(), 2u);
     EXPECT_EQ(file->find("nested")->element_type(), gguf::ValueType::array);
-    EXPECT_EQ((*nested[0].as_array())[1].as_int(), 2);
-    EXPECT_TRUE(nested[1].as_array()->empty());
-    EXPECT_EQ(*(*file->find("strings")->as_array())[2].as_string(), "ccc");
+    EXPECT_EQ((*nested)[0].as_numbers()->int_at(1), 2);
+    EXPECT_EQ((*nested)[1].array_size(), 0u);
+    EXPECT_EQ(file->find("flags")->as_numbers()->int_at(0), 1);
+    EXPECT_EQ(file->find("flags")->as_numbers()->int_at(1), 0);
+    EXPECT_FALSE(file->find("u64s")->as_numbers()->int_at(0).has_value());  // beyond int64
+    EXPECT_EQ(file->find("doubles")->as_numbers()->float_at(0), -2.5);
+    EXPECT_FALSE(file->find("doubles")->as_numbers()->int_at(0).has_value());
+    EXPECT_EQ((*file->find("strings")->as_strings())[2], "ccc");
+    EXPECT_EQ(file->find("strings")->to_display(), "[3 x string] \"a\", \"\", \"ccc\"");
+    EXPECT_EQ(file->find("nested")->to_display(), "[2 x array] [2 x int32], [0 x int32]");
     EXPECT_EQ(file->find("absent"), nullptr);
     // Typed reads refuse other types instead of converting them.
     EXPECT_FALSE(file->find("string")->as_int().has_value());
     EXPECT_FALSE(file->find("f32")->as_int().has_value());
     EXPECT_EQ(file->find("u32")->as_string(), nullptr);
   }
+}
+
+// Found in review: numeric arrays once took 48 bytes per element in memory.
+TEST(GgufReader, NumericArraysAreReadInPlace) {
+  GgufBuilder builder;
+  std::vector<GgufValue> bytes(100000, GgufValue::unsigned_integer(gguf::ValueType::u8, 7));
+  builder.add("big", GgufValue::array(gguf::ValueType::u8, bytes));
+  const std::string file_bytes = builder.build();
+  const Expected<GgufFile> file = parse(file_bytes);
+  ASSERT_TRUE(file.ok());
+  const GgufNumbers* numbers = file->find("big")->as_numbers();
+  ASSERT_NE(numbers, nullptr);
+  EXPECT_EQ(numbers->size(), 100000u);
+  EXPECT_EQ(numbers->int_at(99999), 7);
+  const auto* begin = reinterpret_cast<const std::byte*>(file_bytes.data());
+  EXPECT_GE(numbers->bytes().data(), begin);
+  EXPECT_LE(numbers->bytes().data() + numbers->bytes().size(), begin + file_bytes.size());
+}
+
+TEST(GgufReader, TypedReadsNameTheKeyOnATypeMismatch) {
+  GgufBuilder builder;
+  builder.add_u32("count", 7);
+  builder.add_string("name", "llama");
+  builder.add_f32("eps", 0.5f);
+  const std::string bytes = builder.build();
+  const Expected<GgufFile> file = parse(bytes);
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->read_int("count")->value(), 7);
+  EXPECT_EQ(file->read_string("name")->value(), "llama");
+  EXPECT_EQ(file->read_float("eps")->value(), 0.5);
+  EXPECT_FALSE(file->read_bool("absent")->has_value());
+  const auto wrong = file->read_int("name");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.error().message, "test.gguf: metadata 'name' must be an integer, got \"llama\"");
+  EXPECT_FALSE(file->read_string("count").ok());
+  EXPECT_FALSE(file->read_bool("eps").ok());
 }
 
 TEST(GgufReader, TensorsAreViewsAtAlignedOffsets) {
@@ -298,7 +347,8 @@ TEST(GgufReader, ReadsTheDefaultModel) {
   EXPECT_EQ(file->version(), 3u);
   EXPECT_EQ(file->tensors().size(), 272u);
   EXPECT_EQ(*file->find("general.architecture")->as_string(), "llama");
-  EXPECT_EQ(file->find("tokenizer.ggml.tokens")->as_array()->size(), 49152u);
+  EXPECT_EQ(file->find("tokenizer.ggml.tokens")->as_strings()->size(), 49152u);
+  EXPECT_EQ(file->find("tokenizer.ggml.token_type")->as_numbers()->size(), 49152u);
   const GgufTensorInfo* embedding = file->find_tensor("token_embd.weight");
   ASSERT_NE(embedding, nullptr);
   EXPECT_EQ(embedding->type, TensorType::q8_0);

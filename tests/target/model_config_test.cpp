@@ -96,6 +96,30 @@ TEST(ModelConfig, RefusesBadConfigsWithTheKeyNamed) {
       "'num_hidden_layers' must be positive"));
 }
 
+TEST(ModelConfig, RefusesExtentsBeyondInt32AndIntegersBeyondInt64) {
+  const Expected<ModelConfig> huge = parse_hf_config(
+      R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 1099511627776, "num_attention_heads": 2})",
+      "config.json");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_TRUE(contains(huge.error().message, "layer count 1099511627776 is larger than"));
+  const Expected<ModelConfig> wraps = parse_hf_config(
+      R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 1, "num_attention_heads": 2, "bos_token_id": 18446744073709551615})",
+      "config.json");
+  ASSERT_FALSE(wraps.ok());
+  EXPECT_TRUE(contains(wraps.error().message, "'bos_token_id' must be an integer"));
+}
+
+TEST(ModelConfig, DeeplyNestedValuesGiveAShortError) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const Expected<ModelConfig> config =
+      parse_hf_config(R"({"model_type": "llama", "vocab_size": )" + deep + "}", "config.json");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().message,
+            "config.json: 'vocab_size' must be an integer, got an array of 1 values");
+}
+
 TEST(ModelConfig, ReadsGgufMetadataAndTensorsPresent) {
   testing::GgufBuilder builder;
   builder.add_string("general.architecture", "qwen2");

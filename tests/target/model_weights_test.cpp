@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "kernels/half.h"
@@ -142,6 +143,23 @@ TEST(ModelWeights, ShapeThatDisagreesWithTheConfigIsNamed) {
   EXPECT_TRUE(contains(weights.error().message,
                        "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [32, 48] but the "
                        "config implies [48, 32]"))
+      << weights.error().message;
+}
+
+// Found in review: a huge layer count once made bind() allocate without bound.
+TEST(ModelWeights, LayerCountBeyondTheFileIsRefusedUpFront) {
+  testing::TinyModel model = testing::make_tiny_model(Architecture::llama, true, 12);
+  ScratchDir dir;
+  const std::string path =
+      dir.write("model.gguf", testing::tiny_model_gguf(model, TensorType::f32)).string();
+  const Expected<Checkpoint> checkpoint = Checkpoint::open(path);
+  ASSERT_TRUE(checkpoint.ok());
+  ModelConfig config = *load_model_config(*checkpoint);
+  config.num_layers = std::numeric_limits<int32_t>::max();
+  const Expected<ModelWeights> weights = ModelWeights::bind(*checkpoint, config);
+  ASSERT_FALSE(weights.ok());
+  EXPECT_TRUE(contains(weights.error().message,
+                       "the config has 2147483647 layers but the file holds only 20 tensors"))
       << weights.error().message;
 }
 

@@ -132,6 +132,20 @@ TEST(SafetensorsReader, RefusesOffsetsOutsideTheDataAndSizeMismatch) {
   EXPECT_TRUE(contains(parse_error(builder.build_with(header.dump())), "shape is too large"));
 }
 
+TEST(SafetensorsReader, RefusesHolesAndTrailingBytes) {
+  SafetensorsBuilder builder;
+  builder.add_tensor("a", "F32", {2}, f32_bytes({1, 2}));
+  builder.add_tensor("b", "F32", {2}, f32_bytes({3, 4}));
+  nlohmann::json header = builder.header();
+  header.erase("a");
+  EXPECT_TRUE(
+      contains(parse_error(builder.build_with(header.dump())), "8 unused bytes before tensor 'b'"));
+  header = builder.header();
+  header.erase("b");
+  EXPECT_TRUE(
+      contains(parse_error(builder.build_with(header.dump())), "8 bytes after the last tensor"));
+}
+
 TEST(SafetensorsReader, RefusesOverlappingTensors) {
   SafetensorsBuilder builder;
   builder.add_tensor("a", "F32", {2}, f32_bytes({1, 2}));
@@ -173,6 +187,10 @@ TEST(SafetensorsCheckpoint, RefusesInconsistentShards) {
       open_with_index(R"({"weight_map": {"a": "one.safetensors", "z": "one.safetensors"}})");
   ASSERT_FALSE(missing.ok());
   EXPECT_TRUE(contains(missing.error().message, "places tensor 'z' in one.safetensors"));
+  const auto unlisted = open_with_index(R"({"weight_map": {"z": "one.safetensors"}})");
+  ASSERT_FALSE(unlisted.ok());
+  EXPECT_TRUE(
+      contains(unlisted.error().message, "tensor 'a' is in one.safetensors, but the index"));
   const auto twice =
       open_with_index(R"({"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}})");
   ASSERT_FALSE(twice.ok());

@@ -188,6 +188,30 @@ TEST(BadInput, GgufStringOrArrayLengthThatWouldOverflow) {
   expect_refused(dir.write("array.gguf", raw_entry(9, array_length)), "cannot fit in the");
 }
 
+// Found in review: names from a file could break the one-line error with a newline or
+// carry a terminal escape sequence.
+TEST(BadInput, ControlCharactersInFileContentsAreEscaped) {
+  ScratchDir dir;
+  GgufBuilder gguf;
+  gguf.add_raw_tensor_info("evil\nname\x1b[31m", 99, {32}, 0);
+  gguf.append_data(std::string(64, '\0'));
+  const auto path = dir.write("model.gguf", gguf.build());
+  expect_refused(path, "tensor 'evil\\x0aname\\x1b[31m' has unknown tensor type 99");
+}
+
+TEST(BadInput, HugeNamesAreCutInTheMessage) {
+  ScratchDir dir;
+  GgufBuilder gguf;
+  gguf.add_raw_tensor_info(std::string(100000, 'w'), 99, {32}, 0);
+  gguf.append_data(std::string(64, '\0'));
+  const testing::CommandResult result =
+      testing::run_draftwise({"inspect", dir.write("model.gguf", gguf.build()).string()});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_LT(result.err.size(), 1100u);
+  EXPECT_NE(result.err.find("more bytes)"), std::string::npos) << result.err.substr(0, 200);
+  EXPECT_EQ(result.err.find('\n'), result.err.size() - 1);
+}
+
 TEST(BadInput, UsageErrorsExitWithTwo) {
   const testing::CommandResult missing = testing::run_draftwise({"inspect"});
   EXPECT_EQ(missing.exit_code, 2);

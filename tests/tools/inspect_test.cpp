@@ -43,7 +43,7 @@ TEST(Inspect, TextOutputNamesTheEssentials) {
       testing::run_draftwise({"inspect", testing::default_model_path().string(), "--tensors"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   for (const char* expected : {"num_layers", "30", "byte-level BPE (smollm pre-tokenizer)",
-                               "chat template          yes", "blk.29.ffn_down.weight"}) {
+                               "chat template            yes", "blk.29.ffn_down.weight"}) {
     EXPECT_NE(result.out.find(expected), std::string::npos) << expected << "\n" << result.out;
   }
 }
