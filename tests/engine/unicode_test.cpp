@@ -30,7 +30,7 @@ TEST(Unicode, ReplacementMatchesPythonOnRandomBytes) {
   }
 }
 
-TEST(Unicode, NfcMatchesPython) {
+TEST(Unicode, NfcMatchesHuggingFaceTokenizers) {
   const nlohmann::json cases = load_cases();
   ASSERT_GT(cases["nfc"].size(), 2000u);
   for (const auto& entry : cases["nfc"]) {
