@@ -54,8 +54,7 @@ void Checkpoint::index_tensors() {
       }
     }
   }
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    index_.emplace(tensors_[i].name, i);
+  for (size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
 }
 
 const CheckpointTensor* Checkpoint::find(std::string_view name) const {

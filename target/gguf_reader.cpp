@@ -155,8 +155,7 @@ GgufValue GgufValue::array(gguf::ValueType element_type, const std::vector<GgufV
   if (element_type == gguf::ValueType::array) return arrays(elements);
   if (element_type == gguf::ValueType::string) {
     std::vector<std::string> values;
-    for (const GgufValue& element : elements)
-      values.push_back(*element.as_string());
+    for (const GgufValue& element : elements) values.push_back(*element.as_string());
     return strings(std::move(values));
   }
   auto bytes = std::make_shared<std::string>();

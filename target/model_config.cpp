@@ -7,11 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "target/json_brief.h"
-
 #include "kernels/mapped_file.h"
 #include "target/checkpoint.h"
 #include "target/gguf_reader.h"
+#include "target/json_brief.h"
 
 namespace draftwise {
 namespace {

@@ -100,8 +100,7 @@ std::optional<int> ArgParser::parse_or_exit_code(const std::vector<std::string>&
 
 std::string ArgParser::usage() const {
   std::string text = "usage: draftwise " + command_;
-  for (const Positional& positional : positionals_)
-    text += " " + positional.name;
+  for (const Positional& positional : positionals_) text += " " + positional.name;
   if (!options_.empty()) text += " [options]";
   text += "\n\n" + summary_ + "\n";
   if (!positionals_.empty()) text += "\narguments:\n";

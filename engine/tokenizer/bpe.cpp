@@ -38,8 +38,7 @@ void BpeMergeTable::apply(std::vector<int32_t>& symbols) const {
       queue.push({merge->rank, left, right, symbols[left], symbols[right]});
     }
   };
-  for (int32_t i = 0; i + 1 < count; ++i)
-    consider(i);
+  for (int32_t i = 0; i + 1 < count; ++i) consider(i);
 
   while (!queue.empty()) {
     const Candidate candidate = queue.top();

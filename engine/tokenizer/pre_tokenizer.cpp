@@ -58,8 +58,7 @@ class Matcher {
   template <typename Class>
   size_t run(size_t at, Class in_class, size_t max_length = SIZE_MAX) const {
     size_t i = at;
-    while (i < end_ && i - at < max_length && in_class(text_[i]))
-      ++i;
+    while (i < end_ && i - at < max_length && in_class(text_[i])) ++i;
     return i;
   }
 

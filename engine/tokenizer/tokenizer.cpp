@@ -49,8 +49,7 @@ std::string replace_all(std::string_view text, std::string_view from, std::strin
 size_t whitespace_run_before(std::string_view text, size_t floor, size_t end) {
   while (end > floor) {
     size_t start = end - 1;
-    while (start > floor && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80)
-      --start;
+    while (start > floor && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) --start;
     if (!unicode::is_whitespace(unicode::decode_utf8(text, start).code_point)) break;
     end = start;
   }
@@ -151,8 +150,7 @@ Expected<Tokenizer> Tokenizer::build(TokenizerDefinition definition, const std::
         rank_of_score.emplace(definition.scores[id], 0);
     }
     int32_t rank = 0;
-    for (auto& [score, score_rank] : rank_of_score)
-      score_rank = rank++;
+    for (auto& [score, score_rank] : rank_of_score) score_rank = rank++;
     for (size_t id = 0; id < count; ++id) {
       if (definition.kinds[id] != TokenKind::normal) continue;
       const std::string& piece = definition.tokens[id];
@@ -312,21 +310,22 @@ void Tokenizer::encode_sentencepiece(std::string_view raw_text, bool at_text_sta
 
 void Tokenizer::encode_sentencepiece_word(std::string_view text, std::vector<int32_t>& out) const {
   std::vector<int32_t> symbols;
-  bool previous_unknown = false;
+  bool previous_unknown = false;  // the last character became the unknown token
   for (size_t position = 0; position < text.size();) {
     const size_t length = unicode::decode_utf8(text, position).length;
     const auto it = ids_.find(std::string(text.substr(position, length)));
-    const bool known = it != ids_.end() && definition_.kinds[it->second] == TokenKind::normal;
-    if (known) {
+    bool unknown = false;
+    if (it != ids_.end() && definition_.kinds[it->second] == TokenKind::normal) {
       symbols.push_back(it->second);
     } else if (definition_.byte_fallback && has_byte_tokens(text.substr(position, length))) {
       for (size_t i = position; i < position + length; ++i) {
         symbols.push_back(byte_ids_[static_cast<unsigned char>(text[i])]);
       }
-    } else if (definition_.unk_id && !(definition_.fuse_unk && previous_unknown)) {
-      symbols.push_back(*definition_.unk_id);
+    } else if (definition_.unk_id) {
+      unknown = true;
+      if (!(definition_.fuse_unk && previous_unknown)) symbols.push_back(*definition_.unk_id);
     }
-    previous_unknown = !known;
+    previous_unknown = unknown;
     position += length;
   }
   merges_.apply(symbols);
@@ -372,8 +371,7 @@ std::string Tokenizer::bytes_to_text(std::string_view bytes) const {
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   std::string bytes;
-  for (const int32_t id : ids)
-    bytes += token_bytes(id, skip_special);
+  for (const int32_t id : ids) bytes += token_bytes(id, skip_special);
   if (strips_leading_space() && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);
   return bytes_to_text(bytes);
 }

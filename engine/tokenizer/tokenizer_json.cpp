@@ -6,10 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "target/json_brief.h"
-
 #include "engine/tokenizer/tokenizer_loader.h"
 #include "kernels/mapped_file.h"
+#include "target/json_brief.h"
 
 namespace draftwise {
 namespace {

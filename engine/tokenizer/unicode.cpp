@@ -139,7 +139,11 @@ bool is_valid_utf8(std::string_view text) {
   return true;
 }
 
-std::string sanitize_utf8(std::string_view text) {
+namespace {
+
+// Valid sequences copied, each invalid one replaced by U+FFFD: its maximal subpart at once,
+// or one byte at a time.
+std::string replace_invalid(std::string_view text, bool one_per_byte) {
   std::string out;
   out.reserve(text.size());
   for (size_t position = 0; position < text.size();) {
@@ -149,25 +153,19 @@ std::string sanitize_utf8(std::string_view text) {
     } else {
       append_utf8(out, kReplacementCharacter);
     }
-    position += decoded.length;
+    position += decoded.valid || !one_per_byte ? decoded.length : 1;
   }
   return out;
 }
 
+}  // namespace
+
+std::string sanitize_utf8(std::string_view text) {
+  return replace_invalid(text, false);
+}
+
 std::string sanitize_utf8_per_byte(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t position = 0; position < text.size();) {
-    const DecodedCodePoint decoded = decode_utf8(text, position);
-    if (decoded.valid) {
-      out.append(text.substr(position, decoded.length));
-      position += decoded.length;
-    } else {
-      append_utf8(out, kReplacementCharacter);
-      ++position;
-    }
-  }
-  return out;
+  return replace_invalid(text, true);
 }
 
 size_t incomplete_utf8_suffix(std::string_view text) {
@@ -256,8 +254,7 @@ std::string nfc(std::string_view text) {
       continue;
     }
     size_t run_end = i;
-    while (run_end < decomposed.size() && combining_class(decomposed[run_end]) != 0)
-      ++run_end;
+    while (run_end < decomposed.size() && combining_class(decomposed[run_end]) != 0) ++run_end;
     std::stable_sort(
         decomposed.begin() + i, decomposed.begin() + run_end,
         [](char32_t a, char32_t b) { return combining_class(a) < combining_class(b); });
@@ -290,8 +287,7 @@ std::string nfc(std::string_view text) {
   }
   std::string out;
   out.reserve(text.size());
-  for (const char32_t c : composed)
-    append_utf8(out, c);
+  for (const char32_t c : composed) append_utf8(out, c);
   return out;
 }
 

@@ -74,8 +74,7 @@ void dequantize_q5_0(const Byte* block, float* out) {
   const float d = load_half(block);
   int q[32];
   unpack_q5(block + 2, block + 6, q);
-  for (int j = 0; j < 32; ++j)
-    out[j] = static_cast<float>(q[j] - 16) * d;
+  for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q[j] - 16) * d;
 }
 
 void dequantize_q5_1(const Byte* block, float* out) {
@@ -83,15 +82,13 @@ void dequantize_q5_1(const Byte* block, float* out) {
   const float m = load_half(block + 2);
   int q[32];
   unpack_q5(block + 4, block + 8, q);
-  for (int j = 0; j < 32; ++j)
-    out[j] = static_cast<float>(q[j]) * d + m;
+  for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(q[j]) * d + m;
 }
 
 void dequantize_q8_0(const Byte* block, float* out) {
   const float d = load_half(block);
   const Byte* qs = block + 2;
-  for (int j = 0; j < 32; ++j)
-    out[j] = static_cast<float>(static_cast<int8_t>(qs[j])) * d;
+  for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(static_cast<int8_t>(qs[j])) * d;
 }
 
 // Scale and min of sub-block `index` (0..7) from the 12 packed bytes of Q4_K/Q5_K:
@@ -217,8 +214,7 @@ Status dequantize_to_f32(TensorType type, const std::byte* src, int64_t count, f
       std::memcpy(dst, in, static_cast<size_t>(count) * sizeof(float));
       return {};
     case TensorType::f16:
-      for (int64_t i = 0; i < count; ++i)
-        dst[i] = load_half(in + 2 * i);
+      for (int64_t i = 0; i < count; ++i) dst[i] = load_half(in + 2 * i);
       return {};
     case TensorType::bf16:
       for (int64_t i = 0; i < count; ++i) {

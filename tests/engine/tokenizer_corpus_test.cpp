@@ -47,10 +47,21 @@ const std::vector<CorpusEntry>& corpus() {
 std::vector<Json> expected_rows(const std::string& file) {
   std::vector<Json> rows;
   std::ifstream in(tokenizer_fixtures() / file);
-  for (std::string line; std::getline(in, line);)
-    rows.push_back(Json::parse(line));
+  for (std::string line; std::getline(in, line);) rows.push_back(Json::parse(line));
   EXPECT_EQ(rows.size(), corpus().size()) << file;
   return rows;
+}
+
+// `ids` decoded one token at a time; every piece must be whole UTF-8.
+std::string stream_decode(const Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
+  StreamDecoder stream(tokenizer, false, true);
+  std::string streamed;
+  for (const int32_t id : ids) {
+    const std::string piece = stream.push(id);
+    EXPECT_TRUE(unicode::is_valid_utf8(piece));
+    streamed += piece;
+  }
+  return streamed + stream.finish();
 }
 
 // Ids of every corpus entry equal `key` of the expected rows; returns the mismatches.
@@ -76,16 +87,14 @@ TEST(TokenizerCorpus, CorpusCoversTheRequiredKinds) {
   ASSERT_GE(corpus().size(), 300u);
   std::map<std::string, int> categories;
   std::ifstream in(tokenizer_fixtures() / "corpus.jsonl");
-  for (std::string line; std::getline(in, line);)
-    ++categories[Json::parse(line)["category"]];
+  for (std::string line; std::getline(in, line);) ++categories[Json::parse(line)["category"]];
   for (const char* category :
        {"prose", "code", "whitespace", "digits", "emoji", "special", "invalid_utf8"}) {
     EXPECT_GE(categories[category], 20) << category;
   }
   EXPECT_GE(categories["unicode_versions"], 12);
   int invalid = 0;
-  for (const CorpusEntry& entry : corpus())
-    invalid += !unicode::is_valid_utf8(entry.bytes);
+  for (const CorpusEntry& entry : corpus()) invalid += !unicode::is_valid_utf8(entry.bytes);
   EXPECT_GE(invalid, 20);
 }
 
@@ -102,15 +111,7 @@ TEST(TokenizerCorpus, DefaultModelMatchesHuggingFaceTokenizers) {
     const std::vector<int32_t> ids = rows[i]["ids"].get<std::vector<int32_t>>();
     const std::string expected = from_hex(rows[i]["decoded_hex"]);
     EXPECT_EQ(tokenizer->decode(ids), expected) << corpus()[i].name;
-    StreamDecoder stream(*tokenizer, false, true);
-    std::string streamed;
-    for (const int32_t id : ids) {
-      const std::string piece = stream.push(id);
-      EXPECT_TRUE(unicode::is_valid_utf8(piece)) << corpus()[i].name;
-      streamed += piece;
-    }
-    streamed += stream.finish();
-    EXPECT_EQ(streamed, expected) << corpus()[i].name;
+    EXPECT_EQ(stream_decode(*tokenizer, ids), expected) << corpus()[i].name;
   }
 }
 
@@ -126,14 +127,7 @@ void check_sentencepiece(const Tokenizer& tokenizer) {
     const std::vector<int32_t> ids = rows[i]["ids"].get<std::vector<int32_t>>();
     const std::string expected = from_hex(rows[i]["decoded_hex"]);
     EXPECT_EQ(tokenizer.decode(ids), expected) << corpus()[i].name;
-    StreamDecoder stream(tokenizer, false, true);
-    std::string streamed;
-    for (const int32_t id : ids) {
-      const std::string piece = stream.push(id);
-      EXPECT_TRUE(unicode::is_valid_utf8(piece)) << corpus()[i].name;
-      streamed += piece;
-    }
-    EXPECT_EQ(streamed + stream.finish(), expected) << corpus()[i].name;
+    EXPECT_EQ(stream_decode(tokenizer, ids), expected) << corpus()[i].name;
   }
   // BOS is added when asked for, as the tokenizer config says.
   const std::vector<int32_t> with_bos = tokenizer.encode("hello", {.add_special = true});
@@ -190,11 +184,7 @@ TEST(TokenizerCorpus, SentencePieceDecodeMatchesSentencePiece) {
     const std::vector<int32_t> ids = row["ids"].get<std::vector<int32_t>>();
     const std::string expected = from_hex(row["decoded_hex"]);
     EXPECT_EQ(tokenizer->decode(ids), expected) << row["ids"].dump();
-    StreamDecoder stream(*tokenizer, false, true);
-    std::string streamed;
-    for (const int32_t id : ids)
-      streamed += stream.push(id);
-    EXPECT_EQ(streamed + stream.finish(), expected) << row["ids"].dump();
+    EXPECT_EQ(stream_decode(*tokenizer, ids), expected) << row["ids"].dump();
   }
   EXPECT_EQ(cases, 300);
 }

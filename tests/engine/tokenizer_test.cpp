@@ -71,8 +71,7 @@ TEST(StreamDecoder, HoldsBackSplitCharactersUntilComplete) {
   ASSERT_GE(ids.size(), 5u);
   StreamDecoder stream(tokenizer, false, true);
   std::vector<std::string> pieces;
-  for (const int32_t id : ids)
-    pieces.push_back(stream.push(id));
+  for (const int32_t id : ids) pieces.push_back(stream.push(id));
   pieces.push_back(stream.finish());
   std::string joined;
   for (const std::string& piece : pieces) {

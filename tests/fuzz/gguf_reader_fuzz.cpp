@@ -17,8 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Expected<GgufFile> file =
       GgufFile::parse({reinterpret_cast<const std::byte*>(data), size}, "fuzz.gguf");
   if (!file.ok()) return 0;
-  for (const auto& [key, value] : file->metadata())
-    (void)value.to_display();
+  for (const auto& [key, value] : file->metadata()) (void)value.to_display();
   if (const Expected<Tokenizer> tokenizer = tokenizer_from_gguf(*file); tokenizer.ok()) {
     const std::vector<int32_t> ids = tokenizer->encode("Hello <s> world \xF0\x9F\x98\x80 12");
     (void)tokenizer->decode(ids);
@@ -26,8 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<float> values;
   for (const GgufTensorInfo& tensor : file->tensors()) {
     int64_t count = 1;
-    for (const int64_t extent : tensor.shape)
-      count *= extent;
+    for (const int64_t extent : tensor.shape) count *= extent;
     if (!tensor_type_traits(tensor.type).converts_to_f32 || count > (1 << 20)) continue;
     values.resize(static_cast<size_t>(count));
     if (!dequantize_to_f32(tensor.type, file->tensor_data(tensor).data(), count, values.data())

@@ -70,8 +70,7 @@ void check_text(const Tokenizer& tokenizer, const std::string& text, bool lossle
   for (const bool parse_special : {false, true}) {
     const std::vector<int32_t> ids =
         tokenizer.encode(text, {.add_special = false, .parse_special = parse_special});
-    for (const int32_t id : ids)
-      require(id >= 0 && id < tokenizer.vocab_size());
+    for (const int32_t id : ids) require(id >= 0 && id < tokenizer.vocab_size());
     const std::string decoded = tokenizer.decode(ids);
     require(unicode::is_valid_utf8(decoded));
     // SentencePiece re-adds "▁" after each special token it parses, so only the
@@ -97,10 +96,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
   if (data[0] % 3 == 0) {
-    for (const Tokenizer& tokenizer : fixtures.lossless)
-      check_text(tokenizer, rest, true);
-    for (const Tokenizer& tokenizer : fixtures.normalizing)
-      check_text(tokenizer, rest, false);
+    for (const Tokenizer& tokenizer : fixtures.lossless) check_text(tokenizer, rest, true);
+    for (const Tokenizer& tokenizer : fixtures.normalizing) check_text(tokenizer, rest, false);
     return 0;
   }
   if (data[0] % 3 == 2) {
@@ -110,8 +107,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Expected<Tokenizer> tokenizer = parse_tokenizer_json(rest, std::nullopt, "fuzz.json");
   if (tokenizer.ok()) {
     const std::vector<int32_t> ids = tokenizer->encode("Hello  world\n\t\xC3\xA9 <s> 123");
-    for (const int32_t id : ids)
-      require(id >= 0 && id < tokenizer->vocab_size());
+    for (const int32_t id : ids) require(id >= 0 && id < tokenizer->vocab_size());
     (void)tokenizer->decode(ids);
   }
   return 0;

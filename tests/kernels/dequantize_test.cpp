@@ -40,61 +40,52 @@ void pack_nibbles(Bytes& block, size_t offset, const int* q) {
 // Packs the fifth bits of 32 values into a little-endian u32: bit j is value j's.
 void pack_fifth_bits(Bytes& block, size_t offset, const int* q) {
   uint32_t bits = 0;
-  for (int j = 0; j < 32; ++j)
-    bits |= static_cast<uint32_t>((q[j] >> 4) & 1) << j;
+  for (int j = 0; j < 32; ++j) bits |= static_cast<uint32_t>((q[j] >> 4) & 1) << j;
   std::memcpy(block.data() + offset, &bits, 4);
 }
 
 TEST(Dequantize, Q4_0) {
   Bytes block(18);
   int q[32];
-  for (int j = 0; j < 32; ++j)
-    q[j] = (j * 7) % 16;
+  for (int j = 0; j < 32; ++j) q[j] = (j * 7) % 16;
   put_half(block, 0, 0.5f);
   pack_nibbles(block, 2, q);
   const std::vector<float> values = dequantize(TensorType::q4_0, block, 32);
-  for (int j = 0; j < 32; ++j)
-    EXPECT_EQ(values[j], (q[j] - 8) * 0.5f) << j;
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(values[j], (q[j] - 8) * 0.5f) << j;
 }
 
 TEST(Dequantize, Q4_1) {
   Bytes block(20);
   int q[32];
-  for (int j = 0; j < 32; ++j)
-    q[j] = 15 - (j % 16);
+  for (int j = 0; j < 32; ++j) q[j] = 15 - (j % 16);
   put_half(block, 0, 0.25f);
   put_half(block, 2, -1.5f);
   pack_nibbles(block, 4, q);
   const std::vector<float> values = dequantize(TensorType::q4_1, block, 32);
-  for (int j = 0; j < 32; ++j)
-    EXPECT_EQ(values[j], q[j] * 0.25f - 1.5f) << j;
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(values[j], q[j] * 0.25f - 1.5f) << j;
 }
 
 TEST(Dequantize, Q5_0) {
   Bytes block(22);
   int q[32];
-  for (int j = 0; j < 32; ++j)
-    q[j] = (j * 11 + 3) % 32;
+  for (int j = 0; j < 32; ++j) q[j] = (j * 11 + 3) % 32;
   put_half(block, 0, 2.0f);
   pack_fifth_bits(block, 2, q);
   pack_nibbles(block, 6, q);
   const std::vector<float> values = dequantize(TensorType::q5_0, block, 32);
-  for (int j = 0; j < 32; ++j)
-    EXPECT_EQ(values[j], (q[j] - 16) * 2.0f) << j;
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(values[j], (q[j] - 16) * 2.0f) << j;
 }
 
 TEST(Dequantize, Q5_1) {
   Bytes block(24);
   int q[32];
-  for (int j = 0; j < 32; ++j)
-    q[j] = 31 - j;
+  for (int j = 0; j < 32; ++j) q[j] = 31 - j;
   put_half(block, 0, 0.125f);
   put_half(block, 2, 3.0f);
   pack_fifth_bits(block, 4, q);
   pack_nibbles(block, 8, q);
   const std::vector<float> values = dequantize(TensorType::q5_1, block, 32);
-  for (int j = 0; j < 32; ++j)
-    EXPECT_EQ(values[j], q[j] * 0.125f + 3.0f) << j;
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(values[j], q[j] * 0.125f + 3.0f) << j;
 }
 
 TEST(Dequantize, Q8_0AcrossTwoBlocks) {
@@ -129,8 +120,7 @@ TEST(Dequantize, Q4_K) {
   const int scale[8] = {1, 63, 7, 32, 17, 48, 5, 60};
   const int min[8] = {0, 5, 62, 33, 40, 1, 63, 16};
   int q[256];
-  for (int i = 0; i < 256; ++i)
-    q[i] = (i * 5 + i / 32) % 16;
+  for (int i = 0; i < 256; ++i) q[i] = (i * 5 + i / 32) % 16;
   put_half(block, 0, 0.5f);
   put_half(block, 2, 0.25f);
   pack_k_scales(block, 4, scale, min);
@@ -153,8 +143,7 @@ TEST(Dequantize, Q5_K) {
   const int scale[8] = {63, 1, 2, 40, 33, 16, 9, 50};
   const int min[8] = {12, 0, 63, 7, 31, 32, 2, 45};
   int q[256];
-  for (int i = 0; i < 256; ++i)
-    q[i] = (i * 13 + 7) % 32;
+  for (int i = 0; i < 256; ++i) q[i] = (i * 13 + 7) % 32;
   put_half(block, 0, -0.75f);
   put_half(block, 2, 1.0f);
   pack_k_scales(block, 4, scale, min);
@@ -176,11 +165,9 @@ TEST(Dequantize, Q5_K) {
 TEST(Dequantize, Q6_K) {
   Bytes block(210);
   int8_t scale[16];
-  for (int s = 0; s < 16; ++s)
-    scale[s] = static_cast<int8_t>(s * 17 - 128);
+  for (int s = 0; s < 16; ++s) scale[s] = static_cast<int8_t>(s * 17 - 128);
   int q[256];
-  for (int i = 0; i < 256; ++i)
-    q[i] = (i * 29 + 3) % 64;
+  for (int i = 0; i < 256; ++i) q[i] = (i * 29 + 3) % 64;
   for (int half = 0; half < 2; ++half) {
     for (int l = 0; l < 32; ++l) {
       const int q1 = q[128 * half + l], q2 = q[128 * half + l + 32];

@@ -55,13 +55,11 @@ void append_value(std::string& out, const GgufValue& value) {
       append_scalar<uint32_t>(out, static_cast<uint32_t>(value.element_type()));
       append_scalar<uint64_t>(out, value.array_size());
       if (const auto* strings = value.as_strings()) {
-        for (const std::string& text : *strings)
-          append_string(out, text);
+        for (const std::string& text : *strings) append_string(out, text);
       } else if (const auto* numbers = value.as_numbers()) {
         out.append(reinterpret_cast<const char*>(numbers->bytes().data()), numbers->bytes().size());
       } else {
-        for (const GgufValue& element : *value.as_arrays())
-          append_value(out, element);
+        for (const GgufValue& element : *value.as_arrays()) append_value(out, element);
       }
       break;
   }
@@ -140,8 +138,7 @@ std::string GgufBuilder::build() const {
   for (const TensorInfo& tensor : tensors_) {
     append_string(out, tensor.name);
     append_scalar<uint32_t>(out, static_cast<uint32_t>(tensor.ne.size()));
-    for (const uint64_t extent : tensor.ne)
-      append_scalar<uint64_t>(out, extent);
+    for (const uint64_t extent : tensor.ne) append_scalar<uint64_t>(out, extent);
     append_scalar<uint32_t>(out, tensor.ggml_type);
     append_scalar<uint64_t>(out, tensor.offset);
   }

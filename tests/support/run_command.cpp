@@ -27,8 +27,7 @@ CommandResult run_draftwise(const std::vector<std::string>& args) {
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(binary.c_str()));
-  for (const std::string& arg : args)
-    argv.push_back(const_cast<char*>(arg.c_str()));
+  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
 
   pid_t pid = 0;

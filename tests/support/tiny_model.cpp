@@ -54,11 +54,9 @@ TinyModel make_tiny_model(Architecture architecture, bool tied, uint64_t seed) {
   std::normal_distribution<float> normal(0.0f, 0.5f);
   for (const auto& [name, shape] : shapes) {
     int64_t count = 1;
-    for (const int64_t extent : shape)
-      count *= extent;
+    for (const int64_t extent : shape) count *= extent;
     std::vector<float>& values = model.weights[name];
-    for (int64_t i = 0; i < count; ++i)
-      values.push_back(normal(rng));
+    for (int64_t i = 0; i < count; ++i) values.push_back(normal(rng));
   }
   return model;
 }
@@ -136,8 +134,7 @@ std::string tiny_model_gguf(const TinyModel& model, TensorType weight_type) {
     }
     std::string bytes;
     if (shape.size() == 2 && weight_type == TensorType::f16) {
-      for (const float value : stored)
-        append_scalar<uint16_t>(bytes, f32_to_fp16(value));
+      for (const float value : stored) append_scalar<uint16_t>(bytes, f32_to_fp16(value));
     } else {
       bytes = f32_bytes(stored);
     }

@@ -33,8 +33,7 @@ bool contains(const std::string& text, const std::string& part) {
 
 std::string f32_data(std::initializer_list<float> values) {
   std::string bytes;
-  for (const float value : values)
-    append_scalar(bytes, value);
+  for (const float value : values) append_scalar(bytes, value);
   return bytes;
 }
 

@@ -56,8 +56,7 @@ TEST(SafetensorsReader, ReadsDtypesShapesAndMetadata) {
   ASSERT_TRUE(file.ok()) << file.error().message;
   EXPECT_EQ(file->metadata().at("format"), "pt");
   std::map<std::string, const SafetensorsTensor*> by_name;
-  for (const SafetensorsTensor& tensor : file->tensors())
-    by_name[tensor.name] = &tensor;
+  for (const SafetensorsTensor& tensor : file->tensors()) by_name[tensor.name] = &tensor;
   ASSERT_EQ(by_name.size(), 7u);
   EXPECT_EQ(by_name["w.f32"]->shape, (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(by_name["w.f16"]->type, TensorType::f16);
