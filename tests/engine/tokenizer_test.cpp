@@ -64,6 +64,35 @@ TEST(Tokenizer, RoundTripsTextAndReplacesInvalidBytes) {
             "bad \xEF\xBF\xBD byte");
 }
 
+// A SentencePiece vocabulary without byte fallback: unknown characters become <unk>, and
+// with fuse_unk a run of them becomes one. Expected ids are what Hugging Face tokenizers
+// 0.23.3 gives for the same tokenizer.json.
+TEST(Tokenizer, FuseUnkJoinsRunsOfUnknownCharacters) {
+  const std::string vocabulary = R"({
+    "added_tokens": [{"id": 0, "content": "<unk>", "special": true, "normalized": false}],
+    "normalizer": {"type": "Sequence", "normalizers": [
+      {"type": "Prepend", "prepend": "\u2581"},
+      {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+    "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": false, "fuse_unk": FUSE,
+              "vocab": {"<unk>": 0, "\u2581": 1, "a": 2, "\u2581a": 3, "b": 4},
+              "merges": [["\u2581", "a"]]}})";
+  const auto with_fuse = [&](bool fuse) {
+    std::string text = vocabulary;
+    text.replace(text.find("FUSE"), 4, fuse ? "true" : "false");
+    Expected<Tokenizer> tokenizer = parse_tokenizer_json(text, std::nullopt, "fuse.json");
+    EXPECT_TRUE(tokenizer.ok()) << tokenizer.error().message;
+    return std::move(tokenizer).value();
+  };
+  const Tokenizer fused = with_fuse(true);
+  const Tokenizer separate = with_fuse(false);
+  const EncodeOptions plain{.add_special = false};
+  EXPECT_EQ(fused.encode("a\u65e5\u672ca", plain), (std::vector<int32_t>{3, 0, 2}));
+  EXPECT_EQ(fused.encode("a\u65e5b\u672c\u672c", plain), (std::vector<int32_t>{3, 0, 4, 0}));
+  EXPECT_EQ(separate.encode("a\u65e5\u672ca", plain), (std::vector<int32_t>{3, 0, 0, 2}));
+  EXPECT_EQ(separate.encode("a\u65e5b\u672c\u672c", plain),
+            (std::vector<int32_t>{3, 0, 4, 0, 0}));
+}
+
 TEST(StreamDecoder, HoldsBackSplitCharactersUntilComplete) {
   const Tokenizer& tokenizer = sentencepiece();
   // U+1F600 is outside the small vocabulary: it falls back to four byte tokens.
