@@ -109,12 +109,15 @@ Expected<Architecture> hf_architecture(const Json& config, const std::string& na
       name, declared);
 }
 
-Expected<RopeScaling> hf_rope_scaling(const Json& config, const std::string& name) {
+// `key` is "rope_scaling" (transformers 4) or "rope_parameters" (transformers 5, which also
+// moves rope_theta there).
+Expected<RopeScaling> hf_rope_scaling(const Json& config, const std::string& name,
+                                      std::string_view key) {
   RopeScaling scaling;
-  const auto it = config.find("rope_scaling");
+  const auto it = config.find(std::string(key));
   if (it == config.end() || it->is_null()) return scaling;
-  if (!it->is_object()) return make_error("{}: 'rope_scaling' must be an object or null", name);
-  const std::string key_name = name + " rope_scaling";
+  if (!it->is_object()) return make_error("{}: '{}' must be an object or null", name, key);
+  const std::string key_name = fmt::format("{} {}", name, key);
   const JsonFields fields(*it, key_name);
   DW_ASSIGN_OR_RETURN(std::string type, fields.string_or("rope_type", ""));
   if (type.empty()) {
@@ -233,7 +236,15 @@ Expected<ModelConfig> parse_hf_config(std::string_view json_text, const std::str
   DW_ASSIGN_OR_RETURN(config.max_position_embeddings,
                       fields.positive_integer_or("max_position_embeddings", 2048));
   DW_ASSIGN_OR_RETURN(config.rope_theta, fields.number_or("rope_theta", 10000.0));
-  DW_ASSIGN_OR_RETURN(config.rope_scaling, hf_rope_scaling(json, name));
+  if (const auto parameters = json.find("rope_parameters");
+      parameters != json.end() && !parameters->is_null()) {
+    DW_ASSIGN_OR_RETURN(config.rope_scaling, hf_rope_scaling(json, name, "rope_parameters"));
+    const std::string rope_name = name + " rope_parameters";
+    const JsonFields rope_fields(*parameters, rope_name);
+    DW_ASSIGN_OR_RETURN(config.rope_theta, rope_fields.number_or("rope_theta", config.rope_theta));
+  } else {
+    DW_ASSIGN_OR_RETURN(config.rope_scaling, hf_rope_scaling(json, name, "rope_scaling"));
+  }
   DW_ASSIGN_OR_RETURN(config.rms_norm_eps, fields.number_or("rms_norm_eps", 1e-6));
   DW_ASSIGN_OR_RETURN(config.tie_word_embeddings, fields.boolean_or("tie_word_embeddings", false));
 

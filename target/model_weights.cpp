@@ -8,20 +8,13 @@
 #include "kernels/cpu/dequantize.h"
 
 namespace draftwise {
-namespace {
 
-struct NeededTensor {
-  std::string name;
-  std::vector<int64_t> shape;
-  int64_t rope_heads = 0;  // Q/K projections: heads over which GGUF may permute rows
-};
-
-std::vector<NeededTensor> needed_tensors(const ModelConfig& config) {
+std::vector<DecoderTensorSpec> decoder_tensor_specs(const ModelConfig& config) {
   const int64_t hidden = config.hidden_size;
   const int64_t q_rows = config.num_heads * config.head_dim;
   const int64_t kv_rows = config.num_kv_heads * config.head_dim;
   const int64_t ffn = config.intermediate_size;
-  std::vector<NeededTensor> needed;
+  std::vector<DecoderTensorSpec> needed;
   needed.push_back({"model.embed_tokens.weight", {config.vocab_size, hidden}});
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
     const std::string prefix = fmt::format("model.layers.{}.", layer);
@@ -47,7 +40,18 @@ std::vector<NeededTensor> needed_tensors(const ModelConfig& config) {
   return needed;
 }
 
-}  // namespace
+double decoder_parameter_count(const ModelConfig& config) {
+  const double hidden = static_cast<double>(config.hidden_size);
+  const double q_rows = static_cast<double>(config.num_heads * config.head_dim);
+  const double kv_rows = static_cast<double>(config.num_kv_heads * config.head_dim);
+  const double ffn = static_cast<double>(config.intermediate_size);
+  double per_layer = 2 * hidden + 2 * q_rows * hidden + 2 * kv_rows * hidden + 3 * ffn * hidden;
+  if (config.attention_qkv_bias) per_layer += q_rows + 2 * kv_rows;
+  if (config.attention_out_bias) per_layer += hidden;
+  const double embedding = static_cast<double>(config.vocab_size) * hidden;
+  return embedding * (config.tie_word_embeddings ? 1 : 2) + hidden +
+         per_layer * static_cast<double>(config.num_layers);
+}
 
 std::string gguf_tensor_name(std::string_view hf_name) {
   static constexpr std::array<std::pair<std::string_view, std::string_view>, 3> kGlobal = {{
@@ -111,7 +115,7 @@ Expected<ModelWeights> ModelWeights::bind(const Checkpoint& checkpoint, const Mo
                       checkpoint.path(), config.num_layers, checkpoint.tensors().size());
   }
   ModelWeights weights;
-  for (NeededTensor& needed : needed_tensors(config)) {
+  for (DecoderTensorSpec& needed : decoder_tensor_specs(config)) {
     const std::string stored_name = gguf ? gguf_tensor_name(needed.name) : needed.name;
     const CheckpointTensor* source = checkpoint.find(stored_name);
     if (source == nullptr) {
@@ -155,6 +159,14 @@ Expected<std::vector<float>> ModelWeights::load_f32(const WeightTensor& tensor) 
                         rows / tensor.rope_interleaved_heads, cols);
   }
   return values;
+}
+
+WeightLoader checkpoint_weight_loader(const ModelWeights& weights) {
+  return [&weights](const DecoderTensorSpec& spec) -> Expected<std::vector<float>> {
+    const WeightTensor* tensor = weights.find(spec.name);
+    if (tensor == nullptr) return make_error("tensor '{}' is not bound", spec.name);
+    return weights.load_f32(*tensor);
+  };
 }
 
 }  // namespace draftwise

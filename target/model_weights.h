@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -19,6 +20,20 @@
 #include "target/model_config.h"
 
 namespace draftwise {
+
+// A tensor the decoder needs: its Hugging Face name and shape.
+struct DecoderTensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t rope_heads = 0;  // Q/K projections: heads over which GGUF may permute rows
+};
+
+// Every tensor a decoder of this config needs, in load order.
+std::vector<DecoderTensorSpec> decoder_tensor_specs(const ModelConfig& config);
+
+// Σ of the element counts of decoder_tensor_specs, computed without building the list (a
+// config may claim sizes far beyond memory).
+double decoder_parameter_count(const ModelConfig& config);
 
 struct WeightTensor {
   std::string name;  // Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight
@@ -43,6 +58,12 @@ class ModelWeights {
   std::vector<WeightTensor> tensors_;
   std::unordered_map<std::string, size_t> index_;
 };
+
+// Produces one tensor of a decoder as fp32 in the internal convention.
+using WeightLoader = std::function<Expected<std::vector<float>>(const DecoderTensorSpec& spec)>;
+
+// Loads from a bound checkpoint; `weights` (and its checkpoint) must outlive the loader.
+WeightLoader checkpoint_weight_loader(const ModelWeights& weights);
 
 // Name of a tensor in a GGUF file for a Hugging Face name ("model.norm.weight" ->
 // "output_norm.weight"); empty when it has no GGUF counterpart.

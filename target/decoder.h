@@ -1,0 +1,51 @@
+// The interface every implementation of the target model offers (the CPU reference here;
+// CUDA and tensor-parallel backends later): sequences with a key/value cache, a batched
+// forward pass over any number of new tokens per sequence, and rollback.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "kernels/status.h"
+#include "target/model_config.h"
+
+namespace draftwise {
+
+using SequenceId = int64_t;
+
+struct ForwardRequest {
+  SequenceId sequence = 0;
+  // New tokens, appended at the sequence's current length: the whole prompt (prefill), one
+  // token (decode) or the k+1 tokens of a verification pass.
+  std::span<const int32_t> tokens;
+  // Indices into `tokens` whose next-token logits the caller wants, in the order wanted.
+  std::span<const int32_t> logit_rows;
+};
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  // The most positions one sequence may hold.
+  virtual int64_t context_length() const = 0;
+  // "cpu", "cuda:0", ...
+  virtual std::string device_name() const = 0;
+
+  virtual SequenceId create_sequence() = 0;
+  virtual void release_sequence(SequenceId sequence) = 0;
+  // Tokens held in the sequence's cache; -1 for an unknown sequence.
+  virtual int64_t sequence_length(SequenceId sequence) const = 0;
+  // Rollback: forgets every position from `length` on (0 ≤ length ≤ current length).
+  virtual Status truncate_sequence(SequenceId sequence, int64_t length) = 0;
+
+  // Runs every request's new tokens through the model and appends them to its sequence's
+  // cache. `logits` is resized to [Σ logit_rows, vocab_size], rows in request order. The
+  // batch is checked first (known, distinct sequences; token ids below the vocabulary size;
+  // room in the context; valid logit rows): on error nothing changes.
+  virtual Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) = 0;
+};
+
+}  // namespace draftwise
