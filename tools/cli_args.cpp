@@ -1,5 +1,9 @@
 #include "tools/cli_args.h"
 
+#include <charconv>
+#include <cmath>
+#include <limits>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -23,12 +27,17 @@ void print_error(std::string_view message) {
 }
 
 void ArgParser::add_flag(const std::string& name, bool* value, const std::string& help) {
-  options_.push_back({name, value, nullptr, "", help});
+  options_.push_back({name, value, nullptr, nullptr, "", help});
 }
 
 void ArgParser::add_option(const std::string& name, std::string* value,
                            const std::string& value_name, const std::string& help) {
-  options_.push_back({name, nullptr, value, value_name, help});
+  options_.push_back({name, nullptr, value, nullptr, value_name, help});
+}
+
+void ArgParser::add_list_option(const std::string& name, std::vector<std::string>* values,
+                                const std::string& value_name, const std::string& help) {
+  options_.push_back({name, nullptr, nullptr, values, value_name, help + " (repeatable)"});
 }
 
 void ArgParser::add_positional(const std::string& name, std::string* value,
@@ -59,15 +68,19 @@ Status ArgParser::parse(const std::vector<std::string>& args) {
       if (option == nullptr) {
         return make_error("draftwise {}: unknown option '--{}' (see --help)", command_, name);
       }
+      given_.push_back(name);
       if (option->flag != nullptr) {
         if (equals != std::string::npos) {
           return make_error("draftwise {}: --{} takes no value", command_, name);
         }
         *option->flag = true;
-      } else if (equals != std::string::npos) {
-        *option->value = arg.substr(equals + 1);
-      } else if (i + 1 < args.size()) {
-        *option->value = args[++i];
+      } else if (equals != std::string::npos || i + 1 < args.size()) {
+        std::string value = equals != std::string::npos ? arg.substr(equals + 1) : args[++i];
+        if (option->list != nullptr) {
+          option->list->push_back(std::move(value));
+        } else {
+          *option->value = std::move(value);
+        }
       } else {
         return make_error("draftwise {}: --{} needs a value ({})", command_, name,
                           option->value_name);
@@ -84,6 +97,10 @@ Status ArgParser::parse(const std::vector<std::string>& args) {
                       positionals_[next_positional].name);
   }
   return {};
+}
+
+bool ArgParser::given(const std::string& name) const {
+  return std::find(given_.begin(), given_.end(), name) != given_.end();
 }
 
 std::optional<int> ArgParser::parse_or_exit_code(const std::vector<std::string>& args) {
@@ -114,6 +131,57 @@ std::string ArgParser::usage() const {
     text += fmt::format("  {:<24} {}\n", spelled, option.help);
   }
   return text;
+}
+
+Expected<int64_t> parse_integer_option(std::string_view name, std::string_view text) {
+  int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error == std::errc::result_out_of_range) {
+    return make_error("{} {} is out of range", name, text);
+  }
+  if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
+    return make_error("{} must be an integer, got '{}'", name, text);
+  }
+  return value;
+}
+
+Expected<double> parse_number_option(std::string_view name, std::string_view text) {
+  double value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || text.empty() ||
+      !std::isfinite(value)) {
+    return make_error("{} must be a finite number, got '{}'", name, text);
+  }
+  return value;
+}
+
+Expected<std::vector<int32_t>> parse_id_list_option(std::string_view name, std::string_view text) {
+  std::vector<int32_t> ids;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view item = text.substr(start, end - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    DW_ASSIGN_OR_RETURN(const int64_t id, parse_integer_option(name, item));
+    if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+      return make_error("{}: token id {} is out of range", name, id);
+    }
+    ids.push_back(static_cast<int32_t>(id));
+    start = end + 1;
+  }
+  return ids;
+}
+
+Expected<DeviceOption> parse_device_option(std::string_view text) {
+  if (text == "cpu") return DeviceOption{};
+  if (text == "cuda") return DeviceOption{true, 0};
+  if (text.starts_with("cuda:")) {
+    const Expected<int64_t> index = parse_integer_option("--device cuda:N", text.substr(5));
+    if (index.ok() && *index >= 0 && *index < 1024) return DeviceOption{true, static_cast<int>(*index)};
+  }
+  return make_error("--device must be cpu, cuda or cuda:N, got '{}'", text);
 }
 
 }  // namespace draftwise

@@ -16,6 +16,19 @@ namespace draftwise {
 // message longer than 1000 bytes is cut, saying how much was left out.
 void print_error(std::string_view message);
 
+// Option values: `name` labels errors ("--max-tokens must be an integer, got 'x'").
+Expected<int64_t> parse_integer_option(std::string_view name, std::string_view text);
+Expected<double> parse_number_option(std::string_view name, std::string_view text);
+// "1,2,3" (spaces allowed around the commas).
+Expected<std::vector<int32_t>> parse_id_list_option(std::string_view name, std::string_view text);
+
+// --device: "cpu", "cuda" (device 0) or "cuda:N".
+struct DeviceOption {
+  bool cuda = false;
+  int index = 0;
+};
+Expected<DeviceOption> parse_device_option(std::string_view text);
+
 class ArgParser {
  public:
   ArgParser(std::string command, std::string summary)
@@ -24,12 +37,17 @@ class ArgParser {
   void add_flag(const std::string& name, bool* value, const std::string& help);
   void add_option(const std::string& name, std::string* value, const std::string& value_name,
                   const std::string& help);
+  // An option that may be given several times; each value is appended.
+  void add_list_option(const std::string& name, std::vector<std::string>* values,
+                       const std::string& value_name, const std::string& help);
   void add_positional(const std::string& name, std::string* value, const std::string& help);
 
   // Parses `args` (the arguments after the subcommand). Errors name the argument.
   // Sets help_requested() on -h/--help instead of failing on missing positionals.
   Status parse(const std::vector<std::string>& args);
   bool help_requested() const { return help_requested_; }
+  // Whether --name appeared on the command line (even with an empty value).
+  bool given(const std::string& name) const;
   std::string usage() const;
 
   // parse() for a subcommand's entry point: on a usage error prints it to stderr and
@@ -42,6 +60,7 @@ class ArgParser {
     std::string name;
     bool* flag = nullptr;
     std::string* value = nullptr;
+    std::vector<std::string>* list = nullptr;
     std::string value_name;
     std::string help;
   };
@@ -57,6 +76,7 @@ class ArgParser {
   std::vector<Option> options_;
   std::vector<Positional> positionals_;
   bool help_requested_ = false;
+  std::vector<std::string> given_;
 };
 
 }  // namespace draftwise

@@ -18,6 +18,8 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"generate", draftwise::run_generate,
+     "complete one prompt, streaming the text; token counts and speed at the end"},
     {"inspect", draftwise::run_inspect,
      "what is inside a model file: architecture, tensors, tokenizer, chat template"},
     {"version", draftwise::run_version, "build information and the CUDA devices visible"},

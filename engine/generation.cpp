@@ -1,0 +1,133 @@
+#include "engine/generation.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "engine/stop_strings.h"
+#include "engine/tokenizer/stream_decoder.h"
+
+namespace draftwise {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Releases a sequence however generation ends.
+class SequenceGuard {
+ public:
+  explicit SequenceGuard(Decoder& decoder) : decoder_(decoder), id_(decoder.create_sequence()) {}
+  ~SequenceGuard() { decoder_.release_sequence(id_); }
+  SequenceGuard(const SequenceGuard&) = delete;
+  SequenceGuard& operator=(const SequenceGuard&) = delete;
+  SequenceId id() const { return id_; }
+
+ private:
+  Decoder& decoder_;
+  SequenceId id_;
+};
+
+}  // namespace
+
+std::string_view finish_reason_name(FinishReason reason) {
+  return reason == FinishReason::stop ? "stop" : "length";
+}
+
+double GenerationStats::prefill_tokens_per_second() const {
+  return prefill_seconds > 0 ? static_cast<double>(prompt_tokens) / prefill_seconds : 0.0;
+}
+
+double GenerationStats::decode_tokens_per_second() const {
+  return decode_seconds > 0 && completion_tokens > 1
+             ? static_cast<double>(completion_tokens - 1) / decode_seconds
+             : 0.0;
+}
+
+Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer,
+                                    std::span<const int32_t> prompt,
+                                    const GenerationOptions& options,
+                                    const OutputCallback& on_output) {
+  if (prompt.empty()) return make_error("the prompt is empty");
+  if (options.max_tokens <= 0) {
+    return make_error("max_tokens must be positive, got {}", options.max_tokens);
+  }
+  DW_TRY(validate_sampling_params(options.sampling));
+  const int64_t vocab = decoder.config().vocab_size;
+  for (const int32_t token : prompt) {
+    if (token < 0 || token >= vocab) {
+      return make_error("prompt token id {} is outside the vocabulary [0, {})", token, vocab);
+    }
+  }
+  const int64_t context = decoder.context_length();
+  if (static_cast<int64_t>(prompt.size()) >= context) {
+    return make_error("the prompt has {} tokens; the model's context holds {}, which leaves no room to generate",
+                      prompt.size(), context);
+  }
+  if (!options.stop.empty() && tokenizer == nullptr) {
+    return make_error("stop strings need a tokenizer, and this model has none");
+  }
+
+  GenerationResult result;
+  result.stats.prompt_tokens = static_cast<int64_t>(prompt.size());
+  Sampler sampler(options.sampling);
+  StopStringMatcher stops(options.stop);
+  std::optional<StreamDecoder> text_decoder;
+  if (tokenizer != nullptr) text_decoder.emplace(*tokenizer, /*skip_special=*/true, /*at_sequence_start=*/false);
+  const auto release = [&](std::string_view text, int32_t token) {
+    result.text.append(text);
+    if (on_output) on_output(text, token);
+  };
+
+  SequenceGuard sequence(decoder);
+  std::vector<float> logits;
+  const std::vector<int32_t> last_row = {static_cast<int32_t>(prompt.size()) - 1};
+  static const std::vector<int32_t> first_row = {0};
+  ForwardRequest request{sequence.id(), prompt, last_row};
+  const Clock::time_point start = Clock::now();
+  Clock::time_point decode_start = start;
+  for (;;) {
+    DW_TRY(decoder.forward(std::span(&request, 1), logits));
+    const int32_t token = sampler.sample(logits);
+    result.token_ids.push_back(token);
+    if (result.token_ids.size() == 1) {
+      result.stats.prefill_seconds = seconds_since(start);
+      decode_start = Clock::now();
+    }
+    const bool is_stop_token = std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(),
+                                         token) != options.stop_token_ids.end();
+    if (is_stop_token) {
+      result.finish_reason = FinishReason::stop;
+      release({}, token);
+      break;
+    }
+    std::string released;
+    if (text_decoder) released = stops.push(text_decoder->push(token));
+    release(released, token);
+    if (stops.stopped()) {
+      result.finish_reason = FinishReason::stop;
+      break;
+    }
+    if (static_cast<int64_t>(result.token_ids.size()) >= options.max_tokens ||
+        decoder.sequence_length(sequence.id()) + 1 >= context) {
+      result.finish_reason = FinishReason::length;
+      break;
+    }
+    request = ForwardRequest{sequence.id(), std::span(&result.token_ids.back(), 1), first_row};
+  }
+  if (result.token_ids.size() > 1) result.stats.decode_seconds = seconds_since(decode_start);
+  result.stats.completion_tokens = static_cast<int64_t>(result.token_ids.size());
+  if (text_decoder && !stops.stopped()) {
+    const std::string tail = stops.push(text_decoder->finish());
+    const std::string held = stops.stopped() ? std::string() : stops.finish();
+    if (!tail.empty() || !held.empty()) {
+      result.text += tail + held;
+      if (on_output) on_output(tail + held, -1);
+    }
+  }
+  return result;
+}
+
+}  // namespace draftwise

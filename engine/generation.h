@@ -1,0 +1,57 @@
+// One completion, start to finish, on any Decoder: prefill the prompt, then sample one token
+// per step until EOS, a stop string, max_tokens or the end of the context.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/sampling.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kernels/status.h"
+#include "target/decoder.h"
+
+namespace draftwise {
+
+struct GenerationOptions {
+  int64_t max_tokens = 256;  // > 0
+  SamplingParams sampling;
+  std::vector<std::string> stop;       // stop strings (need a tokenizer)
+  std::vector<int32_t> stop_token_ids; // EOS and other end-of-turn tokens
+};
+
+enum class FinishReason { stop, length };
+std::string_view finish_reason_name(FinishReason reason);  // "stop", "length"
+
+struct GenerationStats {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  double prefill_seconds = 0;  // prompt forward pass and the first token
+  double decode_seconds = 0;   // every later token
+  double prefill_tokens_per_second() const;
+  double decode_tokens_per_second() const;  // tokens after the first ÷ decode_seconds
+};
+
+struct GenerationResult {
+  std::vector<int32_t> token_ids;  // every sampled token, a final EOS included
+  std::string text;                // decoded, without EOS or the stop string; empty without a tokenizer
+  FinishReason finish_reason = FinishReason::length;
+  GenerationStats stats;
+};
+
+// Called as output becomes final: `text` is the newly released text (may be empty, always
+// empty without a tokenizer), `token` the token just sampled.
+using OutputCallback = std::function<void(std::string_view text, int32_t token)>;
+
+// Checks the prompt (non-empty, ids inside the vocabulary, room for one more token in the
+// context) and the options, then generates. `tokenizer` may be null: then no text and no
+// stop strings.
+Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer,
+                                    std::span<const int32_t> prompt,
+                                    const GenerationOptions& options,
+                                    const OutputCallback& on_output = {});
+
+}  // namespace draftwise
