@@ -31,7 +31,9 @@ struct GenerateArgs {
   std::string prompt;
   bool prompt_given = false;
   std::string prompt_ids;
+  bool prompt_ids_given = false;
   std::string random_prompt;
+  bool random_prompt_given = false;
   bool chat = false;
   std::string system;
   std::string max_tokens = "256";
@@ -77,16 +79,16 @@ Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptio
 // The prompt's token ids, and the extra stop tokens its chat format ends turns with.
 Expected<std::vector<int32_t>> prompt_tokens(const GenerateArgs& args, const LoadedModel& model,
                                              uint64_t seed, std::vector<int32_t>& stop_tokens) {
-  const int sources = int{args.prompt_given} + int{!args.prompt_ids.empty()} + int{!args.random_prompt.empty()};
+  const int sources = int{args.prompt_given} + int{args.prompt_ids_given} + int{args.random_prompt_given};
   if (sources != 1) return make_error("give exactly one of --prompt, --prompt-ids and --random-prompt");
   if (args.chat && !args.prompt_given) return make_error("--chat needs --prompt");
   if (!args.system.empty() && !args.chat) return make_error("--system needs --chat");
-  if (!args.prompt_ids.empty()) {
+  if (args.prompt_ids_given) {
     DW_ASSIGN_OR_RETURN(std::vector<int32_t> ids, parse_id_list_option("--prompt-ids", args.prompt_ids));
     return ids;
   }
   const int64_t vocab = model.decoder->config().vocab_size;
-  if (!args.random_prompt.empty()) {
+  if (args.random_prompt_given) {
     DW_ASSIGN_OR_RETURN(const int64_t length, parse_integer_option("--random-prompt", args.random_prompt));
     if (length <= 0) return make_error("--random-prompt must be positive, got {}", length);
     if (length >= model.decoder->context_length()) {
@@ -172,6 +174,8 @@ int run_generate(const std::vector<std::string>& cli) {
   parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   args.prompt_given = parser.given("prompt");
+  args.prompt_ids_given = parser.given("prompt-ids");
+  args.random_prompt_given = parser.given("random-prompt");
 
   uint64_t seed = std::random_device{}();
   if (!args.seed.empty()) {

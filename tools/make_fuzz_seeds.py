@@ -137,11 +137,29 @@ def tokenizer_seeds():
         write("tokenizer", "config_qwen2.json", b"\x02" + f.read())
 
 
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def model_config_seeds():
+    for name in ["llama_tied", "llama3_rope", "qwen2_bias"]:
+        with open(os.path.join(ROOT, "tests", "fixtures", "models", name, "config.json"), "rb") as f:
+            write("model_config", f"{name}.json", f.read())
+    write("model_config", "chatml.jinja", CHATML_TEMPLATE.encode())
+    write("model_config", "llama3.jinja", b"{{ bos_token }}<|start_header_id|>user<|end_header_id|>"
+                                          b"<|eot_id|>Cutting Knowledge Date date_string = \"1 Jan 2025\"")
+    write("model_config", "llama2.jinja", b"[INST] <<SYS>>")
+
+
 def main():
     rng = np.random.default_rng(7)
     gguf_seeds(rng)
     safetensors_seeds(rng)
     tokenizer_seeds()
+    model_config_seeds()
     for folder in sorted(os.listdir(SEEDS)):
         files = os.listdir(os.path.join(SEEDS, folder))
         print(folder, sum(os.path.getsize(os.path.join(SEEDS, folder, f)) for f in files), "bytes in", len(files), "files")

@@ -24,10 +24,11 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
 
     thread_local std::vector<float> scores;
     scores.resize(static_cast<size_t>(position - first_key + 1));
+    dot_rows(query, keys + first_key * kv_stride, kv_stride, position - first_key + 1, head_dim,
+             scores.data());
     float max_score = -INFINITY;
-    for (int64_t j = first_key; j <= position; ++j) {
-      const float score = dot(query, keys + j * kv_stride, head_dim) * shape.scale;
-      scores[j - first_key] = score;
+    for (float& score : scores) {
+      score *= shape.scale;
       max_score = std::max(max_score, score);
     }
     float total = 0.0f;
@@ -38,9 +39,7 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
     float* result = out + (t * shape.num_heads + h) * head_dim;
     std::fill(result, result + head_dim, 0.0f);
     for (int64_t j = first_key; j <= position; ++j) {
-      const float weight = scores[j - first_key];
-      const float* value = values + j * kv_stride;
-      for (int64_t d = 0; d < head_dim; ++d) result[d] += weight * value[d];
+      axpy(scores[j - first_key], values + j * kv_stride, result, head_dim);
     }
     const float inverse_total = 1.0f / total;
     for (int64_t d = 0; d < head_dim; ++d) result[d] *= inverse_total;

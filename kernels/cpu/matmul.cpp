@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <utility>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -19,21 +20,24 @@ constexpr int kMaxTileCols = 8;
 // Register budget per tile: rows × cols accumulators of eight lanes.
 constexpr int tile_cols_for_rows(int rows) { return rows == 1 ? 8 : rows == 2 ? 6 : rows == 3 ? 4 : 3; }
 
-// Computes a rows × cols tile: y[r * ldy + c] = x_r · w_c (+ bias[c]).
-using TileFn = void (*)(const float* x, const float* w, const float* bias, float* y, int64_t in,
-                        int64_t ldy);
+// Computes a rows × cols tile: y[r * ldy + c] = x_r · w_c (+ bias[c]), where row r of x
+// starts at x + r·in and row c of w at w + c·ldw.
+using TileFn = void (*)(const float* x, const float* w, int64_t ldw, const float* bias, float* y,
+                        int64_t in, int64_t ldy);
+// y[i] += a · x[i]
+using AxpyFn = void (*)(float a, const float* x, float* y, int64_t n);
 
 // Portable version: eight scalar partial sums per element, the same order as the SIMD one.
 template <int R, int C>
-void tile_portable(const float* x, const float* w, const float* bias, float* y, int64_t in,
-                   int64_t ldy) {
+void tile_portable(const float* x, const float* w, int64_t ldw, const float* bias, float* y,
+                   int64_t in, int64_t ldy) {
   float acc[R][C][kLanes] = {};
   for (int64_t i = 0; i < in; i += kLanes) {
     const int64_t width = std::min<int64_t>(kLanes, in - i);
     for (int r = 0; r < R; ++r) {
       for (int c = 0; c < C; ++c) {
         for (int64_t lane = 0; lane < width; ++lane) {
-          acc[r][c][lane] += x[r * in + i + lane] * w[c * in + i + lane];
+          acc[r][c][lane] += x[r * in + i + lane] * w[c * ldw + i + lane];
         }
       }
     }
@@ -56,7 +60,7 @@ __attribute__((target("avx2,fma"))) inline float horizontal_sum_avx(__m256 v) {
 }
 
 template <int R, int C>
-__attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* w,
+__attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* w, int64_t ldw,
                                                    const float* bias, float* y, int64_t in,
                                                    int64_t ldy) {
   __m256 acc[R][C];
@@ -66,7 +70,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* 
   int64_t i = 0;
   for (; i + kLanes <= in; i += kLanes) {
     __m256 wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = _mm256_loadu_ps(w + c * in + i);
+    for (int c = 0; c < C; ++c) wv[c] = _mm256_loadu_ps(w + c * ldw + i);
     for (int r = 0; r < R; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * in + i);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
@@ -77,7 +81,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* 
     for (int lane = 0; lane < kLanes; ++lane) mask_bits[lane] = i + lane < in ? -1 : 0;
     const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(mask_bits));
     __m256 wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = _mm256_maskload_ps(w + c * in + i, mask);
+    for (int c = 0; c < C; ++c) wv[c] = _mm256_maskload_ps(w + c * ldw + i, mask);
     for (int r = 0; r < R; ++r) {
       const __m256 xv = _mm256_maskload_ps(x + r * in + i, mask);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
@@ -90,6 +94,15 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* 
       y[r * ldy + c] = sum;
     }
   }
+}
+
+__attribute__((target("avx2,fma"))) void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  }
+  for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
 bool cpu_has_avx2_fma() {
@@ -121,17 +134,22 @@ TileTable make_table() {
   return table;
 }
 
+void axpy_portable(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
 struct Kernels {
   TileTable tiles;
+  AxpyFn axpy;
   std::string_view isa;
 };
 
 const Kernels& kernels() {
   static const Kernels selected = [] {
 #ifdef DW_HAVE_X86
-    if (cpu_has_avx2_fma()) return Kernels{make_table<true>(), "avx2+fma"};
+    if (cpu_has_avx2_fma()) return Kernels{make_table<true>(), axpy_avx2, "avx2+fma"};
 #endif
-    return Kernels{make_table<false>(), "portable"};
+    return Kernels{make_table<false>(), axpy_portable, "portable"};
   }();
   return selected;
 }
@@ -147,9 +165,20 @@ std::string_view cpu_kernel_isa() { return kernels().isa; }
 
 float dot(const float* a, const float* b, int64_t n) {
   float result = 0.0f;
-  kernels().tiles[1][1](a, b, nullptr, &result, n, 1);
+  kernels().tiles[1][1](a, b, n, nullptr, &result, n, 1);
   return result;
 }
+
+void dot_rows(const float* x, const float* w, int64_t w_stride, int64_t count, int64_t n, float* y) {
+  const TileTable& tiles = kernels().tiles;
+  constexpr int kCols = tile_cols_for_rows(1);
+  for (int64_t j = 0; j < count; j += kCols) {
+    const int cols = static_cast<int>(std::min<int64_t>(kCols, count - j));
+    tiles[1][cols](x, w + j * w_stride, w_stride, nullptr, y + j, n, 1);
+  }
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) { kernels().axpy(a, x, y, n); }
 
 void matmul(const float* x, const float* w, const float* bias, float* y, int64_t rows,
             int64_t in, int64_t out, ThreadPool& pool) {
@@ -172,7 +201,7 @@ void matmul(const float* x, const float* w, const float* bias, float* y, int64_t
       const int max_cols = tile_cols_for_rows(tile_rows);
       for (int64_t c = col_begin; c < col_end; c += max_cols) {
         const int tile_cols = static_cast<int>(std::min<int64_t>(max_cols, col_end - c));
-        tiles[tile_rows][tile_cols](x + r * in, w + c * in, bias != nullptr ? bias + c : nullptr,
+        tiles[tile_rows][tile_cols](x + r * in, w + c * in, in, bias != nullptr ? bias + c : nullptr,
                                     y + r * out + c, in, out);
       }
     }

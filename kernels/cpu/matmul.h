@@ -27,6 +27,14 @@ void matmul(const float* x, const float* w, const float* bias, float* y, int64_t
 // Σ_i a[i] · b[i] with the same reduction order as one element of matmul.
 float dot(const float* a, const float* b, int64_t n);
 
+// y[j] = x · w_j for j < count, where w_j starts at w + j·w_stride; each element with
+// dot()'s reduction order, several rows at a time.
+//   x: [n]   y: [count]
+void dot_rows(const float* x, const float* w, int64_t w_stride, int64_t count, int64_t n, float* y);
+
+// y[i] += a · x[i] (fused multiply-add where the instruction set has it).
+void axpy(float a, const float* x, float* y, int64_t n);
+
 // The instruction set the CPU kernels use on this machine ("avx2+fma" or "portable").
 std::string_view cpu_kernel_isa();
 

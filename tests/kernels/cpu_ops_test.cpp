@@ -98,6 +98,23 @@ TEST(Matmul, DotEqualsOneElementOfMatmul) {
   EXPECT_FALSE(cpu_kernel_isa().empty());
 }
 
+TEST(Matmul, DotRowsEqualsDotOfEveryStridedRow) {
+  const int64_t n = 19, stride = 25, count = 13;
+  const auto x = random_values(n, 20);
+  const auto w = random_values(stride * count, 21);
+  std::vector<float> y(count, NAN);
+  dot_rows(x.data(), w.data(), stride, count, n, y.data());
+  for (int64_t j = 0; j < count; ++j) EXPECT_EQ(y[j], dot(x.data(), &w[j * stride], n)) << j;
+}
+
+TEST(Matmul, AxpyAddsAScaledVector) {
+  const auto x = random_values(21, 22);
+  auto y = random_values(21, 23);
+  const auto before = y;
+  axpy(0.75f, x.data(), y.data(), 21);
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], before[i] + 0.75 * x[i], 1e-6);
+}
+
 TEST(RmsNorm, MatchesDefinition) {
   ThreadPool pool(2);
   const int64_t rows = 3, dim = 50;

@@ -1,0 +1,135 @@
+// `draftwise generate` run as a user would: streamed text or one JSON object, token ids
+// for a model without tokenizer files, random-weight models, and one-line errors for bad
+// input with a non-zero exit and no crash.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/run_command.h"
+#include "tests/support/test_paths.h"
+
+namespace draftwise {
+namespace {
+
+using testing::run_draftwise;
+
+const std::string kTinyModel = (testing::fixtures_dir() / "models/llama_tied").string();
+
+nlohmann::json run_json(const std::vector<std::string>& args) {
+  const testing::CommandResult result = run_draftwise(args);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  return nlohmann::json::parse(result.out);
+}
+
+TEST(Generate, ModelWithoutTokenizerTakesIdsAndReportsIds) {
+  const auto report = run_json({"generate", "--model", kTinyModel, "--prompt-ids", "1, 2,3",
+                                "--max-tokens", "5", "--temperature", "0", "--json"});
+  EXPECT_TRUE(report["text"].is_null());
+  EXPECT_EQ(report["token_ids"].size(), 5u);
+  EXPECT_EQ(report["finish_reason"], "length");
+  EXPECT_EQ(report["stats"]["prompt_tokens"], 3);
+  EXPECT_EQ(report["stats"]["completion_tokens"], 5);
+  EXPECT_GT(report["stats"]["prefill_tokens_per_second"].get<double>(), 0);
+  EXPECT_GT(report["stats"]["decode_tokens_per_second"].get<double>(), 0);
+  // The streamed form prints the same ids.
+  const auto streamed = run_draftwise({"generate", "--model", kTinyModel, "--prompt-ids", "1,2,3",
+                                       "--max-tokens", "5", "--temperature", "0"});
+  ASSERT_EQ(streamed.exit_code, 0) << streamed.err;
+  std::string ids;
+  for (const auto& id : report["token_ids"]) ids += (ids.empty() ? "" : " ") + std::to_string(id.get<int>());
+  EXPECT_EQ(streamed.out, ids + "\n");
+  EXPECT_NE(streamed.err.find("completion tokens"), std::string::npos);
+
+  const auto text_prompt = run_draftwise({"generate", "--model", kTinyModel, "--prompt", "hello"});
+  EXPECT_EQ(text_prompt.exit_code, 1);
+  EXPECT_NE(text_prompt.err.find("--prompt-ids"), std::string::npos) << text_prompt.err;
+}
+
+TEST(Generate, SeedReproducesSampling) {
+  const std::vector<std::string> args = {"generate", "--model", kTinyModel, "--prompt-ids", "4,5",
+                                         "--max-tokens", "16", "--temperature", "1.2",
+                                         "--top-k", "50", "--top-p", "0.9", "--seed", "7", "--json"};
+  const auto first = run_json(args);
+  EXPECT_EQ(first["token_ids"], run_json(args)["token_ids"]);
+  EXPECT_EQ(first["seed"], 7);
+}
+
+TEST(Generate, RandomWeightsBuildTheConfigsShape) {
+  const auto report = run_json({"generate", "--random-weights", kTinyModel + "/config.json",
+                                "--random-prompt", "6", "--max-tokens", "3", "--seed", "1", "--json"});
+  EXPECT_EQ(report["stats"]["prompt_tokens"], 6);
+  EXPECT_EQ(report["token_ids"].size(), 3u);
+}
+
+TEST(Generate, DefaultModelChatCompletion) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  const auto report = run_json({"generate", "--model", testing::default_model_path().string(),
+                                "--prompt", "What is the capital of France?", "--chat",
+                                "--temperature", "0", "--max-tokens", "32", "--json"});
+  EXPECT_NE(report["text"].get<std::string>().find("Paris"), std::string::npos) << report.dump();
+  EXPECT_EQ(report["finish_reason"], "stop");  // <|im_end|>
+  EXPECT_EQ(report["stats"]["prompt_tokens"], 37);  // as transformers tokenizes it
+}
+
+// A one-line error naming `problem`, exit code 1 (2 for usage errors), no crash.
+void expect_refused(const std::vector<std::string>& args, const std::string& problem, int exit_code = 1) {
+  std::vector<std::string> full = {"generate"};
+  full.insert(full.end(), args.begin(), args.end());
+  const testing::CommandResult result = run_draftwise(full);
+  EXPECT_EQ(result.signal, 0);
+  EXPECT_EQ(result.exit_code, exit_code) << result.err;
+  ASSERT_FALSE(result.err.empty());
+  EXPECT_EQ(result.err.find('\n'), result.err.size() - 1) << result.err;
+  EXPECT_NE(result.err.find(problem), std::string::npos) << "expected '" << problem << "' in: " << result.err;
+}
+
+TEST(Generate, BadInputIsRefusedWithAClearError) {
+  const std::vector<std::string> model = {"--model", kTinyModel};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = model;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  expect_refused(with({"--prompt-ids", ""}), "--prompt-ids must be an integer");
+  expect_refused(with({"--prompt-ids", "1,x"}), "got 'x'");
+  expect_refused(with({"--prompt-ids", "1,999"}), "999");
+  expect_refused(with({"--random-prompt", "300"}), "context");
+  std::string long_prompt = "1";
+  for (int i = 0; i < 300; ++i) long_prompt += ",1";
+  expect_refused(with({"--prompt-ids", long_prompt}), "context");
+  expect_refused(with({"--prompt-ids", "1", "--max-tokens", "0"}), "--max-tokens must be positive");
+  expect_refused(with({"--prompt-ids", "1", "--max-tokens", "-3"}), "--max-tokens must be positive");
+  expect_refused(with({"--prompt-ids", "1", "--temperature", "-0.5"}), "temperature");
+  expect_refused(with({"--prompt-ids", "1", "--top-p", "0"}), "top-p must be in (0, 1]");
+  expect_refused(with({"--prompt-ids", "1", "--top-p", "1.01"}), "top-p must be in (0, 1]");
+  expect_refused(with({"--prompt-ids", "1", "--temperature", "warm"}), "--temperature must be a finite number");
+  expect_refused(with({"--prompt-ids", "1", "--device", "tpu"}), "--device must be cpu, cuda or cuda:N");
+  expect_refused(with({"--prompt-ids", "1", "--device", "cuda:0"}), "CUDA backend");
+  expect_refused(with({"--prompt-ids", "1", "--chat"}), "--chat needs --prompt");
+  expect_refused(with({}), "exactly one of --prompt");
+  expect_refused({"--prompt-ids", "1"}, "exactly one of --model");
+  expect_refused({"--model", "/nonexistent/model.gguf", "--prompt-ids", "1"}, "/nonexistent/model.gguf");
+  expect_refused({"--random-weights", "/nonexistent/config.json", "--random-prompt", "3"}, "config.json");
+  expect_refused({"--bogus"}, "unknown option '--bogus'", 2);
+}
+
+TEST(Generate, DefaultModelRefusesEmptyAndOverlongTextPrompts) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  const std::string path = testing::default_model_path().string();
+  expect_refused({"--model", path, "--prompt", ""}, "the prompt is empty");
+  std::string huge;
+  for (int i = 0; i < 9000; ++i) huge += " a";
+  expect_refused({"--model", path, "--prompt", huge}, "context");
+  expect_refused({"--model", path, "--prompt", "hi", "--stop", "x", "--top-k", "-1"}, "top-k");
+}
+
+TEST(Generate, RandomWeightsTooBigForMemoryAreRefused) {
+  testing::ScratchDir scratch;
+  const auto config = scratch.write("config.json", R"({"architectures": ["LlamaForCausalLM"],
+      "vocab_size": 128256, "hidden_size": 16384, "intermediate_size": 53248,
+      "num_hidden_layers": 126, "num_attention_heads": 128, "num_key_value_heads": 8})");
+  expect_refused({"--random-weights", config.string(), "--random-prompt", "4"}, "GiB");
+}
+
+}  // namespace
+}  // namespace draftwise
