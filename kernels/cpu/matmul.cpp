@@ -157,7 +157,7 @@ const Kernels& kernels() {
 // Task sizes: big enough to amortise scheduling, small enough to spread over the threads
 // and keep a task's weights in L2.
 constexpr int64_t kTaskRows = 64;
-constexpr int64_t kTaskCols = 64;
+constexpr int64_t kTaskCols = 60;  // a multiple of every tile width (3, 4, 6)
 
 }  // namespace
 
