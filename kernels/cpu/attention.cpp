@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/vector_math.h"
 
 namespace draftwise::cpu {
 
@@ -31,11 +32,10 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
       score *= shape.scale;
       max_score = std::max(max_score, score);
     }
+    for (float& score : scores) score -= max_score;
+    exp_inplace(scores.data(), static_cast<int64_t>(scores.size()));
     float total = 0.0f;
-    for (float& score : scores) {
-      score = std::exp(score - max_score);
-      total += score;
-    }
+    for (const float score : scores) total += score;
     float* result = out + (t * shape.num_heads + h) * head_dim;
     std::fill(result, result + head_dim, 0.0f);
     for (int64_t j = first_key; j <= position; ++j) {

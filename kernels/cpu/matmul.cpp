@@ -1,5 +1,7 @@
 #include "kernels/cpu/matmul.h"
 
+#include "kernels/cpu/cpu_features.h"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -105,10 +107,6 @@ __attribute__((target("avx2,fma"))) void axpy_avx2(float a, const float* x, floa
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
-bool cpu_has_avx2_fma() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 #endif
 
 using TileTable = std::array<std::array<TileFn, kMaxTileCols + 1>, kMaxTileRows + 1>;

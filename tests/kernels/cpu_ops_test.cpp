@@ -15,6 +15,7 @@
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/vector_math.h"
 
 namespace draftwise::cpu {
 namespace {
@@ -244,14 +245,37 @@ TEST(Attention, TokenResultDoesNotDependOnHowManyTokensShareTheCall) {
   }
 }
 
+TEST(VectorMath, ExpIsWithinTwoUlpsOverTheNormalRange) {
+  std::vector<float> x;
+  for (float v = -87.0f; v <= 88.0f; v += 0.0137f) x.push_back(v);
+  x.push_back(0.0f);
+  auto y = x;
+  exp_inplace(y.data(), static_cast<int64_t>(y.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double exact = std::exp(static_cast<double>(x[i]));
+    EXPECT_LE(std::abs(y[i] - exact), 2.5 * std::ldexp(1.0, std::ilogb(exact) - 23)) << x[i];
+  }
+  EXPECT_EQ(y.back(), 1.0f);
+  std::vector<float> extremes = {-1000.0f, 1000.0f, -87.3f, 88.3f, 1.0f};
+  exp_inplace(extremes.data(), 5);
+  EXPECT_GE(extremes[0], 0.0f);
+  EXPECT_LT(extremes[0], 2e-38f);
+  EXPECT_TRUE(std::isfinite(extremes[1]));
+  EXPECT_GT(extremes[1], 1e38f);
+  EXPECT_NEAR(extremes[4], std::exp(1.0), 1e-6);
+}
+
 TEST(Swiglu, IsSiluOfGateTimesUp) {
-  const std::vector<float> gate = {-3.0f, 0.0f, 0.5f, 4.0f, -100.0f};
-  const std::vector<float> up = {2.0f, 5.0f, -1.0f, 0.25f, 3.0f};
+  auto gate = random_values(600, 24, 4.0f);
+  gate[0] = -100.0f;
+  gate[1] = 100.0f;
+  const auto up = random_values(600, 25);
   std::vector<float> out(gate.size());
   swiglu(gate.data(), up.data(), out.data(), static_cast<int64_t>(gate.size()));
   for (size_t i = 0; i < gate.size(); ++i) {
     const double g = gate[i];
-    EXPECT_NEAR(out[i], g / (1.0 + std::exp(-g)) * up[i], 1e-6);
+    const double expected = g / (1.0 + std::exp(-g)) * up[i];
+    EXPECT_NEAR(out[i], expected, 1e-6 * std::max(1.0, std::abs(expected))) << g;
   }
 }
 
