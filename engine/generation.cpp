@@ -120,12 +120,14 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
   if (result.token_ids.size() > 1) result.stats.decode_seconds = seconds_since(decode_start);
   result.stats.completion_tokens = static_cast<int64_t>(result.token_ids.size());
   if (text_decoder && !stops.stopped()) {
-    const std::string tail = stops.push(text_decoder->finish());
-    const std::string held = stops.stopped() ? std::string() : stops.finish();
-    if (!tail.empty() || !held.empty()) {
-      result.text += tail + held;
-      if (on_output) on_output(tail + held, -1);
+    // The decoder's held-back bytes, then the stop matcher's held-back text.
+    std::string rest = stops.push(text_decoder->finish());
+    if (stops.stopped()) {
+      result.finish_reason = FinishReason::stop;
+    } else {
+      rest += stops.finish();
     }
+    if (!rest.empty()) release(rest, -1);
   }
   return result;
 }

@@ -43,7 +43,8 @@ struct GenerationResult {
 };
 
 // Called as output becomes final: `text` is the newly released text (may be empty, always
-// empty without a tokenizer), `token` the token just sampled.
+// empty without a tokenizer), `token` the token just sampled, or -1 for text held back
+// until the end (an unfinished character, a possible start of a stop string).
 using OutputCallback = std::function<void(std::string_view text, int32_t token)>;
 
 // Checks the prompt (non-empty, ids inside the vocabulary, room for one more token in the

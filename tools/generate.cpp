@@ -52,7 +52,12 @@ struct GenerateArgs {
 struct LoadedModel {
   std::unique_ptr<Decoder> decoder;
   std::optional<Tokenizer> tokenizer;
+  std::string backend;  // for the stats line, e.g. "cpu (2 threads, avx2+fma)"
 };
+
+std::string cpu_backend(const CpuDecoder& decoder) {
+  return fmt::format("cpu ({} threads, {})", decoder.num_threads(), cpu::cpu_kernel_isa());
+}
 
 Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptions& options) {
   if (args.model.empty() == args.random_weights.empty()) {
@@ -66,12 +71,16 @@ Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptio
   LoadedModel loaded;
   if (!args.random_weights.empty()) {
     DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
-    DW_ASSIGN_OR_RETURN(loaded.decoder,
+    DW_ASSIGN_OR_RETURN(std::unique_ptr<CpuDecoder> decoder,
                         CpuDecoder::create(config, random_weight_loader(kRandomWeightSeed), options));
+    loaded.backend = cpu_backend(*decoder);
+    loaded.decoder = std::move(decoder);
     return loaded;
   }
   DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(args.model));
-  DW_ASSIGN_OR_RETURN(loaded.decoder, CpuDecoder::load(checkpoint, options));
+  DW_ASSIGN_OR_RETURN(std::unique_ptr<CpuDecoder> decoder, CpuDecoder::load(checkpoint, options));
+  loaded.backend = cpu_backend(*decoder);
+  loaded.decoder = std::move(decoder);
   DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
   return loaded;
 }
@@ -235,11 +244,9 @@ int run_generate(const std::vector<std::string>& cli) {
   std::fflush(stdout);
   fmt::print(stderr,
              "[{} prompt tokens, {} completion tokens, finish: {}; prefill {:.1f} tokens/s, "
-             "decode {:.1f} tokens/s on {} ({} threads, {})]\n",
+             "decode {:.1f} tokens/s on {}]\n",
              stats.prompt_tokens, stats.completion_tokens, finish_reason_name(result->finish_reason),
-             stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(),
-             model->decoder->device_name(), static_cast<CpuDecoder&>(*model->decoder).num_threads(),
-             cpu::cpu_kernel_isa());
+             stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(), model->backend);
   return 0;
 }
 
