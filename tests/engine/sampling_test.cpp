@@ -84,6 +84,7 @@ TEST(Sampling, FiltersKeepTheDocumentedSets) {
   EXPECT_EQ(kept({1.0, 0, 0.8, 0.0, 0}), (std::vector<int32_t>{0, 1, 2}));  // tie: lower id first
   EXPECT_EQ(kept({1.0, 0, 1.0, 0.3, 0}), (std::vector<int32_t>{0, 1}));     // 0.25 ≥ 0.3·0.5
   EXPECT_EQ(kept({0.0, 0, 1.0, 0.0, 0}), (std::vector<int32_t>{0}));        // greedy
+  EXPECT_EQ(kept({1e-320, 0, 1.0, 0.0, 0}), (std::vector<int32_t>{0}));     // 1/T overflows
 }
 
 TEST(Sampling, TopPOverALargeVocabularySortsPastTheFirstCandidates) {
