@@ -12,6 +12,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr size_t kPrefillChunk = 512;
+
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -83,13 +85,21 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
 
   SequenceGuard sequence(decoder);
   std::vector<float> logits;
-  const std::vector<int32_t> last_row = {static_cast<int32_t>(prompt.size()) - 1};
-  static const std::vector<int32_t> first_row = {0};
-  ForwardRequest request{sequence.id(), prompt, last_row};
   const Clock::time_point start = Clock::now();
+  // Prefill in chunks, which bounds the activations; batch invariance keeps the logits
+  // identical to a single pass.
+  for (size_t done = 0; done < prompt.size(); done += kPrefillChunk) {
+    const size_t size = std::min(kPrefillChunk, prompt.size() - done);
+    const bool last_chunk = done + size == prompt.size();
+    const std::vector<int32_t> rows = last_chunk ? std::vector<int32_t>{static_cast<int32_t>(size) - 1}
+                                                 : std::vector<int32_t>{};
+    const ForwardRequest chunk{sequence.id(), prompt.subspan(done, size), rows};
+    DW_TRY(decoder.forward(std::span(&chunk, 1), logits));
+  }
   Clock::time_point decode_start = start;
+  static const std::vector<int32_t> first_row = {0};
   for (;;) {
-    DW_TRY(decoder.forward(std::span(&request, 1), logits));
+    DW_TRY(check_logits_finite(logits));
     const int32_t token = sampler.sample(logits);
     result.token_ids.push_back(token);
     if (result.token_ids.size() == 1) {
@@ -115,7 +125,8 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
       result.finish_reason = FinishReason::length;
       break;
     }
-    request = ForwardRequest{sequence.id(), std::span(&result.token_ids.back(), 1), first_row};
+    const ForwardRequest step{sequence.id(), std::span(&result.token_ids.back(), 1), first_row};
+    DW_TRY(decoder.forward(std::span(&step, 1), logits));
   }
   if (result.token_ids.size() > 1) result.stats.decode_seconds = seconds_since(decode_start);
   result.stats.completion_tokens = static_cast<int64_t>(result.token_ids.size());

@@ -20,6 +20,15 @@ Status validate_sampling_params(const SamplingParams& params) {
   return {};
 }
 
+Status check_logits_finite(std::span<const float> logits) {
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (!std::isfinite(logits[i])) {
+      return make_error("the model produced a non-finite logit ({}) for token {}", logits[i], i);
+    }
+  }
+  return {};
+}
+
 int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }

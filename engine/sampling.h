@@ -36,8 +36,12 @@ struct TokenDistribution {
   std::vector<double> probabilities;
 };
 
-//   logits: [vocab]
+//   logits: [vocab], all finite (check_logits_finite)
 TokenDistribution sampling_distribution(std::span<const float> logits, const SamplingParams& params);
+
+// An error naming the first NaN or infinite logit: a model that produces one is broken, and
+// no distribution can be drawn from it.
+Status check_logits_finite(std::span<const float> logits);
 
 // The index of the largest logit; the lowest index among ties.
 int32_t argmax(std::span<const float> logits);
@@ -49,7 +53,7 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
 
-  //   logits: [vocab]
+  //   logits: [vocab], all finite
   int32_t sample(std::span<const float> logits);
   const SamplingParams& params() const { return params_; }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <unordered_set>
 
 #include "kernels/cpu/activation.h"
@@ -178,6 +179,19 @@ Status CpuDecoder::check_batch(std::span<const ForwardRequest> batch) const {
 
 Status CpuDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
   DW_TRY(check_batch(batch));
+  try {
+    run_batch(batch, logits);
+  } catch (const std::bad_alloc&) {
+    // Sequence lengths change only at the end of run_batch: the caches are as before.
+    int64_t tokens = 0;
+    for (const ForwardRequest& request : batch) tokens += static_cast<int64_t>(request.tokens.size());
+    return make_error("out of memory running {} tokens through the model (activations and key/value cache)",
+                      tokens);
+  }
+  return {};
+}
+
+void CpuDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
   const int64_t hidden = config_.hidden_size;
   const int64_t head_dim = config_.head_dim;
   const int64_t q_dim = config_.num_heads * head_dim;
@@ -280,7 +294,6 @@ Status CpuDecoder::forward(std::span<const ForwardRequest> batch, std::vector<fl
   const std::vector<float>& head = lm_head_.empty() ? embedding_ : lm_head_;
   cpu::matmul(selected.data(), head.data(), nullptr, logits.data(), logit_rows, hidden,
               config_.vocab_size, pool_);
-  return {};
 }
 
 }  // namespace draftwise

@@ -176,6 +176,11 @@ Status validate(const ModelConfig& config, const std::string& name) {
   if (!(config.rms_norm_eps > 0) || !std::isfinite(config.rms_norm_eps)) {
     return make_error("{}: rms_norm_eps must be positive, got {}", name, config.rms_norm_eps);
   }
+  for (const float factor : config.rope_scaling.freq_factors) {
+    if (!(factor > 0) || !std::isfinite(factor)) {
+      return make_error("{}: RoPE frequency factors must be positive and finite, got {}", name, factor);
+    }
+  }
   return {};
 }
 

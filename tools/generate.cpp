@@ -190,6 +190,7 @@ int run_generate(const std::vector<std::string>& cli) {
   if (!args.seed.empty()) {
     const Expected<int64_t> parsed = parse_integer_option("--seed", args.seed);
     if (!parsed.ok()) return report_error(parsed.error());
+    if (*parsed < 0) return report_error(make_error("--seed must be ≥ 0, got {}", *parsed));
     seed = static_cast<uint64_t>(*parsed);
   }
   Expected<GenerationOptions> options = generation_options(args, seed);
@@ -204,7 +205,10 @@ int run_generate(const std::vector<std::string>& cli) {
   const Expected<std::vector<int32_t>> prompt = prompt_tokens(args, *model, seed, stop_tokens);
   if (!prompt.ok()) return report_error(prompt.error());
   if (!args.ignore_eos) {
-    for (const int64_t id : model->decoder->config().eos_token_ids) stop_tokens.push_back(static_cast<int32_t>(id));
+    // Configs may list ids past the embedding rows (never generated): those are skipped.
+    for (const int64_t id : model->decoder->config().eos_token_ids) {
+      if (id >= 0 && id < model->decoder->config().vocab_size) stop_tokens.push_back(static_cast<int32_t>(id));
+    }
     if (model->tokenizer && model->tokenizer->eos_id()) stop_tokens.push_back(*model->tokenizer->eos_id());
     options->stop_token_ids = stop_tokens;
   }

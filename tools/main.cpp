@@ -1,5 +1,7 @@
 // draftwise: one binary, one subcommand per job.
 #include <cstdio>
+#include <exception>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,7 +49,15 @@ int main(int argc, char** argv) {
   }
   const std::vector<std::string> args(argv + 2, argv + argc);
   for (const Command& command : kCommands) {
-    if (command.name == name) return command.run(args);
+    if (command.name != name) continue;
+    try {
+      return command.run(args);
+    } catch (const std::bad_alloc&) {
+      draftwise::print_error(fmt::format("draftwise {}: out of memory", name));
+    } catch (const std::exception& error) {
+      draftwise::print_error(fmt::format("draftwise {}: internal error: {}", name, error.what()));
+    }
+    return 1;
   }
   draftwise::print_error(fmt::format("draftwise: unknown command '{}'", name));
   print_usage(stderr);

@@ -4,6 +4,7 @@
 
 namespace draftwise::cpu {
 
+// False when the environment sets DRAFTWISE_CPU_ISA=portable.
 bool cpu_has_avx2_fma();
 
 }  // namespace draftwise::cpu

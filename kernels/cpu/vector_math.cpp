@@ -19,7 +19,8 @@ constexpr float kExpMax = 88.3f;
 
 #ifdef DW_HAVE_X86
 __attribute__((target("avx2,fma"))) __m256 exp_avx2(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpMin)), _mm256_set1_ps(kExpMax));
+  // max/min return their second operand when one is NaN: x goes second so NaN survives.
+  x = _mm256_min_ps(_mm256_set1_ps(kExpMax), _mm256_max_ps(_mm256_set1_ps(kExpMin), x));
   // n = round(x / ln 2); r = x − n·ln 2, with ln 2 split so that n·C1 is exact.
   const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f),
                                                    _mm256_set1_ps(0.5f)));

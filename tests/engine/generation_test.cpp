@@ -114,6 +114,43 @@ TEST(Generation, BadRequestsAreRefusedWithAMessage) {
   EXPECT_NE(error_of({1}, with_stop).find("tokenizer"), std::string::npos);
 }
 
+TEST(Generation, LongPromptsArePrefilledInChunksWithTheSameLogits) {
+  auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models/llama_tied").string());
+  auto decoder = CpuDecoder::load(*checkpoint, CpuDecoderOptions{0, 2048});
+  ASSERT_TRUE(decoder.ok());
+  std::vector<int32_t> prompt(1100);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 37) % 256);
+  const auto result = generate(**decoder, nullptr, prompt, greedy_options(1));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  const SequenceId sequence = (*decoder)->create_sequence();
+  const std::vector<int32_t> last = {static_cast<int32_t>(prompt.size()) - 1};
+  const ForwardRequest whole{sequence, prompt, last};
+  std::vector<float> logits;
+  ASSERT_TRUE((*decoder)->forward(std::span(&whole, 1), logits).ok());
+  EXPECT_EQ(result->token_ids, std::vector<int32_t>{argmax(logits)});
+}
+
+TEST(Generation, NonFiniteLogitsAreAnErrorNotAToken) {
+  auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models/llama_tied").string());
+  auto config = load_model_config(*checkpoint);
+  auto weights = ModelWeights::bind(*checkpoint, *config);
+  ASSERT_TRUE(config.ok() && weights.ok());
+  const WeightLoader real = checkpoint_weight_loader(*weights);
+  const WeightLoader broken = [&](const DecoderTensorSpec& spec) -> Expected<std::vector<float>> {
+    auto values = real(spec);
+    if (values.ok() && spec.name == "model.norm.weight") values->assign(values->size(), NAN);
+    return values;
+  };
+  auto decoder = CpuDecoder::create(*config, broken, {});
+  ASSERT_TRUE(decoder.ok());
+  GenerationOptions options;
+  options.sampling.min_p = 0.1;
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  const auto result = generate(**decoder, nullptr, prompt, options);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.error().message.find("non-finite logit"), std::string::npos) << result.error().message;
+}
+
 TEST(Generation, DefaultModelTextStopsBeforeTheStopString) {
   DW_REQUIRE_DEFAULT_MODEL();
   auto checkpoint = Checkpoint::open(testing::default_model_path().string());

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "kernels/mapped_file.h"
 #include "target/checkpoint.h"
 #include "target/model_config.h"
@@ -96,6 +98,20 @@ TEST(ModelConfig, RefusesBadConfigsWithTheKeyNamed) {
       "'num_hidden_layers' must be positive"));
 }
 
+TEST(ModelConfig, ReadsTransformers5RopeParameters) {
+  const Expected<ModelConfig> config = parse_hf_config(
+      R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 1, "num_attention_heads": 2,
+          "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                              "original_max_position_embeddings": 8192}})",
+      "config.json");
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->rope_theta, 500000.0);
+  EXPECT_EQ(config->rope_scaling.type, RopeScalingType::llama3);
+  EXPECT_EQ(config->rope_scaling.factor, 32.0);
+}
+
 TEST(ModelConfig, RefusesExtentsBeyondInt32AndIntegersBeyondInt64) {
   const Expected<ModelConfig> huge = parse_hf_config(
       R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
@@ -135,7 +151,23 @@ TEST(ModelConfig, ReadsGgufMetadataAndTensorsPresent) {
                      std::string(10 * 64 * 4, '\0'));
   builder.add_tensor("output.weight", TensorType::f32, {10, 64}, std::string(10 * 64 * 4, '\0'));
   builder.add_tensor("blk.0.attn_q.bias", TensorType::f32, {64}, std::string(64 * 4, '\0'));
-  builder.add_tensor("rope_freqs.weight", TensorType::f32, {8}, std::string(8 * 4, '\0'));
+  // Frequency factors must be positive: a file of zeros is refused, 1.0 … 8.0 is read.
+  testing::GgufBuilder zero_factors = builder;
+  zero_factors.add_tensor("rope_freqs.weight", TensorType::f32, {8}, std::string(8 * 4, '\0'));
+  const std::string zero_bytes = zero_factors.build();
+  const Expected<GgufFile> zero_gguf = GgufFile::parse(
+      {reinterpret_cast<const std::byte*>(zero_bytes.data()), zero_bytes.size()}, "zero.gguf");
+  ASSERT_TRUE(zero_gguf.ok()) << zero_gguf.error().message;
+  const Expected<ModelConfig> refused = config_from_gguf(*zero_gguf);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(contains(refused.error().message, "RoPE frequency factors must be positive"));
+
+  std::string factors(8 * 4, '\0');
+  for (int i = 0; i < 8; ++i) {
+    const float factor = 1.0f + static_cast<float>(i);
+    std::memcpy(&factors[i * 4], &factor, 4);
+  }
+  builder.add_tensor("rope_freqs.weight", TensorType::f32, {8}, factors);
   const std::string bytes = builder.build();
   const Expected<GgufFile> gguf =
       GgufFile::parse({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}, "q.gguf");
@@ -149,7 +181,8 @@ TEST(ModelConfig, ReadsGgufMetadataAndTensorsPresent) {
   EXPECT_FALSE(config->tie_word_embeddings);
   EXPECT_TRUE(config->attention_qkv_bias);
   EXPECT_EQ(config->rope_scaling.type, RopeScalingType::freq_factors);
-  EXPECT_EQ(config->rope_scaling.freq_factors.size(), 8u);
+  EXPECT_EQ(config->rope_scaling.freq_factors,
+            (std::vector<float>{1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f}));
   EXPECT_EQ(config->max_position_embeddings, 2048);
   EXPECT_EQ(config->eos_token_ids, std::vector<int64_t>{7});
 }

@@ -103,6 +103,7 @@ TEST(Generate, BadInputIsRefusedWithAClearError) {
   expect_refused(with({"--prompt-ids", "1", "--top-p", "0"}), "top-p must be in (0, 1]");
   expect_refused(with({"--prompt-ids", "1", "--top-p", "1.01"}), "top-p must be in (0, 1]");
   expect_refused(with({"--prompt-ids", "1", "--temperature", "warm"}), "--temperature must be a finite number");
+  expect_refused(with({"--prompt-ids", "1", "--seed", "-1"}), "--seed must be ≥ 0");
   expect_refused(with({"--prompt-ids", "1", "--device", "tpu"}), "--device must be cpu, cuda or cuda:N");
   expect_refused(with({"--prompt-ids", "1", "--device", "cuda:0"}), "CUDA backend");
   expect_refused(with({"--prompt-ids", "1", "--chat"}), "--chat needs --prompt");
