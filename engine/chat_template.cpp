@@ -79,6 +79,8 @@ std::string_view chat_family_name(ChatFamily family) {
       return "llama3";
     case ChatFamily::llama2:
       return "llama2";
+    case ChatFamily::mistral:
+      return "mistral";
   }
   return "unknown";
 }
@@ -99,10 +101,12 @@ Expected<ChatTemplate> ChatTemplate::recognize(std::string_view jinja, std::stri
     }
   } else if (contains(jinja, "[INST]") && contains(jinja, "<<SYS>>")) {
     chat.family_ = ChatFamily::llama2;
+  } else if (contains(jinja, "'[INST] ' + message['content'] + ' [/INST]'")) {
+    chat.family_ = ChatFamily::mistral;
   } else {
     return make_error(
         "the model's chat template is not one draftwise renders yet (ChatML, Llama 3, "
-        "Llama 2); format the prompt yourself and pass it without --chat");
+        "Llama 2, Mistral v0.1); format the prompt yourself and pass it without --chat");
   }
   return chat;
 }
@@ -162,6 +166,16 @@ Expected<std::string> ChatTemplate::render(std::span<const ChatMessage> messages
       }
       break;
     }
+    case ChatFamily::mistral:
+      text += bos_text_;
+      for (size_t i = 0; i < messages.size(); ++i) {
+        const bool user_turn = i % 2 == 0;
+        if (messages[i].role != (user_turn ? "user" : "assistant")) {
+          return make_error("this Mistral chat template takes alternating user/assistant messages, starting with user, and no system message");
+        }
+        text += user_turn ? "[INST] " + messages[i].content + " [/INST]" : messages[i].content + eos_text_;
+      }
+      break;
   }
   return text;
 }

@@ -9,6 +9,8 @@
 //   llama3  <|start_header_id|>role<|end_header_id|>\n\n…<|eot_id|> (Llama 3, and 3.1's
 //           "Cutting Knowledge Date" system preamble)
 //   llama2  <s>[INST] <<SYS>>\n…\n<</SYS>>\n\n… [/INST] … </s> (Llama 2 chat)
+//   mistral <s>[INST] … [/INST]…</s>[INST] … [/INST] (Mistral-7B-Instruct v0.1/v0.2, no
+//           system role)
 // A template of any other family is refused with an error that says so.
 #pragma once
 
@@ -26,7 +28,7 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatFamily { chatml, llama3, llama2 };
+enum class ChatFamily { chatml, llama3, llama2, mistral };
 std::string_view chat_family_name(ChatFamily family);
 
 class ChatTemplate {

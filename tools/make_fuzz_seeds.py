@@ -152,6 +152,7 @@ def model_config_seeds():
     write("model_config", "llama3.jinja", b"{{ bos_token }}<|start_header_id|>user<|end_header_id|>"
                                           b"<|eot_id|>Cutting Knowledge Date date_string = \"1 Jan 2025\"")
     write("model_config", "llama2.jinja", b"[INST] <<SYS>>")
+    write("model_config", "mistral.jinja", b"{{ '[INST] ' + message['content'] + ' [/INST]' }}")
 
 
 def main():

@@ -84,6 +84,20 @@ TEST(ChatTemplate, Llama2FoldsTheSystemMessageIntoTheFirstTurn) {
   EXPECT_FALSE(chat->render(not_alternating, true).ok());
 }
 
+TEST(ChatTemplate, MistralAlternatesInstBlocksWithoutASystemRole) {
+  const std::string jinja =
+      "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+      "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+      "{{ message['content'] + eos_token}}{% endif %}{% endfor %}";
+  auto chat = ChatTemplate::recognize(jinja, "<s>", "</s>");
+  ASSERT_TRUE(chat.ok());
+  EXPECT_EQ(chat->family(), ChatFamily::mistral);
+  const std::vector<ChatMessage> messages = {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
+  EXPECT_EQ(*chat->render(messages, true), "<s>[INST] Hi [/INST]Hello</s>[INST] Bye [/INST]");
+  const std::vector<ChatMessage> with_system = {{"system", "Be brief."}, {"user", "Hi"}};
+  EXPECT_FALSE(chat->render(with_system, true).ok());
+}
+
 TEST(ChatTemplate, UnknownFamiliesRolesAndEmptyChatsAreRefused) {
   const auto unknown = ChatTemplate::recognize("{{ messages[0]['content'] }}", "", "");
   ASSERT_FALSE(unknown.ok());
