@@ -1,0 +1,278 @@
+// Every CUDA op against its CPU reference op on fresh random inputs (llama.cpp's
+// test-backend-ops pattern): several shapes each, sizes that are no multiple of any tile,
+// outputs poisoned (all bits set: NaN) before each run. Bounds on ‖out − ref‖ / ‖ref‖:
+// 1e-5 where the output is fp32 and the inputs exact, 1e-2 where it is bf16.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/half.h"
+
+namespace draftwise::cuda {
+namespace {
+
+using ::draftwise::bf16_to_f32;
+using ::draftwise::f32_to_bf16;
+
+constexpr double kBf16Bound = 1e-2;
+constexpr double kF32Bound = 1e-5;
+
+std::vector<float> random_values(size_t count, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(rng);
+  return values;
+}
+
+// Rounds to bf16 and back, so the CPU reference sees exactly the GPU's inputs.
+std::vector<float> bf16_rounded(std::vector<float> values) {
+  for (float& value : values) value = bf16_to_f32(f32_to_bf16(value));
+  return values;
+}
+
+std::vector<uint16_t> to_bf16(const std::vector<float>& values) {
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+  return bits;
+}
+
+std::vector<float> from_bf16(const std::vector<uint16_t>& bits) {
+  std::vector<float> values(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) values[i] = bf16_to_f32(bits[i]);
+  return values;
+}
+
+double relative_error(const std::vector<float>& out, const std::vector<float>& ref) {
+  double difference = 0;
+  double norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(out[i]) - ref[i];
+    difference += d * d;
+    norm += static_cast<double>(ref[i]) * ref[i];
+  }
+  return std::sqrt(difference) / std::max(std::sqrt(norm), 1e-30);
+}
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      GTEST_SKIP() << "no CUDA device visible: the CUDA op tests need a GPU";
+    }
+    auto stream = Stream::create();
+    ASSERT_TRUE(stream.ok()) << stream.error().message;
+    stream_ = std::move(stream).value();
+  }
+
+  template <typename T>
+  DeviceBuffer upload(const std::vector<T>& host) {
+    auto buffer = DeviceBuffer::allocate(std::max<size_t>(host.size() * sizeof(T), 1), "test input");
+    EXPECT_TRUE(buffer.ok());
+    EXPECT_TRUE(copy_to_device(buffer->data(), host.data(), host.size() * sizeof(T), stream_.get()).ok());
+    return std::move(buffer).value();
+  }
+
+  // A device buffer of `count` T, every byte 0xFF (NaN for float and bf16).
+  template <typename T>
+  DeviceBuffer poisoned(size_t count) {
+    auto buffer = DeviceBuffer::allocate(std::max<size_t>(count * sizeof(T), 1), "test output");
+    EXPECT_TRUE(buffer.ok());
+    EXPECT_EQ(cudaMemsetAsync(buffer->data(), 0xFF, count * sizeof(T), stream_.get()), cudaSuccess);
+    return std::move(buffer).value();
+  }
+
+  template <typename T>
+  std::vector<T> download(const DeviceBuffer& buffer, size_t count) {
+    std::vector<T> host(count);
+    const Status status = copy_to_host(host.data(), buffer.data(), count * sizeof(T), stream_.get());
+    EXPECT_TRUE(status.ok()) << status.error().message;
+    return host;
+  }
+
+  Stream stream_;
+  cpu::ThreadPool pool_{2};
+};
+
+TEST_F(CudaOps, GemmMatchesCpuMatmul) {
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok()) << gemm.error().message;
+  for (const auto& [rows, in, out] : {std::tuple{1, 64, 96}, {7, 130, 33}, {67, 576, 1000}, {300, 1536, 577}}) {
+    const auto x = bf16_rounded(random_values(static_cast<size_t>(rows * in), 1));
+    const auto w = bf16_rounded(random_values(static_cast<size_t>(out * in), 2, 0.05f));
+    std::vector<float> ref(static_cast<size_t>(rows * out));
+    cpu::matmul(x.data(), w.data(), nullptr, ref.data(), rows, in, out, pool_);
+    const DeviceBuffer dx = upload(to_bf16(x));
+    const DeviceBuffer dw = upload(to_bf16(w));
+    for (const bool fp32_out : {false, true}) {
+      const size_t count = ref.size();
+      DeviceBuffer dy = fp32_out ? poisoned<float>(count) : poisoned<uint16_t>(count);
+      const Status status = gemm->matmul(dx.as<bf16>(), dw.as<bf16>(), dy.data(), fp32_out, rows, in, out,
+                                         stream_.get());
+      ASSERT_TRUE(status.ok()) << status.error().message;
+      const auto y = fp32_out ? download<float>(dy, count) : from_bf16(download<uint16_t>(dy, count));
+      // fp32 output: inputs are exact, only the summation order differs (1e-5 with fp32
+      // accumulation over `in` terms; allow for cuBLAS's split-K orders).
+      EXPECT_LE(relative_error(y, ref), fp32_out ? 1e-5 * std::sqrt(in / 64.0) : kBf16Bound)
+          << rows << "x" << in << "x" << out << (fp32_out ? " fp32" : " bf16");
+    }
+  }
+}
+
+TEST_F(CudaOps, AddRmsNormMatchesCpu) {
+  for (const auto& [rows, dim] : {std::pair{1, 64}, {5, 577}, {33, 2048}}) {
+    for (const bool with_delta : {false, true}) {
+      const auto residual = random_values(static_cast<size_t>(rows * dim), 3);
+      const auto delta = bf16_rounded(random_values(residual.size(), 4));
+      const auto weight = random_values(static_cast<size_t>(dim), 5);
+      std::vector<float> summed = residual;
+      if (with_delta) {
+        for (size_t i = 0; i < summed.size(); ++i) summed[i] += delta[i];
+      }
+      std::vector<float> ref(summed.size());
+      cpu::rms_norm(summed.data(), weight.data(), ref.data(), rows, dim, 1e-5f, pool_);
+
+      DeviceBuffer dres = upload(residual);
+      const DeviceBuffer ddelta = upload(to_bf16(delta));
+      const DeviceBuffer dweight = upload(weight);
+      DeviceBuffer dout = poisoned<uint16_t>(ref.size());
+      ASSERT_EQ(add_rms_norm(dres.as<float>(), with_delta ? ddelta.as<bf16>() : nullptr, dweight.as<float>(),
+                             dout.as<bf16>(), rows, dim, 1e-5f, stream_.get()),
+                cudaSuccess);
+      EXPECT_LE(relative_error(from_bf16(download<uint16_t>(dout, ref.size())), ref), kBf16Bound);
+      EXPECT_LE(relative_error(download<float>(dres, summed.size()), summed), kF32Bound);
+    }
+  }
+}
+
+TEST_F(CudaOps, RopeMatchesCpuForBothPairings) {
+  for (const auto& [tokens, heads, head_dim] : {std::tuple{1, 1, 6}, {3, 5, 64}, {17, 3, 128}}) {
+    const int64_t row_stride = heads * head_dim + 10;  // rows wider than the rotated heads
+    const int64_t half = head_dim / 2;
+    std::vector<float> inv_freq(static_cast<size_t>(half));
+    for (int64_t j = 0; j < half; ++j) inv_freq[j] = std::pow(10000.0f, -2.0f * j / head_dim);
+    std::vector<int32_t> positions(static_cast<size_t>(tokens));
+    std::vector<int64_t> positions64(static_cast<size_t>(tokens));
+    for (int64_t t = 0; t < tokens; ++t) positions64[t] = positions[t] = static_cast<int32_t>(t * 37 + 5);
+    std::vector<float> cos(static_cast<size_t>(tokens * half)), sin(cos.size());
+    cpu::rope_tables(positions64.data(), tokens, inv_freq.data(), half, cos.data(), sin.data());
+    for (const int interleaved : {0, 1}) {
+      const auto x = bf16_rounded(random_values(static_cast<size_t>(tokens * row_stride), 6));
+      auto ref = x;
+      cpu::apply_rope(ref.data(), row_stride, tokens, heads, head_dim, cos.data(), sin.data(),
+                      interleaved ? cpu::RopePairing::interleaved : cpu::RopePairing::half_split);
+      DeviceBuffer dx = upload(to_bf16(x));
+      const DeviceBuffer dpos = upload(positions);
+      const DeviceBuffer dfreq = upload(inv_freq);
+      ASSERT_EQ(apply_rope(dx.as<bf16>(), row_stride, tokens, heads, head_dim, dpos.as<int32_t>(),
+                           dfreq.as<float>(), interleaved, stream_.get()),
+                cudaSuccess);
+      const auto out = from_bf16(download<uint16_t>(dx, x.size()));
+      EXPECT_LE(relative_error(out, ref), kBf16Bound) << tokens << "x" << heads << "x" << head_dim;
+      // The columns past the heads are left alone.
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t c = heads * head_dim; c < row_stride; ++c) EXPECT_EQ(out[t * row_stride + c], x[t * row_stride + c]);
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, SwigluMatchesCpu) {
+  for (const auto& [rows, ffn] : {std::pair{1, 17}, {3, 1000}, {9, 1536}}) {
+    const auto gate_up = bf16_rounded(random_values(static_cast<size_t>(rows * 2 * ffn), 7, 3.0f));
+    std::vector<float> ref(static_cast<size_t>(rows * ffn));
+    for (int r = 0; r < rows; ++r) {
+      cpu::swiglu(&gate_up[r * 2 * ffn], &gate_up[r * 2 * ffn + ffn], &ref[r * ffn], ffn);
+    }
+    const DeviceBuffer din = upload(to_bf16(gate_up));
+    DeviceBuffer dout = poisoned<uint16_t>(ref.size());
+    ASSERT_EQ(swiglu(din.as<bf16>(), dout.as<bf16>(), rows, ffn, stream_.get()), cudaSuccess);
+    EXPECT_LE(relative_error(from_bf16(download<uint16_t>(dout, ref.size())), ref), kBf16Bound);
+  }
+}
+
+TEST_F(CudaOps, EmbeddingLookupCopiesRowsExactly) {
+  for (const auto& [vocab, hidden, rows] : {std::tuple{10, 8, 3}, {1000, 577, 9}, {49152, 576, 40}}) {
+    const auto table = bf16_rounded(random_values(static_cast<size_t>(vocab * hidden), 8));
+    std::vector<int32_t> ids(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) ids[r] = (r * 7919 + 3) % vocab;
+    ids.back() = vocab - 1;
+    const DeviceBuffer dtable = upload(to_bf16(table));
+    const DeviceBuffer dids = upload(ids);
+    DeviceBuffer dout = poisoned<float>(static_cast<size_t>(rows * hidden));
+    ASSERT_EQ(embedding_lookup(dtable.as<bf16>(), dids.as<int32_t>(), dout.as<float>(), rows, hidden,
+                               stream_.get()),
+              cudaSuccess);
+    const auto out = download<float>(dout, static_cast<size_t>(rows * hidden));
+    for (int r = 0; r < rows; ++r) {
+      EXPECT_EQ(0, std::memcmp(&out[r * hidden], &table[static_cast<size_t>(ids[r]) * hidden], hidden * sizeof(float)));
+    }
+  }
+}
+
+TEST_F(CudaOps, ArgmaxPicksTheLowestIndexOfTheLargest) {
+  for (const auto& [rows, vocab] : {std::pair{1, 7}, {4, 1000}, {3, 49152}}) {
+    auto logits = random_values(static_cast<size_t>(rows * vocab), 9);
+    // Row 0 gets a tie between two maxima.
+    logits[vocab - 1] = 100.0f;
+    logits[vocab / 2] = 100.0f;
+    const DeviceBuffer din = upload(logits);
+    DeviceBuffer dout = poisoned<int32_t>(static_cast<size_t>(rows));
+    ASSERT_EQ(argmax_rows(din.as<float>(), dout.as<int32_t>(), rows, vocab, stream_.get()), cudaSuccess);
+    const auto out = download<int32_t>(dout, static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) {
+      const auto begin = logits.begin() + static_cast<int64_t>(r) * vocab;
+      EXPECT_EQ(out[r], std::max_element(begin, begin + vocab) - begin) << "row " << r;
+    }
+  }
+}
+
+TEST_F(CudaOps, AddBiasAndConversionsMatchTheHost) {
+  const int rows = 5, out = 333;
+  const auto y = bf16_rounded(random_values(static_cast<size_t>(rows * out), 10));
+  const auto bias = bf16_rounded(random_values(static_cast<size_t>(out), 11));
+  DeviceBuffer dy = upload(to_bf16(y));
+  const DeviceBuffer dbias = upload(to_bf16(bias));
+  ASSERT_EQ(add_bias(dy.as<bf16>(), dbias.as<bf16>(), rows, out, stream_.get()), cudaSuccess);
+  const auto sum = from_bf16(download<uint16_t>(dy, y.size()));
+  for (int r = 0; r < rows; ++r) {
+    for (int o = 0; o < out; ++o) {
+      EXPECT_EQ(sum[r * out + o], bf16_to_f32(f32_to_bf16(y[r * out + o] + bias[o])));
+    }
+  }
+  const auto values = random_values(1001, 12);
+  const DeviceBuffer dvalues = upload(values);
+  DeviceBuffer dbf16 = poisoned<uint16_t>(values.size());
+  ASSERT_EQ(convert_f32_to_bf16(dvalues.as<float>(), dbf16.as<bf16>(), 1001, stream_.get()), cudaSuccess);
+  EXPECT_EQ(download<uint16_t>(dbf16, values.size()), to_bf16(values));
+  DeviceBuffer dback = poisoned<float>(values.size());
+  ASSERT_EQ(convert_bf16_to_f32(dbf16.as<bf16>(), dback.as<float>(), 1001, stream_.get()), cudaSuccess);
+  EXPECT_EQ(download<float>(dback, values.size()), bf16_rounded(values));
+}
+
+TEST_F(CudaOps, OutOfMemoryNamesTheRequestAndTheFreeMemory) {
+  auto huge = DeviceBuffer::allocate(size_t{1} << 50, "a test buffer");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.error().message.find("out of GPU memory allocating a test buffer"), std::string::npos)
+      << huge.error().message;
+  EXPECT_NE(huge.error().message.find("MiB free"), std::string::npos);
+  // The failed allocation leaves the device usable.
+  EXPECT_TRUE(DeviceBuffer::allocate(1024, "a small buffer").ok());
+}
+
+}  // namespace
+}  // namespace draftwise::cuda
