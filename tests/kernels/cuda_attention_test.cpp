@@ -1,0 +1,167 @@
+// Paged attention on the GPU against cpu::attention on the same keys and values laid out
+// contiguously: prefill, decode and verification-sized query counts in one batch, block
+// tables in shuffled order, GQA, a sliding window, and the context split in slices.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/half.h"
+
+namespace draftwise::cuda {
+namespace {
+
+using ::draftwise::bf16_to_f32;
+using ::draftwise::f32_to_bf16;
+
+std::vector<float> random_bf16_values(size_t count, std::mt19937_64& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(count);
+  for (float& value : values) value = bf16_to_f32(f32_to_bf16(normal(rng)));
+  return values;
+}
+
+template <typename T>
+DeviceBuffer upload(const std::vector<T>& host) {
+  auto buffer = DeviceBuffer::allocate(std::max<size_t>(host.size() * sizeof(T), 1), "test input");
+  EXPECT_TRUE(buffer.ok());
+  EXPECT_TRUE(copy_to_device(buffer->data(), host.data(), host.size() * sizeof(T), nullptr).ok());
+  return std::move(buffer).value();
+}
+
+std::vector<uint16_t> to_bits(const std::vector<float>& values) {
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+  return bits;
+}
+
+struct Case {
+  int64_t num_heads, num_kv_heads, head_dim, block_size, window;
+  std::vector<int32_t> start_positions;  // cached tokens before this call
+  std::vector<int32_t> new_tokens;
+};
+
+void run_case(const Case& c, int splits) {
+  std::mt19937_64 rng(42);
+  const int64_t kv_dim = c.num_kv_heads * c.head_dim;
+  const int64_t q_dim = c.num_heads * c.head_dim;
+  const size_t sequences = c.new_tokens.size();
+  int64_t max_blocks = 0;
+  for (size_t s = 0; s < sequences; ++s) {
+    max_blocks = std::max<int64_t>(max_blocks, (c.start_positions[s] + c.new_tokens[s] + c.block_size - 1) / c.block_size);
+  }
+  const int64_t num_blocks = max_blocks * static_cast<int64_t>(sequences) + 3;
+  // Hand out blocks in a shuffled order so that no sequence's blocks are contiguous.
+  std::vector<int32_t> free_blocks(static_cast<size_t>(num_blocks));
+  std::iota(free_blocks.begin(), free_blocks.end(), 0);
+  std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
+  std::vector<int32_t> tables(sequences * static_cast<size_t>(max_blocks), -1);
+  for (size_t i = 0; i < tables.size(); ++i) tables[i] = free_blocks[i];
+
+  std::vector<float> k_pool(static_cast<size_t>(num_blocks * c.block_size * kv_dim), 0.0f);
+  std::vector<float> v_pool(k_pool.size(), 0.0f);
+  std::vector<std::vector<float>> k_seq(sequences), v_seq(sequences);  // contiguous, all positions
+  const int64_t query_rows = std::accumulate(c.new_tokens.begin(), c.new_tokens.end(), int64_t{0});
+  const int64_t qkv_stride = q_dim + 2 * kv_dim;
+  std::vector<float> qkv(static_cast<size_t>(query_rows * qkv_stride));
+  std::vector<int32_t> slots;
+  int64_t row = 0;
+  for (size_t s = 0; s < sequences; ++s) {
+    const int64_t total = c.start_positions[s] + c.new_tokens[s];
+    k_seq[s] = random_bf16_values(static_cast<size_t>(total * kv_dim), rng);
+    v_seq[s] = random_bf16_values(static_cast<size_t>(total * kv_dim), rng);
+    for (int64_t p = 0; p < total; ++p) {
+      const int64_t slot = static_cast<int64_t>(tables[s * max_blocks + p / c.block_size]) * c.block_size + p % c.block_size;
+      if (p < c.start_positions[s]) {  // already cached
+        std::copy_n(&k_seq[s][p * kv_dim], kv_dim, &k_pool[slot * kv_dim]);
+        std::copy_n(&v_seq[s][p * kv_dim], kv_dim, &v_pool[slot * kv_dim]);
+      } else {  // arrives through write_kv_cache
+        const auto q = random_bf16_values(static_cast<size_t>(q_dim), rng);
+        std::copy(q.begin(), q.end(), &qkv[row * qkv_stride]);
+        std::copy_n(&k_seq[s][p * kv_dim], kv_dim, &qkv[row * qkv_stride + q_dim]);
+        std::copy_n(&v_seq[s][p * kv_dim], kv_dim, &qkv[row * qkv_stride + q_dim + kv_dim]);
+        slots.push_back(static_cast<int32_t>(slot));
+        ++row;
+      }
+    }
+  }
+
+  // CPU reference, sequence by sequence.
+  cpu::ThreadPool pool(2);
+  const cpu::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim,
+                                  1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.window};
+  std::vector<float> expected(static_cast<size_t>(query_rows * q_dim));
+  row = 0;
+  for (size_t s = 0; s < sequences; ++s) {
+    std::vector<float> q(static_cast<size_t>(c.new_tokens[s] * q_dim));
+    for (int64_t t = 0; t < c.new_tokens[s]; ++t) std::copy_n(&qkv[(row + t) * qkv_stride], q_dim, &q[t * q_dim]);
+    cpu::attention(q.data(), k_seq[s].data(), v_seq[s].data(), &expected[row * q_dim], c.new_tokens[s],
+                   c.start_positions[s], shape, pool);
+    row += c.new_tokens[s];
+  }
+
+  DeviceBuffer d_qkv = upload(to_bits(qkv));
+  DeviceBuffer d_k = upload(to_bits(k_pool));
+  DeviceBuffer d_v = upload(to_bits(v_pool));
+  const DeviceBuffer d_slots = upload(slots);
+  const DeviceBuffer d_tables = upload(tables);
+  ASSERT_EQ(write_kv_cache(d_qkv.as<bf16>(), qkv_stride, q_dim, q_dim + kv_dim, d_slots.as<int32_t>(), query_rows,
+                           kv_dim, d_k.as<bf16>(), d_v.as<bf16>(), nullptr),
+            cudaSuccess);
+  const auto items = plan_attention(c.new_tokens, c.start_positions, splits);
+  const DeviceBuffer d_items = upload(items);
+  auto partial = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * q_dim) * sizeof(float), "partials");
+  auto stats = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * c.num_heads * 2) * sizeof(float), "stats");
+  auto out = DeviceBuffer::allocate(static_cast<size_t>(query_rows * q_dim) * sizeof(uint16_t), "out");
+  ASSERT_TRUE(partial.ok() && stats.ok() && out.ok());
+  ASSERT_EQ(cudaMemset(out->data(), 0xFF, out->bytes()), cudaSuccess);
+  const AttentionGeometry geometry{c.num_heads, c.num_kv_heads, c.head_dim, c.block_size, max_blocks, shape.scale, c.window};
+  ASSERT_EQ(attention_paged(d_qkv.as<bf16>(), qkv_stride, d_k.as<bf16>(), d_v.as<bf16>(), d_tables.as<int32_t>(),
+                            d_items.as<AttentionWorkItem>(), static_cast<int64_t>(items.size()), splits, query_rows,
+                            geometry, partial->as<float>(), stats->as<float>(), out->as<bf16>(), nullptr),
+            cudaSuccess);
+  std::vector<uint16_t> bits(expected.size());
+  ASSERT_TRUE(copy_to_host(bits.data(), out->data(), out->bytes(), nullptr).ok());
+  double difference = 0, norm = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double d = bf16_to_f32(bits[i]) - expected[i];
+    difference += d * d;
+    norm += static_cast<double>(expected[i]) * expected[i];
+  }
+  EXPECT_LE(std::sqrt(difference / norm), 1e-2)
+      << "heads " << c.num_heads << "/" << c.num_kv_heads << " head_dim " << c.head_dim << " splits " << splits;
+}
+
+bool have_gpu() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) cudaGetLastError();
+  return count > 0;
+}
+
+TEST(CudaAttention, PagedMatchesCpuForPrefillDecodeAndVerifyInOneBatch) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible: the CUDA attention tests need a GPU";
+  // decode (1 new token after 100), prefill (37 from 0), verification (5 after 20)
+  const Case base{4, 2, 64, 16, 0, {100, 0, 20}, {1, 37, 5}};
+  for (const int splits : {1, 3}) run_case(base, splits);
+  Case odd = base;
+  odd.num_heads = 9;
+  odd.num_kv_heads = 3;
+  odd.head_dim = 80;  // not a multiple of 32
+  odd.block_size = 7;
+  for (const int splits : {1, 4}) run_case(odd, splits);
+  Case windowed = base;
+  windowed.window = 13;
+  for (const int splits : {1, 2}) run_case(windowed, splits);
+  const Case long_context{8, 1, 128, 32, 0, {3000}, {3}};
+  for (const int splits : {1, 16}) run_case(long_context, splits);
+}
+
+}  // namespace
+}  // namespace draftwise::cuda
