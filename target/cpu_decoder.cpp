@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <new>
-#include <unordered_set>
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/attention.h"
@@ -146,39 +145,9 @@ void CpuDecoder::reserve(Sequence& sequence, int64_t length) {
   sequence.capacity = capacity;
 }
 
-Status CpuDecoder::check_batch(std::span<const ForwardRequest> batch) const {
-  std::unordered_set<SequenceId> seen;
-  for (const ForwardRequest& request : batch) {
-    const auto it = sequences_.find(request.sequence);
-    if (it == sequences_.end()) return make_error("unknown sequence {}", request.sequence);
-    if (!seen.insert(request.sequence).second) {
-      return make_error("sequence {} appears twice in one forward batch", request.sequence);
-    }
-    if (request.tokens.empty()) {
-      return make_error("sequence {}: a forward request needs at least one token", request.sequence);
-    }
-    const int64_t new_length = it->second.length + static_cast<int64_t>(request.tokens.size());
-    if (new_length > context_length_) {
-      return make_error("sequence {}: {} tokens exceed the context length {}", request.sequence,
-                        new_length, context_length_);
-    }
-    for (const int32_t token : request.tokens) {
-      if (token < 0 || token >= config_.vocab_size) {
-        return make_error("token id {} is outside the vocabulary [0, {})", token, config_.vocab_size);
-      }
-    }
-    for (const int32_t row : request.logit_rows) {
-      if (row < 0 || row >= static_cast<int32_t>(request.tokens.size())) {
-        return make_error("sequence {}: logit row {} is outside its {} new tokens",
-                          request.sequence, row, request.tokens.size());
-      }
-    }
-  }
-  return {};
-}
-
 Status CpuDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
-  DW_TRY(check_batch(batch));
+  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size,
+                             [this](SequenceId id) { return sequence_length(id); }));
   try {
     run_batch(batch, logits);
   } catch (const std::bad_alloc&) {

@@ -65,7 +65,6 @@ class CpuDecoder final : public Decoder {
 
   CpuDecoder(const ModelConfig& config, const CpuDecoderOptions& options);
   Status load_weights(const WeightLoader& loader);
-  Status check_batch(std::span<const ForwardRequest> batch) const;
   // The forward pass of a checked batch; throws std::bad_alloc when memory runs out.
   void run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits);
   void reserve(Sequence& sequence, int64_t length);

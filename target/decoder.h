@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -47,5 +48,11 @@ class Decoder {
   // room in the context; valid logit rows): on error nothing changes.
   virtual Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) = 0;
 };
+
+// The checks every Decoder::forward makes before touching state: known, distinct
+// sequences (length_of returns -1 for unknown ones), at least one token each, token ids in
+// [0, vocab_size), room in the context, logit rows inside each request's tokens.
+Status check_forward_batch(std::span<const ForwardRequest> batch, int64_t context_length,
+                           int64_t vocab_size, const std::function<int64_t(SequenceId)>& length_of);
 
 }  // namespace draftwise

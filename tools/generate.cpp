@@ -15,6 +15,9 @@
 #include "target/checkpoint.h"
 #include "target/cpu_decoder.h"
 #include "target/random_weights.h"
+#ifdef DRAFTWISE_HAVE_CUDA
+#include "target/cuda_decoder.h"
+#endif
 #include "tools/cli_args.h"
 #include "tools/commands.h"
 
@@ -64,11 +67,27 @@ Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptio
     return make_error("give exactly one of --model PATH and --random-weights CONFIG.json");
   }
   DW_ASSIGN_OR_RETURN(const DeviceOption device, parse_device_option(args.device));
-  if (device.cuda) {
-    return make_error("--device {}: the CUDA backend is not part of this build yet; use --device cpu",
-                      args.device);
-  }
   LoadedModel loaded;
+  if (device.cuda) {
+#ifdef DRAFTWISE_HAVE_CUDA
+    const CudaDecoderOptions cuda_options{device.index, options.context_length};
+    std::unique_ptr<CudaDecoder> decoder;
+    if (!args.random_weights.empty()) {
+      DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
+      DW_ASSIGN_OR_RETURN(decoder, CudaDecoder::create(config, random_weight_loader(kRandomWeightSeed), cuda_options));
+    } else {
+      DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(args.model));
+      DW_ASSIGN_OR_RETURN(decoder, CudaDecoder::load(checkpoint, cuda_options));
+      DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
+    }
+    loaded.backend = decoder->device_name();
+    loaded.decoder = std::move(decoder);
+    return loaded;
+#else
+    return make_error("--device {}: this build of draftwise has no CUDA backend (nvcc was not found when it was built)",
+                      args.device);
+#endif
+  }
   if (!args.random_weights.empty()) {
     DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
     DW_ASSIGN_OR_RETURN(std::unique_ptr<CpuDecoder> decoder,
@@ -160,8 +179,8 @@ int report_error(const Error& error) {
 int run_generate(const std::vector<std::string>& cli) {
   GenerateArgs args;
   ArgParser parser("generate",
-                   "Completes one prompt with a model on the CPU reference, streaming the "
-                   "text, then reports token counts and speed.");
+                   "Completes one prompt with a model (CPU reference or CUDA), streaming "
+                   "the text, then reports token counts and speed.");
   parser.add_option("model", &args.model, "PATH", "GGUF file or Hugging Face model folder");
   parser.add_option("random-weights", &args.random_weights, "CONFIG.json",
                     "instead of --model: seeded random weights in this config's shape");

@@ -1,4 +1,4 @@
-// Elementwise and gather kernels: SwiGLU, embedding lookup, bias add, fp32/bf16
+// Elementwise and gather kernels: SwiGLU, embedding lookup, row gather, bias add, fp32/bf16
 // conversion. One thread per output element, grid-stride loops, 256 threads per block.
 #include "kernels/cuda/ops.h"
 
@@ -39,6 +39,14 @@ __global__ void add_bias_kernel(bf16* y, const bf16* bias, int64_t rows, int64_t
   }
 }
 
+__global__ void gather_rows_kernel(const bf16* x, const int32_t* rows, bf16* out, int64_t count,
+                                   int64_t dim) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count * dim;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = x[static_cast<int64_t>(rows[i / dim]) * dim + i % dim];
+  }
+}
+
 __global__ void f32_to_bf16_kernel(const float* in, bf16* out, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -71,6 +79,13 @@ cudaError_t embedding_lookup(const bf16* table, const int32_t* ids, float* out, 
 cudaError_t add_bias(bf16* y, const bf16* bias, int64_t rows, int64_t out, cudaStream_t stream) {
   if (rows * out == 0) return cudaSuccess;
   add_bias_kernel<<<blocks_for(rows * out), kThreads, 0, stream>>>(y, bias, rows, out);
+  return cudaGetLastError();
+}
+
+cudaError_t gather_rows(const bf16* x, const int32_t* rows, bf16* out, int64_t count, int64_t dim,
+                        cudaStream_t stream) {
+  if (count * dim == 0) return cudaSuccess;
+  gather_rows_kernel<<<blocks_for(count * dim), kThreads, 0, stream>>>(x, rows, out, count, dim);
   return cudaGetLastError();
 }
 

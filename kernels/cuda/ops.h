@@ -47,6 +47,11 @@ cudaError_t argmax_rows(const float* logits, int32_t* out, int64_t rows, int64_t
 //   y: [rows, out] bf16     bias: [out] bf16
 cudaError_t add_bias(bf16* y, const bf16* bias, int64_t rows, int64_t out, cudaStream_t stream);
 
+// out[i] = x[rows[i]]
+//   x: [*, dim] bf16     rows: [count]     out: [count, dim] bf16
+cudaError_t gather_rows(const bf16* x, const int32_t* rows, bf16* out, int64_t count, int64_t dim,
+                        cudaStream_t stream);
+
 // Conversions, round to nearest even.
 cudaError_t convert_f32_to_bf16(const float* in, bf16* out, int64_t count, cudaStream_t stream);
 cudaError_t convert_bf16_to_f32(const bf16* in, float* out, int64_t count, cudaStream_t stream);

@@ -1,0 +1,390 @@
+#include "target/cuda_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/half.h"
+#include "target/rope_frequencies.h"
+
+namespace draftwise {
+
+namespace {
+
+using cuda::bf16;
+using cuda::DeviceBuffer;
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+Expected<DeviceBuffer> upload_f32(const std::vector<float>& values, const std::string& what,
+                                  cudaStream_t stream) {
+  DW_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(values.size() * sizeof(float), what));
+  DW_TRY(cuda::copy_to_device(buffer.data(), values.data(), values.size() * sizeof(float), stream));
+  return buffer;
+}
+
+Expected<DeviceBuffer> upload_bf16(const std::vector<float>& values, const std::string& what,
+                                   cudaStream_t stream) {
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+  DW_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(bits.size() * sizeof(uint16_t), what));
+  DW_TRY(cuda::copy_to_device(buffer.data(), bits.data(), bits.size() * sizeof(uint16_t), stream));
+  return buffer;
+}
+
+template <typename T>
+Status upload_to(void* device, const std::vector<T>& host, cudaStream_t stream) {
+  return cuda::copy_to_device(device, host.data(), host.size() * sizeof(T), stream);
+}
+
+// Per-layer staging of the stacked projections until their last part arrives.
+struct LayerStaging {
+  std::vector<float> qkv_weight;
+  std::vector<float> qkv_bias;
+  std::vector<float> gate_up;
+};
+
+}  // namespace
+
+CudaDecoder::CudaDecoder(const ModelConfig& config, const CudaDecoderOptions& options)
+    : config_(config),
+      options_(options),
+      context_length_(options.context_length > 0 ? options.context_length
+                                                 : config.max_position_embeddings) {}
+
+std::string CudaDecoder::device_name() const { return fmt::format("cuda:{}", options_.device); }
+
+Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& config,
+                                                           const WeightLoader& loader,
+                                                           const CudaDecoderOptions& options) {
+  if (!(options.kv_cache_memory_share > 0 && options.kv_cache_memory_share <= 1)) {
+    return make_error("the key/value cache's memory share must be in (0, 1], got {}",
+                      options.kv_cache_memory_share);
+  }
+  if (options.kv_block_size <= 0) return make_error("the cache block size must be positive");
+  if (config.head_dim > 256) {
+    return make_error("head dimension {} is larger than the CUDA attention supports (256)", config.head_dim);
+  }
+  int count = 0;
+  if (const cudaError_t result = cudaGetDeviceCount(&count); result != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return make_error("cuda:{}: no CUDA device is visible ({})", options.device,
+                      result == cudaSuccess ? "none found" : cudaGetErrorString(result));
+  }
+  if (options.device < 0 || options.device >= count) {
+    return make_error("cuda:{} does not exist: {} CUDA device(s) are visible", options.device, count);
+  }
+  DW_CUDA_TRY(cudaSetDevice(options.device));
+  std::unique_ptr<CudaDecoder> decoder(new CudaDecoder(config, options));
+  DW_ASSIGN_OR_RETURN(decoder->stream_, cuda::Stream::create());
+  DW_ASSIGN_OR_RETURN(decoder->gemm_, cuda::Gemm::create());
+  DW_TRY(decoder->load_weights(loader));
+  DW_TRY(decoder->allocate_cache());
+  return decoder;
+}
+
+Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::load(const Checkpoint& checkpoint,
+                                                         const CudaDecoderOptions& options) {
+  DW_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(checkpoint));
+  DW_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::bind(checkpoint, config));
+  return create(config, checkpoint_weight_loader(weights), options);
+}
+
+Status CudaDecoder::load_weights(const WeightLoader& loader) {
+  const cudaStream_t stream = stream_.get();
+  DW_ASSIGN_OR_RETURN(inv_freq_, upload_f32(rope_inverse_frequencies(config_), "RoPE frequencies", stream));
+  layers_.resize(static_cast<size_t>(config_.num_layers));
+  std::vector<LayerStaging> staging(layers_.size());
+  const std::string layer_prefix = "model.layers.";
+  for (const DecoderTensorSpec& spec : decoder_tensor_specs(config_)) {
+    DW_ASSIGN_OR_RETURN(std::vector<float> values, loader(spec));
+    const std::string what = "weight " + spec.name;
+    if (spec.name == "model.embed_tokens.weight") {
+      DW_ASSIGN_OR_RETURN(embedding_, upload_bf16(values, what, stream));
+      continue;
+    }
+    if (spec.name == "model.norm.weight") {
+      DW_ASSIGN_OR_RETURN(final_norm_, upload_f32(values, what, stream));
+      continue;
+    }
+    if (spec.name == "lm_head.weight") {
+      DW_ASSIGN_OR_RETURN(lm_head_, upload_bf16(values, what, stream));
+      continue;
+    }
+    const size_t dot = spec.name.find('.', layer_prefix.size());
+    const size_t index = std::stoul(spec.name.substr(layer_prefix.size(), dot - layer_prefix.size()));
+    const std::string part = spec.name.substr(dot + 1);
+    Layer& layer = layers_[index];
+    LayerStaging& stage = staging[index];
+    const auto stack_and_upload = [&](std::vector<float>& stacked, bool last, DeviceBuffer& target) -> Status {
+      stacked.insert(stacked.end(), values.begin(), values.end());
+      if (!last) return {};
+      DW_ASSIGN_OR_RETURN(target, upload_bf16(stacked, what, stream));
+      std::vector<float>().swap(stacked);
+      return {};
+    };
+    if (part == "input_layernorm.weight") {
+      DW_ASSIGN_OR_RETURN(layer.input_norm, upload_f32(values, what, stream));
+    } else if (part == "post_attention_layernorm.weight") {
+      DW_ASSIGN_OR_RETURN(layer.post_norm, upload_f32(values, what, stream));
+    } else if (part == "self_attn.q_proj.weight" || part == "self_attn.k_proj.weight" ||
+               part == "self_attn.v_proj.weight") {
+      DW_TRY(stack_and_upload(stage.qkv_weight, part == "self_attn.v_proj.weight", layer.qkv_weight));
+    } else if (part == "self_attn.q_proj.bias" || part == "self_attn.k_proj.bias" ||
+               part == "self_attn.v_proj.bias") {
+      DW_TRY(stack_and_upload(stage.qkv_bias, part == "self_attn.v_proj.bias", layer.qkv_bias));
+    } else if (part == "self_attn.o_proj.weight") {
+      DW_ASSIGN_OR_RETURN(layer.o_weight, upload_bf16(values, what, stream));
+    } else if (part == "self_attn.o_proj.bias") {
+      DW_ASSIGN_OR_RETURN(layer.o_bias, upload_bf16(values, what, stream));
+    } else if (part == "mlp.gate_proj.weight" || part == "mlp.up_proj.weight") {
+      DW_TRY(stack_and_upload(stage.gate_up, part == "mlp.up_proj.weight", layer.gate_up));
+    } else if (part == "mlp.down_proj.weight") {
+      DW_ASSIGN_OR_RETURN(layer.down, upload_bf16(values, what, stream));
+    } else {
+      return make_error("tensor '{}' has no place in the decoder", spec.name);
+    }
+  }
+  return {};
+}
+
+Status CudaDecoder::allocate_cache() {
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  DW_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const int64_t kv_dim = config_.num_kv_heads * config_.head_dim;
+  const double block_bytes_per_layer = 2.0 * static_cast<double>(options_.kv_block_size * kv_dim) * sizeof(bf16);
+  const double block_bytes = block_bytes_per_layer * static_cast<double>(config_.num_layers);
+  // At most what 64 full-context sequences can use, so that small models leave the rest
+  // of the GPU alone.
+  const double wanted = std::floor(options_.kv_cache_memory_share * static_cast<double>(free_bytes) / block_bytes);
+  const double cap = 64.0 * std::ceil(static_cast<double>(context_length_) / static_cast<double>(options_.kv_block_size));
+  num_blocks_ = static_cast<int64_t>(std::min(wanted, cap));
+  if (num_blocks_ < 1) {
+    return make_error("no room for a key/value cache: one block of {} positions needs {:.1f} MiB, {:.1f} MiB are free",
+                      options_.kv_block_size, block_bytes / kMiB, static_cast<double>(free_bytes) / kMiB);
+  }
+  const size_t layer_bytes = static_cast<size_t>(num_blocks_ * options_.kv_block_size * kv_dim) * sizeof(bf16);
+  for (Layer& layer : layers_) {
+    DW_ASSIGN_OR_RETURN(layer.k_cache, DeviceBuffer::allocate(layer_bytes, "the key cache"));
+    DW_ASSIGN_OR_RETURN(layer.v_cache, DeviceBuffer::allocate(layer_bytes, "the value cache"));
+  }
+  free_blocks_.resize(static_cast<size_t>(num_blocks_));
+  // Handed out from the back: block 0 first.
+  for (int64_t i = 0; i < num_blocks_; ++i) free_blocks_[static_cast<size_t>(i)] = static_cast<int32_t>(num_blocks_ - 1 - i);
+  return {};
+}
+
+SequenceId CudaDecoder::create_sequence() {
+  const SequenceId id = next_sequence_++;
+  sequences_[id] = Sequence{};
+  return id;
+}
+
+void CudaDecoder::release_sequence(SequenceId sequence) {
+  const auto it = sequences_.find(sequence);
+  if (it == sequences_.end()) return;
+  free_blocks_.insert(free_blocks_.end(), it->second.blocks.rbegin(), it->second.blocks.rend());
+  sequences_.erase(it);
+}
+
+int64_t CudaDecoder::sequence_length(SequenceId sequence) const {
+  const auto it = sequences_.find(sequence);
+  return it == sequences_.end() ? -1 : it->second.length;
+}
+
+Status CudaDecoder::truncate_sequence(SequenceId sequence, int64_t length) {
+  const auto it = sequences_.find(sequence);
+  if (it == sequences_.end()) return make_error("unknown sequence {}", sequence);
+  Sequence& state = it->second;
+  if (length < 0 || length > state.length) {
+    return make_error("cannot truncate sequence {} of length {} to {}", sequence, state.length, length);
+  }
+  state.length = length;
+  const size_t keep = static_cast<size_t>((length + options_.kv_block_size - 1) / options_.kv_block_size);
+  while (state.blocks.size() > keep) {
+    free_blocks_.push_back(state.blocks.back());
+    state.blocks.pop_back();
+  }
+  return {};
+}
+
+Expected<void*> CudaDecoder::scratch(size_t index, size_t bytes, const char* what) {
+  if (scratch_.size() <= index) scratch_.resize(index + 1);
+  if (scratch_[index].bytes() < bytes) {
+    DW_ASSIGN_OR_RETURN(scratch_[index], DeviceBuffer::allocate(std::max(bytes, 2 * scratch_[index].bytes()), what));
+  }
+  return scratch_[index].data();
+}
+
+Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size,
+                             [this](SequenceId id) { return sequence_length(id); }));
+  const int64_t block_size = options_.kv_block_size;
+  int64_t needed = 0;
+  for (const ForwardRequest& request : batch) {
+    const Sequence& state = sequences_.at(request.sequence);
+    const int64_t blocks = (state.length + static_cast<int64_t>(request.tokens.size()) + block_size - 1) / block_size;
+    needed += std::max<int64_t>(0, blocks - static_cast<int64_t>(state.blocks.size()));
+  }
+  if (needed > static_cast<int64_t>(free_blocks_.size())) {
+    return make_error("the key/value cache is full: this batch needs {} more blocks of {} positions, {} of {} are free",
+                      needed, block_size, free_blocks_.size(), num_blocks_);
+  }
+  for (const ForwardRequest& request : batch) {
+    Sequence& state = sequences_.at(request.sequence);
+    const int64_t blocks = (state.length + static_cast<int64_t>(request.tokens.size()) + block_size - 1) / block_size;
+    while (static_cast<int64_t>(state.blocks.size()) < blocks) {
+      state.blocks.push_back(free_blocks_.back());
+      free_blocks_.pop_back();
+    }
+  }
+  DW_TRY(run_batch(batch, logits));
+  for (const ForwardRequest& request : batch) {
+    sequences_.at(request.sequence).length += static_cast<int64_t>(request.tokens.size());
+  }
+  return {};
+}
+
+Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+  const cudaStream_t stream = stream_.get();
+  const int64_t hidden = config_.hidden_size;
+  const int64_t head_dim = config_.head_dim;
+  const int64_t q_dim = config_.num_heads * head_dim;
+  const int64_t kv_dim = config_.num_kv_heads * head_dim;
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  const int64_t ffn = config_.intermediate_size;
+  const int64_t vocab = config_.vocab_size;
+  const int64_t block_size = options_.kv_block_size;
+
+  // Host-side plan: token rows, positions, cache slots, block tables, attention work.
+  std::vector<int32_t> ids, positions, slots, new_tokens, start_positions, logit_rows;
+  size_t max_blocks = 1;
+  int64_t longest = 0;
+  for (const ForwardRequest& request : batch) {
+    const Sequence& state = sequences_.at(request.sequence);
+    max_blocks = std::max(max_blocks, state.blocks.size());
+    longest = std::max<int64_t>(longest, state.length + static_cast<int64_t>(request.tokens.size()));
+  }
+  std::vector<int32_t> tables(batch.size() * max_blocks, 0);
+  int32_t max_new = 0;
+  for (size_t r = 0; r < batch.size(); ++r) {
+    const Sequence& state = sequences_.at(batch[r].sequence);
+    std::copy(state.blocks.begin(), state.blocks.end(), tables.begin() + static_cast<int64_t>(r * max_blocks));
+    const int32_t first_row = static_cast<int32_t>(ids.size());
+    for (size_t t = 0; t < batch[r].tokens.size(); ++t) {
+      const int64_t position = state.length + static_cast<int64_t>(t);
+      ids.push_back(batch[r].tokens[t]);
+      positions.push_back(static_cast<int32_t>(position));
+      slots.push_back(static_cast<int32_t>(state.blocks[static_cast<size_t>(position / block_size)] * block_size +
+                                           position % block_size));
+    }
+    for (const int32_t row : batch[r].logit_rows) logit_rows.push_back(first_row + row);
+    new_tokens.push_back(static_cast<int32_t>(batch[r].tokens.size()));
+    start_positions.push_back(static_cast<int32_t>(state.length));
+    max_new = std::max(max_new, new_tokens.back());
+  }
+  const int64_t rows = static_cast<int64_t>(ids.size());
+  const int64_t selected_rows = static_cast<int64_t>(logit_rows.size());
+  // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding).
+  const int splits = max_new <= cuda::kAttentionQueryTile
+                         ? static_cast<int>(std::clamp<int64_t>(longest / 512, 1, 16))
+                         : 1;
+  const std::vector<cuda::AttentionWorkItem> items = cuda::plan_attention(new_tokens, start_positions, splits);
+
+  const auto bytes = [](int64_t count, size_t size) { return static_cast<size_t>(std::max<int64_t>(count, 1)) * size; };
+  DW_ASSIGN_OR_RETURN(void* d_ids, scratch(0, bytes(rows, 4), "token ids"));
+  DW_ASSIGN_OR_RETURN(void* d_positions, scratch(1, bytes(rows, 4), "positions"));
+  DW_ASSIGN_OR_RETURN(void* d_slots, scratch(2, bytes(rows, 4), "cache slots"));
+  DW_ASSIGN_OR_RETURN(void* d_tables, scratch(3, bytes(static_cast<int64_t>(tables.size()), 4), "block tables"));
+  DW_ASSIGN_OR_RETURN(void* d_items, scratch(4, bytes(static_cast<int64_t>(items.size()), sizeof(cuda::AttentionWorkItem)), "attention plan"));
+  DW_ASSIGN_OR_RETURN(void* d_logit_rows, scratch(5, bytes(selected_rows, 4), "logit rows"));
+  DW_ASSIGN_OR_RETURN(void* d_residual, scratch(6, bytes(rows * hidden, 4), "the residual stream"));
+  DW_ASSIGN_OR_RETURN(void* d_normed, scratch(7, bytes(rows * hidden, 2), "normed activations"));
+  DW_ASSIGN_OR_RETURN(void* d_qkv, scratch(8, bytes(rows * qkv_dim, 2), "q/k/v"));
+  DW_ASSIGN_OR_RETURN(void* d_attended, scratch(9, bytes(rows * q_dim, 2), "attention output"));
+  DW_ASSIGN_OR_RETURN(void* d_delta, scratch(10, bytes(rows * hidden, 2), "layer output"));
+  DW_ASSIGN_OR_RETURN(void* d_gate_up, scratch(11, bytes(rows * 2 * ffn, 2), "gate/up"));
+  DW_ASSIGN_OR_RETURN(void* d_activated, scratch(12, bytes(rows * ffn, 2), "MLP activations"));
+  DW_ASSIGN_OR_RETURN(void* d_partial, scratch(13, bytes(splits * rows * q_dim, 4), "attention partials"));
+  DW_ASSIGN_OR_RETURN(void* d_stats, scratch(14, bytes(splits * rows * config_.num_heads * 2, 4), "attention statistics"));
+  DW_ASSIGN_OR_RETURN(void* d_selected, scratch(15, bytes(selected_rows * hidden, 2), "selected rows"));
+  DW_ASSIGN_OR_RETURN(void* d_logits, scratch(16, bytes(selected_rows * vocab, 4), "logits"));
+
+  DW_TRY(upload_to(d_ids, ids, stream));
+  DW_TRY(upload_to(d_positions, positions, stream));
+  DW_TRY(upload_to(d_slots, slots, stream));
+  DW_TRY(upload_to(d_tables, tables, stream));
+  DW_TRY(upload_to(d_items, items, stream));
+  DW_TRY(upload_to(d_logit_rows, logit_rows, stream));
+
+  auto* residual = static_cast<float*>(d_residual);
+  auto* normed = static_cast<bf16*>(d_normed);
+  auto* qkv = static_cast<bf16*>(d_qkv);
+  auto* attended = static_cast<bf16*>(d_attended);
+  auto* delta = static_cast<bf16*>(d_delta);
+  auto* gate_up = static_cast<bf16*>(d_gate_up);
+  auto* activated = static_cast<bf16*>(d_activated);
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  const cuda::AttentionGeometry geometry{config_.num_heads, config_.num_kv_heads, head_dim, block_size,
+                                         static_cast<int64_t>(max_blocks),
+                                         1.0f / std::sqrt(static_cast<float>(head_dim)),
+                                         config_.sliding_window.value_or(0)};
+
+  DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<int32_t*>(d_ids), residual, rows,
+                                            hidden, stream),
+                     "embedding_lookup"));
+  const bf16* pending_delta = nullptr;  // the previous block's output, added by the next norm
+  for (Layer& layer : layers_) {
+    DW_TRY(cuda_status(cuda::add_rms_norm(residual, pending_delta, layer.input_norm.as<float>(), normed, rows, hidden,
+                                          eps, stream),
+                       "add_rms_norm"));
+    DW_TRY(gemm_.matmul(normed, layer.qkv_weight.as<bf16>(), qkv, false, rows, hidden, qkv_dim, stream));
+    if (layer.qkv_bias.data() != nullptr) {
+      DW_TRY(cuda_status(cuda::add_bias(qkv, layer.qkv_bias.as<bf16>(), rows, qkv_dim, stream), "add_bias"));
+    }
+    DW_TRY(cuda_status(cuda::apply_rope(qkv, qkv_dim, rows, config_.num_heads, head_dim,
+                                        static_cast<int32_t*>(d_positions), inv_freq_.as<float>(), 0, stream),
+                       "apply_rope"));
+    DW_TRY(cuda_status(cuda::apply_rope(qkv + q_dim, qkv_dim, rows, config_.num_kv_heads, head_dim,
+                                        static_cast<int32_t*>(d_positions), inv_freq_.as<float>(), 0, stream),
+                       "apply_rope"));
+    DW_TRY(cuda_status(cuda::write_kv_cache(qkv, qkv_dim, q_dim, q_dim + kv_dim, static_cast<int32_t*>(d_slots), rows,
+                                            kv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(), stream),
+                       "write_kv_cache"));
+    DW_TRY(cuda_status(cuda::attention_paged(qkv, qkv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(),
+                                             static_cast<int32_t*>(d_tables),
+                                             static_cast<cuda::AttentionWorkItem*>(d_items),
+                                             static_cast<int64_t>(items.size()), splits, rows, geometry,
+                                             static_cast<float*>(d_partial), static_cast<float*>(d_stats), attended,
+                                             stream),
+                       "attention_paged"));
+    DW_TRY(gemm_.matmul(attended, layer.o_weight.as<bf16>(), delta, false, rows, q_dim, hidden, stream));
+    if (layer.o_bias.data() != nullptr) {
+      DW_TRY(cuda_status(cuda::add_bias(delta, layer.o_bias.as<bf16>(), rows, hidden, stream), "add_bias"));
+    }
+    DW_TRY(cuda_status(cuda::add_rms_norm(residual, delta, layer.post_norm.as<float>(), normed, rows, hidden, eps,
+                                          stream),
+                       "add_rms_norm"));
+    DW_TRY(gemm_.matmul(normed, layer.gate_up.as<bf16>(), gate_up, false, rows, hidden, 2 * ffn, stream));
+    DW_TRY(cuda_status(cuda::swiglu(gate_up, activated, rows, ffn, stream), "swiglu"));
+    DW_TRY(gemm_.matmul(activated, layer.down.as<bf16>(), delta, false, rows, ffn, hidden, stream));
+    pending_delta = delta;
+  }
+  DW_TRY(cuda_status(cuda::add_rms_norm(residual, pending_delta, final_norm_.as<float>(), normed, rows, hidden, eps,
+                                        stream),
+                     "add_rms_norm"));
+  auto* selected = static_cast<bf16*>(d_selected);
+  DW_TRY(cuda_status(cuda::gather_rows(normed, static_cast<int32_t*>(d_logit_rows), selected, selected_rows, hidden,
+                                       stream),
+                     "gather_rows"));
+  const DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embedding_;
+  DW_TRY(gemm_.matmul(selected, head.as<bf16>(), d_logits, true, selected_rows, hidden, vocab, stream));
+  logits.resize(static_cast<size_t>(selected_rows * vocab));
+  DW_TRY(cuda::copy_to_host(logits.data(), d_logits, logits.size() * sizeof(float), stream));
+  return {};
+}
+
+}  // namespace draftwise

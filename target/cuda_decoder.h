@@ -1,0 +1,92 @@
+// The decoder on one NVIDIA GPU: bf16 weights (dequantized on the host at load, rounded to
+// bf16), bf16 activations with fp32 accumulation, an fp32 residual stream, fp32 norms and
+// logits, and a paged key/value cache allocated once. Same interface and semantics as the
+// CPU reference (target/decoder.h), against which every op and the whole model are tested.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "target/checkpoint.h"
+#include "target/decoder.h"
+#include "target/model_weights.h"
+
+namespace draftwise {
+
+struct CudaDecoderOptions {
+  int device = 0;
+  int64_t context_length = 0;         // 0: the config's max_position_embeddings
+  double kv_cache_memory_share = 0.5; // of the GPU memory free after the weights
+  int64_t kv_block_size = 16;         // positions per cache block
+};
+
+class CudaDecoder final : public Decoder {
+ public:
+  static Expected<std::unique_ptr<CudaDecoder>> create(const ModelConfig& config,
+                                                       const WeightLoader& loader,
+                                                       const CudaDecoderOptions& options);
+  static Expected<std::unique_ptr<CudaDecoder>> load(const Checkpoint& checkpoint,
+                                                     const CudaDecoderOptions& options);
+
+  const ModelConfig& config() const override { return config_; }
+  int64_t context_length() const override { return context_length_; }
+  std::string device_name() const override;
+
+  SequenceId create_sequence() override;
+  void release_sequence(SequenceId sequence) override;
+  int64_t sequence_length(SequenceId sequence) const override;
+  // Frees the cache blocks past the new length.
+  Status truncate_sequence(SequenceId sequence, int64_t length) override;
+  // Also fails, changing nothing, when the cache has too few free blocks for the batch.
+  Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) override;
+
+  int64_t total_cache_blocks() const { return num_blocks_; }
+  int64_t free_cache_blocks() const { return static_cast<int64_t>(free_blocks_.size()); }
+
+ private:
+  struct Layer {
+    cuda::DeviceBuffer input_norm;  // [hidden] fp32
+    cuda::DeviceBuffer qkv_weight;  // [q_dim + 2·kv_dim, hidden] bf16
+    cuda::DeviceBuffer qkv_bias;    // [q_dim + 2·kv_dim] bf16 or empty
+    cuda::DeviceBuffer o_weight;    // [hidden, q_dim] bf16
+    cuda::DeviceBuffer o_bias;      // [hidden] bf16 or empty
+    cuda::DeviceBuffer post_norm;   // [hidden] fp32
+    cuda::DeviceBuffer gate_up;     // [2·ffn, hidden] bf16
+    cuda::DeviceBuffer down;        // [hidden, ffn] bf16
+    cuda::DeviceBuffer k_cache;     // [blocks, block_size, kv_dim] bf16
+    cuda::DeviceBuffer v_cache;
+  };
+  struct Sequence {
+    int64_t length = 0;
+    std::vector<int32_t> blocks;
+  };
+
+  CudaDecoder(const ModelConfig& config, const CudaDecoderOptions& options);
+  Status load_weights(const WeightLoader& loader);
+  Status allocate_cache();
+  Status run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits);
+  // A scratch buffer of at least `bytes`, grown when needed.
+  Expected<void*> scratch(size_t index, size_t bytes, const char* what);
+
+  ModelConfig config_;
+  CudaDecoderOptions options_;
+  int64_t context_length_;
+  cuda::Stream stream_;
+  cuda::Gemm gemm_;
+  cuda::DeviceBuffer inv_freq_;     // [head_dim / 2] fp32
+  cuda::DeviceBuffer embedding_;    // [vocab, hidden] bf16
+  cuda::DeviceBuffer final_norm_;   // [hidden] fp32
+  cuda::DeviceBuffer lm_head_;      // [vocab, hidden] bf16; empty when tied
+  std::vector<Layer> layers_;
+  int64_t num_blocks_ = 0;
+  std::vector<int32_t> free_blocks_;
+  std::unordered_map<SequenceId, Sequence> sequences_;
+  SequenceId next_sequence_ = 1;
+  std::vector<cuda::DeviceBuffer> scratch_;
+};
+
+}  // namespace draftwise

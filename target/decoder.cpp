@@ -1,0 +1,39 @@
+#include "target/decoder.h"
+
+#include <unordered_set>
+
+namespace draftwise {
+
+Status check_forward_batch(std::span<const ForwardRequest> batch, int64_t context_length,
+                           int64_t vocab_size, const std::function<int64_t(SequenceId)>& length_of) {
+  std::unordered_set<SequenceId> seen;
+  for (const ForwardRequest& request : batch) {
+    const int64_t length = length_of(request.sequence);
+    if (length < 0) return make_error("unknown sequence {}", request.sequence);
+    if (!seen.insert(request.sequence).second) {
+      return make_error("sequence {} appears twice in one forward batch", request.sequence);
+    }
+    if (request.tokens.empty()) {
+      return make_error("sequence {}: a forward request needs at least one token", request.sequence);
+    }
+    const int64_t new_length = length + static_cast<int64_t>(request.tokens.size());
+    if (new_length > context_length) {
+      return make_error("sequence {}: {} tokens exceed the context length {}", request.sequence,
+                        new_length, context_length);
+    }
+    for (const int32_t token : request.tokens) {
+      if (token < 0 || token >= vocab_size) {
+        return make_error("token id {} is outside the vocabulary [0, {})", token, vocab_size);
+      }
+    }
+    for (const int32_t row : request.logit_rows) {
+      if (row < 0 || row >= static_cast<int32_t>(request.tokens.size())) {
+        return make_error("sequence {}: logit row {} is outside its {} new tokens",
+                          request.sequence, row, request.tokens.size());
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace draftwise

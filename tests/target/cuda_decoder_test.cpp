@@ -1,0 +1,192 @@
+// The decoder on the GPU against the CPU reference and transformers: the tiny fixture
+// checkpoints within bf16 tolerance, batched equals one at a time, rollback forgets, a full
+// cache is an error; on the default model, teacher-forced top-1 agreement with the CPU and
+// greedy continuations equal up to the first near-tie. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/tokenizer/tokenizer_loader.h"
+#include "target/checkpoint.h"
+#include "target/cpu_decoder.h"
+#include "target/cuda_decoder.h"
+#include "tests/support/reference_logits.h"
+#include "tests/support/test_paths.h"
+
+namespace draftwise {
+namespace {
+
+using testing::fixtures_dir;
+
+bool have_gpu() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) cudaGetLastError();
+  return count > 0;
+}
+
+#define DW_REQUIRE_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible: the CUDA decoder tests need a GPU"
+
+CudaDecoderOptions small_cache() {
+  CudaDecoderOptions options;
+  options.kv_cache_memory_share = 0.05;
+  return options;
+}
+
+template <typename D, typename O>
+std::unique_ptr<D> load(const std::filesystem::path& path, const O& options) {
+  auto checkpoint = Checkpoint::open(path.string());
+  EXPECT_TRUE(checkpoint.ok()) << checkpoint.error().message;
+  auto decoder = D::load(*checkpoint, options);
+  EXPECT_TRUE(decoder.ok()) << decoder.error().message;
+  return std::move(decoder).value();
+}
+
+// Logits of every position of `tokens` fed to a fresh sequence in one call.
+std::vector<float> all_logits(Decoder& decoder, const std::vector<int32_t>& tokens) {
+  const SequenceId sequence = decoder.create_sequence();
+  std::vector<int32_t> rows(tokens.size());
+  std::iota(rows.begin(), rows.end(), 0);
+  const ForwardRequest request{sequence, tokens, rows};
+  std::vector<float> logits;
+  const Status status = decoder.forward(std::span(&request, 1), logits);
+  EXPECT_TRUE(status.ok()) << status.error().message;
+  decoder.release_sequence(sequence);
+  return logits;
+}
+
+double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double difference = 0, norm = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    difference += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    norm += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(difference / norm);
+}
+
+TEST(CudaDecoder, TinyCheckpointsMatchTransformersWithinBf16Tolerance) {
+  DW_REQUIRE_GPU();
+  for (const char* name : {"llama_tied", "llama3_rope", "qwen2_bias"}) {
+    const auto folder = fixtures_dir() / "models" / name;
+    const auto reference = nlohmann::json::parse(testing::read_file(folder / "reference.json"));
+    const auto tokens = reference["input_ids"].get<std::vector<int32_t>>();
+    const auto expected = testing::read_f32_tensor(folder / "reference_logits.safetensors", "logits");
+    auto decoder = load<CudaDecoder>(folder, small_cache());
+    const auto logits = all_logits(*decoder, tokens);
+    const auto difference = testing::compare_logits(logits, expected);
+    std::printf("%s on cuda: relative L2 %.3g, max |difference| %.3g of max |logit| %.3g\n", name,
+                relative_l2(logits, expected), difference.max_abs_difference, difference.max_abs_reference);
+    EXPECT_LE(relative_l2(logits, expected), 2e-2) << name;
+  }
+}
+
+TEST(CudaDecoder, BatchedForwardEqualsOneSequenceAtATime) {
+  DW_REQUIRE_GPU();
+  auto decoder = load<CudaDecoder>(fixtures_dir() / "models/qwen2_bias", small_cache());
+  const std::vector<int32_t> a = {5, 9, 200, 31, 7, 7, 40, 41, 42, 43, 44};
+  const std::vector<int32_t> b = {100, 3};
+  const auto alone_a = all_logits(*decoder, a);
+  const auto alone_b = all_logits(*decoder, b);
+  const SequenceId sa = decoder->create_sequence();
+  const SequenceId sb = decoder->create_sequence();
+  std::vector<int32_t> rows_a(a.size()), rows_b(b.size());
+  std::iota(rows_a.begin(), rows_a.end(), 0);
+  std::iota(rows_b.begin(), rows_b.end(), 0);
+  const ForwardRequest batch[] = {{sb, b, rows_b}, {sa, a, rows_a}};
+  std::vector<float> logits;
+  ASSERT_TRUE(decoder->forward(batch, logits).ok());
+  const size_t vocab = static_cast<size_t>(decoder->config().vocab_size);
+  EXPECT_LE(relative_l2(std::vector<float>(logits.begin(), logits.begin() + 2 * vocab), alone_b), 1e-2);
+  EXPECT_LE(relative_l2(std::vector<float>(logits.begin() + 2 * vocab, logits.end()), alone_a), 1e-2);
+}
+
+TEST(CudaDecoder, RollbackThenDecodeEqualsNeverHavingGoneForward) {
+  DW_REQUIRE_GPU();
+  auto decoder = load<CudaDecoder>(fixtures_dir() / "models/llama3_rope", small_cache());
+  const std::vector<int32_t> prompt(40, 7);  // spans several 16-position blocks
+  const std::vector<int32_t> last = {39};
+  const std::vector<int32_t> first = {0};
+  std::vector<float> logits;
+  const SequenceId rolled = decoder->create_sequence();
+  const int64_t free_before = decoder->free_cache_blocks();
+  ASSERT_TRUE(decoder->forward(std::vector<ForwardRequest>{{rolled, prompt, last}}, logits).ok());
+  const std::vector<int32_t> detour(20, 11);
+  ASSERT_TRUE(decoder->forward(std::vector<ForwardRequest>{{rolled, detour, first}}, logits).ok());
+  EXPECT_EQ(decoder->free_cache_blocks(), free_before - 4);  // 60 positions
+  ASSERT_TRUE(decoder->truncate_sequence(rolled, 40).ok());
+  EXPECT_EQ(decoder->free_cache_blocks(), free_before - 3);  // blocks past 48 are freed
+  const std::vector<int32_t> next = {99};
+  std::vector<float> after_rollback;
+  ASSERT_TRUE(decoder->forward(std::vector<ForwardRequest>{{rolled, next, first}}, after_rollback).ok());
+
+  const SequenceId straight = decoder->create_sequence();
+  ASSERT_TRUE(decoder->forward(std::vector<ForwardRequest>{{straight, prompt, last}}, logits).ok());
+  std::vector<float> never_went;
+  ASSERT_TRUE(decoder->forward(std::vector<ForwardRequest>{{straight, next, first}}, never_went).ok());
+  EXPECT_LE(relative_l2(after_rollback, never_went), 1e-3);
+}
+
+TEST(CudaDecoder, AFullCacheIsAnErrorAndChangesNothing) {
+  DW_REQUIRE_GPU();
+  auto decoder = load<CudaDecoder>(fixtures_dir() / "models/llama_tied", small_cache());
+  const int64_t blocks = decoder->total_cache_blocks();
+  ASSERT_GT(blocks, 0);
+  // Fill the cache with sequences of 256 positions (16 blocks each) until one does not fit.
+  const std::vector<int32_t> prompt(256, 3);
+  std::vector<float> logits;
+  Status status;
+  int64_t admitted = 0;
+  while ((status = decoder->forward(std::vector<ForwardRequest>{{decoder->create_sequence(), prompt, {}}}, logits)).ok()) {
+    ++admitted;
+    ASSERT_LT(admitted, 10000);
+  }
+  EXPECT_EQ(admitted, blocks / 16);
+  EXPECT_NE(status.error().message.find("key/value cache is full"), std::string::npos) << status.error().message;
+  EXPECT_EQ(decoder->free_cache_blocks(), blocks - admitted * 16);
+}
+
+// The first `count` tokens of the Spec-Bench dev prompts, concatenated.
+std::vector<int32_t> spec_bench_tokens(const Tokenizer& tokenizer, size_t count) {
+  std::ifstream file(testing::source_dir() / "data/spec_bench/question_dev.jsonl");
+  std::string line;
+  std::string text;
+  while (std::getline(file, line) && text.size() < 8 * count) {
+    text += nlohmann::json::parse(line)["turns"][0].get<std::string>() + "\n\n";
+  }
+  std::vector<int32_t> tokens = tokenizer.encode(text);
+  tokens.resize(count);
+  return tokens;
+}
+
+TEST(CudaDecoder, DefaultModelTeacherForcedTop1AgreesWithTheCpu) {
+  DW_REQUIRE_GPU();
+  DW_REQUIRE_DEFAULT_MODEL();
+  auto checkpoint = Checkpoint::open(testing::default_model_path().string());
+  auto tokenizer = load_tokenizer(*checkpoint);
+  ASSERT_TRUE(tokenizer.ok() && tokenizer->has_value());
+  const auto tokens = spec_bench_tokens(**tokenizer, 512);
+  auto cpu = load<CpuDecoder>(testing::default_model_path(), CpuDecoderOptions{});
+  auto gpu = load<CudaDecoder>(testing::default_model_path(), small_cache());
+  const auto expected = all_logits(*cpu, tokens);
+  const auto actual = all_logits(*gpu, tokens);
+  const size_t vocab = static_cast<size_t>(cpu->config().vocab_size);
+  size_t agree = 0;
+  for (size_t p = 0; p < tokens.size(); ++p) {
+    const auto e = expected.begin() + static_cast<int64_t>(p * vocab);
+    const auto a = actual.begin() + static_cast<int64_t>(p * vocab);
+    agree += std::max_element(e, e + static_cast<int64_t>(vocab)) - e == std::max_element(a, a + static_cast<int64_t>(vocab)) - a;
+  }
+  const auto difference = testing::compare_logits(actual, expected);
+  std::printf("default model, 512 teacher-forced positions: top-1 agreement %zu/512 (%.2f%%), "
+              "max |logit difference| %.3g of max |logit| %.3g, relative L2 %.3g\n",
+              agree, 100.0 * agree / 512, difference.max_abs_difference, difference.max_abs_reference,
+              relative_l2(actual, expected));
+  EXPECT_GE(agree, static_cast<size_t>(std::ceil(0.99 * 512)));
+}
+
+}  // namespace
+}  // namespace draftwise
