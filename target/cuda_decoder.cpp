@@ -171,6 +171,7 @@ Status CudaDecoder::allocate_cache() {
     DW_ASSIGN_OR_RETURN(layer.k_cache, DeviceBuffer::allocate(layer_bytes, "the key cache"));
     DW_ASSIGN_OR_RETURN(layer.v_cache, DeviceBuffer::allocate(layer_bytes, "the value cache"));
   }
+  table_stride_ = (context_length_ + options_.kv_block_size - 1) / options_.kv_block_size;
   free_blocks_.resize(static_cast<size_t>(num_blocks_));
   // Handed out from the back: block 0 first.
   for (int64_t i = 0; i < num_blocks_; ++i) free_blocks_[static_cast<size_t>(i)] = static_cast<int32_t>(num_blocks_ - 1 - i);
@@ -214,7 +215,11 @@ Status CudaDecoder::truncate_sequence(SequenceId sequence, int64_t length) {
 Expected<void*> CudaDecoder::scratch(size_t index, size_t bytes, const char* what) {
   if (scratch_.size() <= index) scratch_.resize(index + 1);
   if (scratch_[index].bytes() < bytes) {
-    DW_ASSIGN_OR_RETURN(scratch_[index], DeviceBuffer::allocate(std::max(bytes, 2 * scratch_[index].bytes()), what));
+    // Free first, so that the old buffer's memory can serve the new one.
+    const size_t grown = std::max(bytes, 2 * scratch_[index].bytes());
+    scratch_[index] = DeviceBuffer();
+    DW_ASSIGN_OR_RETURN(scratch_[index], DeviceBuffer::allocate(grown, what));
+    ++scratch_generation_;
   }
   return scratch_[index].data();
 }
@@ -251,28 +256,21 @@ Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<f
 Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
   const cudaStream_t stream = stream_.get();
   const int64_t hidden = config_.hidden_size;
-  const int64_t head_dim = config_.head_dim;
-  const int64_t q_dim = config_.num_heads * head_dim;
-  const int64_t kv_dim = config_.num_kv_heads * head_dim;
-  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  const int64_t q_dim = config_.num_heads * config_.head_dim;
+  const int64_t qkv_dim = q_dim + 2 * config_.num_kv_heads * config_.head_dim;
   const int64_t ffn = config_.intermediate_size;
   const int64_t vocab = config_.vocab_size;
   const int64_t block_size = options_.kv_block_size;
 
-  // Host-side plan: token rows, positions, cache slots, block tables, attention work.
+  // Host-side plan: token rows, positions, cache slots, block tables (a fixed row length,
+  // so that a captured graph stays valid as sequences grow), attention work.
   std::vector<int32_t> ids, positions, slots, new_tokens, start_positions, logit_rows;
-  size_t max_blocks = 1;
+  std::vector<int32_t> tables(batch.size() * static_cast<size_t>(table_stride_), 0);
   int64_t longest = 0;
-  for (const ForwardRequest& request : batch) {
-    const Sequence& state = sequences_.at(request.sequence);
-    max_blocks = std::max(max_blocks, state.blocks.size());
-    longest = std::max<int64_t>(longest, state.length + static_cast<int64_t>(request.tokens.size()));
-  }
-  std::vector<int32_t> tables(batch.size() * max_blocks, 0);
   int32_t max_new = 0;
   for (size_t r = 0; r < batch.size(); ++r) {
     const Sequence& state = sequences_.at(batch[r].sequence);
-    std::copy(state.blocks.begin(), state.blocks.end(), tables.begin() + static_cast<int64_t>(r * max_blocks));
+    std::copy(state.blocks.begin(), state.blocks.end(), tables.begin() + static_cast<int64_t>(r) * table_stride_);
     const int32_t first_row = static_cast<int32_t>(ids.size());
     for (size_t t = 0; t < batch[r].tokens.size(); ++t) {
       const int64_t position = state.length + static_cast<int64_t>(t);
@@ -285,56 +283,100 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
     new_tokens.push_back(static_cast<int32_t>(batch[r].tokens.size()));
     start_positions.push_back(static_cast<int32_t>(state.length));
     max_new = std::max(max_new, new_tokens.back());
+    longest = std::max<int64_t>(longest, state.length + new_tokens.back());
   }
-  const int64_t rows = static_cast<int64_t>(ids.size());
-  const int64_t selected_rows = static_cast<int64_t>(logit_rows.size());
+  StepShape shape;
+  shape.rows = static_cast<int64_t>(ids.size());
+  shape.selected_rows = static_cast<int64_t>(logit_rows.size());
   // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding).
-  const int splits = max_new <= cuda::kAttentionQueryTile
-                         ? static_cast<int>(std::clamp<int64_t>(longest / 512, 1, 16))
-                         : 1;
-  const std::vector<cuda::AttentionWorkItem> items = cuda::plan_attention(new_tokens, start_positions, splits);
+  shape.splits = max_new <= cuda::kAttentionQueryTile ? static_cast<int>(std::clamp<int64_t>(longest / 512, 1, 16)) : 1;
+  const std::vector<cuda::AttentionWorkItem> items = cuda::plan_attention(new_tokens, start_positions, shape.splits);
+  shape.items = static_cast<int64_t>(items.size());
+  shape.sequences = static_cast<int64_t>(batch.size());
 
+  const int64_t rows = shape.rows;
   const auto bytes = [](int64_t count, size_t size) { return static_cast<size_t>(std::max<int64_t>(count, 1)) * size; };
-  DW_ASSIGN_OR_RETURN(void* d_ids, scratch(0, bytes(rows, 4), "token ids"));
-  DW_ASSIGN_OR_RETURN(void* d_positions, scratch(1, bytes(rows, 4), "positions"));
-  DW_ASSIGN_OR_RETURN(void* d_slots, scratch(2, bytes(rows, 4), "cache slots"));
-  DW_ASSIGN_OR_RETURN(void* d_tables, scratch(3, bytes(static_cast<int64_t>(tables.size()), 4), "block tables"));
-  DW_ASSIGN_OR_RETURN(void* d_items, scratch(4, bytes(static_cast<int64_t>(items.size()), sizeof(cuda::AttentionWorkItem)), "attention plan"));
-  DW_ASSIGN_OR_RETURN(void* d_logit_rows, scratch(5, bytes(selected_rows, 4), "logit rows"));
-  DW_ASSIGN_OR_RETURN(void* d_residual, scratch(6, bytes(rows * hidden, 4), "the residual stream"));
-  DW_ASSIGN_OR_RETURN(void* d_normed, scratch(7, bytes(rows * hidden, 2), "normed activations"));
-  DW_ASSIGN_OR_RETURN(void* d_qkv, scratch(8, bytes(rows * qkv_dim, 2), "q/k/v"));
-  DW_ASSIGN_OR_RETURN(void* d_attended, scratch(9, bytes(rows * q_dim, 2), "attention output"));
-  DW_ASSIGN_OR_RETURN(void* d_delta, scratch(10, bytes(rows * hidden, 2), "layer output"));
-  DW_ASSIGN_OR_RETURN(void* d_gate_up, scratch(11, bytes(rows * 2 * ffn, 2), "gate/up"));
-  DW_ASSIGN_OR_RETURN(void* d_activated, scratch(12, bytes(rows * ffn, 2), "MLP activations"));
-  DW_ASSIGN_OR_RETURN(void* d_partial, scratch(13, bytes(splits * rows * q_dim, 4), "attention partials"));
-  DW_ASSIGN_OR_RETURN(void* d_stats, scratch(14, bytes(splits * rows * config_.num_heads * 2, 4), "attention statistics"));
-  DW_ASSIGN_OR_RETURN(void* d_selected, scratch(15, bytes(selected_rows * hidden, 2), "selected rows"));
-  DW_ASSIGN_OR_RETURN(void* d_logits, scratch(16, bytes(selected_rows * vocab, 4), "logits"));
+  StepBuffers& b = buffers_;
+  DW_ASSIGN_OR_RETURN(b.ids, scratch(0, bytes(rows, 4), "token ids"));
+  DW_ASSIGN_OR_RETURN(b.positions, scratch(1, bytes(rows, 4), "positions"));
+  DW_ASSIGN_OR_RETURN(b.slots, scratch(2, bytes(rows, 4), "cache slots"));
+  DW_ASSIGN_OR_RETURN(b.tables, scratch(3, bytes(static_cast<int64_t>(tables.size()), 4), "block tables"));
+  DW_ASSIGN_OR_RETURN(b.items, scratch(4, bytes(shape.items, sizeof(cuda::AttentionWorkItem)), "attention plan"));
+  DW_ASSIGN_OR_RETURN(b.logit_rows, scratch(5, bytes(shape.selected_rows, 4), "logit rows"));
+  DW_ASSIGN_OR_RETURN(b.residual, scratch(6, bytes(rows * hidden, 4), "the residual stream"));
+  DW_ASSIGN_OR_RETURN(b.normed, scratch(7, bytes(rows * hidden, 2), "normed activations"));
+  DW_ASSIGN_OR_RETURN(b.qkv, scratch(8, bytes(rows * qkv_dim, 2), "q/k/v"));
+  DW_ASSIGN_OR_RETURN(b.attended, scratch(9, bytes(rows * q_dim, 2), "attention output"));
+  DW_ASSIGN_OR_RETURN(b.delta, scratch(10, bytes(rows * hidden, 2), "layer output"));
+  DW_ASSIGN_OR_RETURN(b.gate_up, scratch(11, bytes(rows * 2 * ffn, 2), "gate/up"));
+  DW_ASSIGN_OR_RETURN(b.activated, scratch(12, bytes(rows * ffn, 2), "MLP activations"));
+  DW_ASSIGN_OR_RETURN(b.partial, scratch(13, bytes(shape.splits * rows * q_dim, 4), "attention partials"));
+  DW_ASSIGN_OR_RETURN(b.stats, scratch(14, bytes(shape.splits * rows * config_.num_heads * 2, 4), "attention statistics"));
+  DW_ASSIGN_OR_RETURN(b.selected, scratch(15, bytes(shape.selected_rows * hidden, 2), "selected rows"));
+  DW_ASSIGN_OR_RETURN(b.logits, scratch(16, bytes(shape.selected_rows * vocab, 4), "logits"));
 
-  DW_TRY(upload_to(d_ids, ids, stream));
-  DW_TRY(upload_to(d_positions, positions, stream));
-  DW_TRY(upload_to(d_slots, slots, stream));
-  DW_TRY(upload_to(d_tables, tables, stream));
-  DW_TRY(upload_to(d_items, items, stream));
-  DW_TRY(upload_to(d_logit_rows, logit_rows, stream));
+  DW_TRY(upload_to(b.ids, ids, stream));
+  DW_TRY(upload_to(b.positions, positions, stream));
+  DW_TRY(upload_to(b.slots, slots, stream));
+  DW_TRY(upload_to(b.tables, tables, stream));
+  DW_TRY(upload_to(b.items, items, stream));
+  DW_TRY(upload_to(b.logit_rows, logit_rows, stream));
 
-  auto* residual = static_cast<float*>(d_residual);
-  auto* normed = static_cast<bf16*>(d_normed);
-  auto* qkv = static_cast<bf16*>(d_qkv);
-  auto* attended = static_cast<bf16*>(d_attended);
-  auto* delta = static_cast<bf16*>(d_delta);
-  auto* gate_up = static_cast<bf16*>(d_gate_up);
-  auto* activated = static_cast<bf16*>(d_activated);
+  // Decode and verification steps (few tokens per sequence) run as a CUDA graph, captured
+  // once per shape and replayed while the shape repeats; prefill runs eagerly.
+  if (options_.cuda_graphs && max_new <= cuda::kAttentionQueryTile) {
+    if (graphs_generation_ != scratch_generation_) {
+      graphs_.clear();  // a scratch buffer moved: every captured graph points at old memory
+      graphs_generation_ = scratch_generation_;
+    }
+    auto graph = graphs_.find(shape);
+    if (graph == graphs_.end()) {
+      DW_CUDA_TRY(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      const Status captured = enqueue_forward(shape);
+      cudaGraph_t recorded = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(stream, &recorded);
+      DW_TRY(captured);
+      DW_TRY(cuda_status(ended, "cudaStreamEndCapture"));
+      GraphExec exec;
+      const cudaError_t instantiated = cudaGraphInstantiate(&exec.exec, recorded, 0);
+      cudaGraphDestroy(recorded);
+      DW_TRY(cuda_status(instantiated, "cudaGraphInstantiate"));
+      graph = graphs_.emplace(shape, std::move(exec)).first;
+    }
+    DW_CUDA_TRY(cudaGraphLaunch(graph->second.exec, stream));
+  } else {
+    DW_TRY(enqueue_forward(shape));
+  }
+  logits.resize(static_cast<size_t>(shape.selected_rows * vocab));
+  DW_TRY(cuda::copy_to_host(logits.data(), b.logits, logits.size() * sizeof(float), stream));
+  return {};
+}
+
+Status CudaDecoder::enqueue_forward(const StepShape& shape) {
+  const cudaStream_t stream = stream_.get();
+  const StepBuffers& b = buffers_;
+  const int64_t rows = shape.rows;
+  const int64_t hidden = config_.hidden_size;
+  const int64_t head_dim = config_.head_dim;
+  const int64_t q_dim = config_.num_heads * head_dim;
+  const int64_t kv_dim = config_.num_kv_heads * head_dim;
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  const int64_t ffn = config_.intermediate_size;
+  auto* residual = static_cast<float*>(b.residual);
+  auto* normed = static_cast<bf16*>(b.normed);
+  auto* qkv = static_cast<bf16*>(b.qkv);
+  auto* attended = static_cast<bf16*>(b.attended);
+  auto* delta = static_cast<bf16*>(b.delta);
+  auto* gate_up = static_cast<bf16*>(b.gate_up);
+  auto* activated = static_cast<bf16*>(b.activated);
+  const auto* positions = static_cast<const int32_t*>(b.positions);
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  const cuda::AttentionGeometry geometry{config_.num_heads, config_.num_kv_heads, head_dim, block_size,
-                                         static_cast<int64_t>(max_blocks),
-                                         1.0f / std::sqrt(static_cast<float>(head_dim)),
+  const cuda::AttentionGeometry geometry{config_.num_heads, config_.num_kv_heads, head_dim, options_.kv_block_size,
+                                         table_stride_, 1.0f / std::sqrt(static_cast<float>(head_dim)),
                                          config_.sliding_window.value_or(0)};
 
-  DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<int32_t*>(d_ids), residual, rows,
-                                            hidden, stream),
+  DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<const int32_t*>(b.ids), residual,
+                                            rows, hidden, stream),
                      "embedding_lookup"));
   const bf16* pending_delta = nullptr;  // the previous block's output, added by the next norm
   for (Layer& layer : layers_) {
@@ -345,21 +387,20 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
     if (layer.qkv_bias.data() != nullptr) {
       DW_TRY(cuda_status(cuda::add_bias(qkv, layer.qkv_bias.as<bf16>(), rows, qkv_dim, stream), "add_bias"));
     }
-    DW_TRY(cuda_status(cuda::apply_rope(qkv, qkv_dim, rows, config_.num_heads, head_dim,
-                                        static_cast<int32_t*>(d_positions), inv_freq_.as<float>(), 0, stream),
+    DW_TRY(cuda_status(cuda::apply_rope(qkv, qkv_dim, rows, config_.num_heads, head_dim, positions,
+                                        inv_freq_.as<float>(), 0, stream),
                        "apply_rope"));
-    DW_TRY(cuda_status(cuda::apply_rope(qkv + q_dim, qkv_dim, rows, config_.num_kv_heads, head_dim,
-                                        static_cast<int32_t*>(d_positions), inv_freq_.as<float>(), 0, stream),
+    DW_TRY(cuda_status(cuda::apply_rope(qkv + q_dim, qkv_dim, rows, config_.num_kv_heads, head_dim, positions,
+                                        inv_freq_.as<float>(), 0, stream),
                        "apply_rope"));
-    DW_TRY(cuda_status(cuda::write_kv_cache(qkv, qkv_dim, q_dim, q_dim + kv_dim, static_cast<int32_t*>(d_slots), rows,
-                                            kv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(), stream),
+    DW_TRY(cuda_status(cuda::write_kv_cache(qkv, qkv_dim, q_dim, q_dim + kv_dim, static_cast<const int32_t*>(b.slots),
+                                            rows, kv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(), stream),
                        "write_kv_cache"));
     DW_TRY(cuda_status(cuda::attention_paged(qkv, qkv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(),
-                                             static_cast<int32_t*>(d_tables),
-                                             static_cast<cuda::AttentionWorkItem*>(d_items),
-                                             static_cast<int64_t>(items.size()), splits, rows, geometry,
-                                             static_cast<float*>(d_partial), static_cast<float*>(d_stats), attended,
-                                             stream),
+                                             static_cast<const int32_t*>(b.tables),
+                                             static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items,
+                                             shape.splits, rows, geometry, static_cast<float*>(b.partial),
+                                             static_cast<float*>(b.stats), attended, stream),
                        "attention_paged"));
     DW_TRY(gemm_.matmul(attended, layer.o_weight.as<bf16>(), delta, false, rows, q_dim, hidden, stream));
     if (layer.o_bias.data() != nullptr) {
@@ -376,15 +417,13 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   DW_TRY(cuda_status(cuda::add_rms_norm(residual, pending_delta, final_norm_.as<float>(), normed, rows, hidden, eps,
                                         stream),
                      "add_rms_norm"));
-  auto* selected = static_cast<bf16*>(d_selected);
-  DW_TRY(cuda_status(cuda::gather_rows(normed, static_cast<int32_t*>(d_logit_rows), selected, selected_rows, hidden,
-                                       stream),
+  auto* selected = static_cast<bf16*>(b.selected);
+  DW_TRY(cuda_status(cuda::gather_rows(normed, static_cast<const int32_t*>(b.logit_rows), selected,
+                                       shape.selected_rows, hidden, stream),
                      "gather_rows"));
   const DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embedding_;
-  DW_TRY(gemm_.matmul(selected, head.as<bf16>(), d_logits, true, selected_rows, hidden, vocab, stream));
-  logits.resize(static_cast<size_t>(selected_rows * vocab));
-  DW_TRY(cuda::copy_to_host(logits.data(), d_logits, logits.size() * sizeof(float), stream));
-  return {};
+  return gemm_.matmul(selected, head.as<bf16>(), b.logits, true, shape.selected_rows, hidden, config_.vocab_size,
+                      stream);
 }
 
 }  // namespace draftwise

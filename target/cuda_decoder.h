@@ -4,7 +4,10 @@
 // CPU reference (target/decoder.h), against which every op and the whole model are tested.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <tuple>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -22,6 +25,7 @@ struct CudaDecoderOptions {
   int64_t context_length = 0;         // 0: the config's max_position_embeddings
   double kv_cache_memory_share = 0.5; // of the GPU memory free after the weights
   int64_t kv_block_size = 16;         // positions per cache block
+  bool cuda_graphs = true;            // replay decode/verification steps as CUDA graphs
 };
 
 class CudaDecoder final : public Decoder {
@@ -65,7 +69,51 @@ class CudaDecoder final : public Decoder {
     std::vector<int32_t> blocks;
   };
 
+  // What a captured graph depends on besides buffer contents.
+  struct StepShape {
+    int64_t rows = 0;
+    int64_t selected_rows = 0;
+    int64_t items = 0;
+    int64_t sequences = 0;
+    int splits = 1;
+    bool operator<(const StepShape& other) const {
+      return std::tie(rows, selected_rows, items, sequences, splits) <
+             std::tie(other.rows, other.selected_rows, other.items, other.sequences, other.splits);
+    }
+  };
+  // Device pointers of one step (scratch buffers).
+  struct StepBuffers {
+    void* ids = nullptr;         // [rows] int32
+    void* positions = nullptr;   // [rows] int32
+    void* slots = nullptr;       // [rows] int32
+    void* tables = nullptr;      // [sequences, table_stride] int32
+    void* items = nullptr;       // [items] AttentionWorkItem
+    void* logit_rows = nullptr;  // [selected_rows] int32
+    void* residual = nullptr;    // [rows, hidden] fp32
+    void* normed = nullptr;      // [rows, hidden] bf16
+    void* qkv = nullptr;         // [rows, q_dim + 2·kv_dim] bf16
+    void* attended = nullptr;    // [rows, q_dim] bf16
+    void* delta = nullptr;       // [rows, hidden] bf16
+    void* gate_up = nullptr;     // [rows, 2·ffn] bf16
+    void* activated = nullptr;   // [rows, ffn] bf16
+    void* partial = nullptr;     // [splits, rows, heads, head_dim] fp32
+    void* stats = nullptr;       // [splits, rows, heads, 2] fp32
+    void* selected = nullptr;    // [selected_rows, hidden] bf16
+    void* logits = nullptr;      // [selected_rows, vocab] fp32
+  };
+  struct GraphExec {
+    cudaGraphExec_t exec = nullptr;
+    GraphExec() = default;
+    GraphExec(GraphExec&& other) noexcept : exec(std::exchange(other.exec, nullptr)) {}
+    GraphExec& operator=(GraphExec&&) = delete;
+    ~GraphExec() {
+      if (exec != nullptr) cudaGraphExecDestroy(exec);
+    }
+  };
+
   CudaDecoder(const ModelConfig& config, const CudaDecoderOptions& options);
+  // Every kernel of one forward step on the stream, nothing else (graph-capturable).
+  Status enqueue_forward(const StepShape& shape);
   Status load_weights(const WeightLoader& loader);
   Status allocate_cache();
   Status run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits);
@@ -87,6 +135,11 @@ class CudaDecoder final : public Decoder {
   std::unordered_map<SequenceId, Sequence> sequences_;
   SequenceId next_sequence_ = 1;
   std::vector<cuda::DeviceBuffer> scratch_;
+  uint64_t scratch_generation_ = 0;
+  int64_t table_stride_ = 0;  // block-table row length: the blocks of a full context
+  StepBuffers buffers_;
+  std::map<StepShape, GraphExec> graphs_;
+  uint64_t graphs_generation_ = 0;
 };
 
 }  // namespace draftwise
