@@ -34,7 +34,7 @@ grep -E "tests passed|tests failed|Skipped|Failed|\*\*\*" "$out/ctest.log" | hea
 bench() {
   build-gpu/draftwise generate "$@" --random-prompt 512 --max-tokens 256 --ignore-eos \
     --temperature 0 --seed 1 --device cuda --json 2> /dev/null |
-    python3 -c 'import json, sys; s = json.load(sys.stdin)["stats"]; print(f"prefill {s[\"prefill_tokens_per_second\"]:.0f} tokens/s, decode {s[\"decode_tokens_per_second\"]:.1f} tokens/s")'
+    python3 -c 'import json, sys; s = json.load(sys.stdin)["stats"]; print("prefill %.0f tokens/s, decode %.1f tokens/s" % (s["prefill_tokens_per_second"], s["decode_tokens_per_second"]))'
 }
 {
   model=models/SmolLM2-135M-Instruct.Q4_1.gguf
