@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_dequantize.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/half.h"
 #include "target/rope_frequencies.h"
@@ -25,12 +26,9 @@ Expected<DeviceBuffer> upload_f32(const std::vector<float>& values, const std::s
   return buffer;
 }
 
-Expected<DeviceBuffer> upload_bf16(const std::vector<float>& values, const std::string& what,
-                                   cudaStream_t stream) {
-  std::vector<uint16_t> bits(values.size());
-  for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
-  DW_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(bits.size() * sizeof(uint16_t), what));
-  DW_TRY(cuda::copy_to_device(buffer.data(), bits.data(), bits.size() * sizeof(uint16_t), stream));
+Expected<DeviceBuffer> upload_row_index(const std::vector<int32_t>& values, cudaStream_t stream) {
+  DW_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(values.size() * sizeof(int32_t), "a row index"));
+  DW_TRY(cuda::copy_to_device(buffer.data(), values.data(), values.size() * sizeof(int32_t), stream));
   return buffer;
 }
 
@@ -38,13 +36,6 @@ template <typename T>
 Status upload_to(void* device, const std::vector<T>& host, cudaStream_t stream) {
   return cuda::copy_to_device(device, host.data(), host.size() * sizeof(T), stream);
 }
-
-// Per-layer staging of the stacked projections until their last part arrives.
-struct LayerStaging {
-  std::vector<float> qkv_weight;
-  std::vector<float> qkv_bias;
-  std::vector<float> gate_up;
-};
 
 }  // namespace
 
@@ -59,6 +50,63 @@ std::string CudaDecoder::device_name() const { return fmt::format("cuda:{}", opt
 Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& config,
                                                            const WeightLoader& loader,
                                                            const CudaDecoderOptions& options) {
+  // Weights from the host in fp32, rounded to bf16 there.
+  const DeviceWeightWriter write = [&loader](const DecoderTensorSpec& spec, bf16* dst,
+                                             cudaStream_t stream) -> Status {
+    DW_ASSIGN_OR_RETURN(const std::vector<float> values, loader(spec));
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+    return cuda::copy_to_device(dst, bits.data(), bits.size() * sizeof(uint16_t), stream);
+  };
+  return create_with(config, loader, write, options);
+}
+
+Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::load(const Checkpoint& checkpoint,
+                                                         const CudaDecoderOptions& options) {
+  DW_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(checkpoint));
+  DW_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::bind(checkpoint, config));
+  // Stored bytes go to the GPU as they are and are dequantized there; GGUF's permuted
+  // Q/K rows are put back in Hugging Face order by a row gather.
+  const DeviceWeightWriter write = [&weights](const DecoderTensorSpec& spec, bf16* dst,
+                                              cudaStream_t stream) -> Status {
+    const WeightTensor* tensor = weights.find(spec.name);
+    if (tensor == nullptr) return make_error("tensor '{}' is not bound", spec.name);
+    const CheckpointTensor& source = *tensor->source;
+    int64_t count = 1;
+    for (const int64_t extent : spec.shape) count *= extent;
+    if (tensor->rope_interleaved_heads == 0) {
+      return cuda::dequantize_to_device_bf16(source.type, source.data.data(), count, dst, stream);
+    }
+    const int64_t rows = spec.shape[0];
+    const int64_t cols = spec.shape.size() == 2 ? spec.shape[1] : 1;
+    const int64_t heads = tensor->rope_interleaved_heads;
+    const int64_t head_dim = rows / heads;
+    DW_ASSIGN_OR_RETURN(DeviceBuffer stored, DeviceBuffer::allocate(static_cast<size_t>(count) * sizeof(bf16),
+                                                                    "a weight being un-permuted"));
+    DW_TRY(cuda::dequantize_to_device_bf16(source.type, source.data.data(), count, stored.as<bf16>(), stream));
+    // Hugging Face row i·half + j of a head is stored row 2j + i (unpermute_rope_rows).
+    std::vector<int32_t> source_rows(static_cast<size_t>(rows));
+    const int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < 2; ++i) {
+        for (int64_t j = 0; j < half; ++j) {
+          source_rows[static_cast<size_t>(h * head_dim + i * half + j)] = static_cast<int32_t>(h * head_dim + 2 * j + i);
+        }
+      }
+    }
+    DW_ASSIGN_OR_RETURN(DeviceBuffer index, upload_row_index(source_rows, stream));
+    DW_TRY(cuda_status(cuda::gather_rows(stored.as<bf16>(), index.as<int32_t>(), dst, rows, cols, stream),
+                       "gather_rows"));
+    DW_CUDA_TRY(cudaStreamSynchronize(stream));
+    return {};
+  };
+  return create_with(config, checkpoint_weight_loader(weights), write, options);
+}
+
+Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create_with(const ModelConfig& config,
+                                                                const WeightLoader& host_f32,
+                                                                const DeviceWeightWriter& write_bf16,
+                                                                const CudaDecoderOptions& options) {
   if (!(options.kv_cache_memory_share > 0 && options.kv_cache_memory_share <= 1)) {
     return make_error("the key/value cache's memory share must be in (0, 1], got {}",
                       options.kv_cache_memory_share);
@@ -80,74 +128,92 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& co
   std::unique_ptr<CudaDecoder> decoder(new CudaDecoder(config, options));
   DW_ASSIGN_OR_RETURN(decoder->stream_, cuda::Stream::create());
   DW_ASSIGN_OR_RETURN(decoder->gemm_, cuda::Gemm::create());
-  DW_TRY(decoder->load_weights(loader));
+  DW_TRY(decoder->load_weights(host_f32, write_bf16));
   DW_TRY(decoder->allocate_cache());
   return decoder;
 }
 
-Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::load(const Checkpoint& checkpoint,
-                                                         const CudaDecoderOptions& options) {
-  DW_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(checkpoint));
-  DW_ASSIGN_OR_RETURN(ModelWeights weights, ModelWeights::bind(checkpoint, config));
-  return create(config, checkpoint_weight_loader(weights), options);
-}
-
-Status CudaDecoder::load_weights(const WeightLoader& loader) {
+Status CudaDecoder::load_weights(const WeightLoader& host_f32, const DeviceWeightWriter& write_bf16) {
   const cudaStream_t stream = stream_.get();
   DW_ASSIGN_OR_RETURN(inv_freq_, upload_f32(rope_inverse_frequencies(config_), "RoPE frequencies", stream));
   layers_.resize(static_cast<size_t>(config_.num_layers));
-  std::vector<LayerStaging> staging(layers_.size());
+  const int64_t hidden = config_.hidden_size;
+  const int64_t q_rows = config_.num_heads * config_.head_dim;
+  const int64_t kv_rows = config_.num_kv_heads * config_.head_dim;
+  const int64_t ffn = config_.intermediate_size;
+  const auto allocate_bf16 = [](int64_t count, const std::string& what) {
+    return DeviceBuffer::allocate(static_cast<size_t>(count) * sizeof(bf16), what);
+  };
   const std::string layer_prefix = "model.layers.";
   for (const DecoderTensorSpec& spec : decoder_tensor_specs(config_)) {
-    DW_ASSIGN_OR_RETURN(std::vector<float> values, loader(spec));
     const std::string what = "weight " + spec.name;
+    int64_t count = 1;
+    for (const int64_t extent : spec.shape) count *= extent;
+    // A tensor of its own, as bf16.
+    const auto own = [&](DeviceBuffer& target) -> Status {
+      DW_ASSIGN_OR_RETURN(target, allocate_bf16(count, what));
+      return write_bf16(spec, target.as<bf16>(), stream);
+    };
+    // A part of a stacked tensor, allocated whole when its first part arrives.
+    const auto part_of = [&](DeviceBuffer& target, int64_t total, int64_t offset) -> Status {
+      if (target.data() == nullptr) {
+        DW_ASSIGN_OR_RETURN(target, allocate_bf16(total, what));
+      }
+      return write_bf16(spec, target.as<bf16>() + offset, stream);
+    };
+    const auto norm = [&](DeviceBuffer& target) -> Status {
+      DW_ASSIGN_OR_RETURN(const std::vector<float> values, host_f32(spec));
+      DW_ASSIGN_OR_RETURN(target, upload_f32(values, what, stream));
+      return {};
+    };
     if (spec.name == "model.embed_tokens.weight") {
-      DW_ASSIGN_OR_RETURN(embedding_, upload_bf16(values, what, stream));
+      DW_TRY(own(embedding_));
       continue;
     }
     if (spec.name == "model.norm.weight") {
-      DW_ASSIGN_OR_RETURN(final_norm_, upload_f32(values, what, stream));
+      DW_TRY(norm(final_norm_));
       continue;
     }
     if (spec.name == "lm_head.weight") {
-      DW_ASSIGN_OR_RETURN(lm_head_, upload_bf16(values, what, stream));
+      DW_TRY(own(lm_head_));
       continue;
     }
     const size_t dot = spec.name.find('.', layer_prefix.size());
     const size_t index = std::stoul(spec.name.substr(layer_prefix.size(), dot - layer_prefix.size()));
     const std::string part = spec.name.substr(dot + 1);
     Layer& layer = layers_[index];
-    LayerStaging& stage = staging[index];
-    const auto stack_and_upload = [&](std::vector<float>& stacked, bool last, DeviceBuffer& target) -> Status {
-      stacked.insert(stacked.end(), values.begin(), values.end());
-      if (!last) return {};
-      DW_ASSIGN_OR_RETURN(target, upload_bf16(stacked, what, stream));
-      std::vector<float>().swap(stacked);
-      return {};
-    };
+    const int64_t qkv_rows = q_rows + 2 * kv_rows;
     if (part == "input_layernorm.weight") {
-      DW_ASSIGN_OR_RETURN(layer.input_norm, upload_f32(values, what, stream));
+      DW_TRY(norm(layer.input_norm));
     } else if (part == "post_attention_layernorm.weight") {
-      DW_ASSIGN_OR_RETURN(layer.post_norm, upload_f32(values, what, stream));
-    } else if (part == "self_attn.q_proj.weight" || part == "self_attn.k_proj.weight" ||
-               part == "self_attn.v_proj.weight") {
-      DW_TRY(stack_and_upload(stage.qkv_weight, part == "self_attn.v_proj.weight", layer.qkv_weight));
-    } else if (part == "self_attn.q_proj.bias" || part == "self_attn.k_proj.bias" ||
-               part == "self_attn.v_proj.bias") {
-      DW_TRY(stack_and_upload(stage.qkv_bias, part == "self_attn.v_proj.bias", layer.qkv_bias));
+      DW_TRY(norm(layer.post_norm));
+    } else if (part == "self_attn.q_proj.weight") {
+      DW_TRY(part_of(layer.qkv_weight, qkv_rows * hidden, 0));
+    } else if (part == "self_attn.k_proj.weight") {
+      DW_TRY(part_of(layer.qkv_weight, qkv_rows * hidden, q_rows * hidden));
+    } else if (part == "self_attn.v_proj.weight") {
+      DW_TRY(part_of(layer.qkv_weight, qkv_rows * hidden, (q_rows + kv_rows) * hidden));
+    } else if (part == "self_attn.q_proj.bias") {
+      DW_TRY(part_of(layer.qkv_bias, qkv_rows, 0));
+    } else if (part == "self_attn.k_proj.bias") {
+      DW_TRY(part_of(layer.qkv_bias, qkv_rows, q_rows));
+    } else if (part == "self_attn.v_proj.bias") {
+      DW_TRY(part_of(layer.qkv_bias, qkv_rows, q_rows + kv_rows));
     } else if (part == "self_attn.o_proj.weight") {
-      DW_ASSIGN_OR_RETURN(layer.o_weight, upload_bf16(values, what, stream));
+      DW_TRY(own(layer.o_weight));
     } else if (part == "self_attn.o_proj.bias") {
-      DW_ASSIGN_OR_RETURN(layer.o_bias, upload_bf16(values, what, stream));
-    } else if (part == "mlp.gate_proj.weight" || part == "mlp.up_proj.weight") {
-      DW_TRY(stack_and_upload(stage.gate_up, part == "mlp.up_proj.weight", layer.gate_up));
+      DW_TRY(own(layer.o_bias));
+    } else if (part == "mlp.gate_proj.weight") {
+      DW_TRY(part_of(layer.gate_up, 2 * ffn * hidden, 0));
+    } else if (part == "mlp.up_proj.weight") {
+      DW_TRY(part_of(layer.gate_up, 2 * ffn * hidden, ffn * hidden));
     } else if (part == "mlp.down_proj.weight") {
-      DW_ASSIGN_OR_RETURN(layer.down, upload_bf16(values, what, stream));
+      DW_TRY(own(layer.down));
     } else {
       return make_error("tensor '{}' has no place in the decoder", spec.name);
     }
   }
-  return {};
+  return cuda_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
 }
 
 Status CudaDecoder::allocate_cache() {

@@ -1,9 +1,10 @@
-// The decoder on one NVIDIA GPU: bf16 weights (dequantized on the host at load, rounded to
-// bf16), bf16 activations with fp32 accumulation, an fp32 residual stream, fp32 norms and
+// The decoder on one NVIDIA GPU: bf16 weights (checkpoint tensors are copied as stored and
+// dequantized to bf16 on the GPU at load; random weights are rounded on the host), bf16 activations with fp32 accumulation, an fp32 residual stream, fp32 norms and
 // logits, and a paged key/value cache allocated once. Same interface and semantics as the
 // CPU reference (target/decoder.h), against which every op and the whole model are tested.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -111,10 +112,18 @@ class CudaDecoder final : public Decoder {
     }
   };
 
+  // Writes one tensor as bf16 to device memory at dst ([elements of spec]).
+  using DeviceWeightWriter = std::function<Status(const DecoderTensorSpec& spec, cuda::bf16* dst, cudaStream_t stream)>;
+
   CudaDecoder(const ModelConfig& config, const CudaDecoderOptions& options);
+  // Norm weights come through host_f32 (they stay fp32); every other tensor through write_bf16.
+  static Expected<std::unique_ptr<CudaDecoder>> create_with(const ModelConfig& config,
+                                                            const WeightLoader& host_f32,
+                                                            const DeviceWeightWriter& write_bf16,
+                                                            const CudaDecoderOptions& options);
   // Every kernel of one forward step on the stream, nothing else (graph-capturable).
   Status enqueue_forward(const StepShape& shape);
-  Status load_weights(const WeightLoader& loader);
+  Status load_weights(const WeightLoader& host_f32, const DeviceWeightWriter& write_bf16);
   Status allocate_cache();
   Status run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits);
   // A scratch buffer of at least `bytes`, grown when needed.

@@ -3,7 +3,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
+#include "kernels/quant_blocks.h"
 #include "kernels/status.h"
 #include "kernels/tensor_type.h"
 
@@ -13,5 +15,8 @@ namespace draftwise {
 // `src` holds exactly tensor_type_bytes(type, count) bytes. Fails, writing nothing, when
 // the type does not convert to fp32 or `count` is not a whole number of blocks.
 Status dequantize_to_f32(TensorType type, const std::byte* src, int64_t count, float* dst);
+
+// The block format of a quantized type; nullopt for plain float types.
+std::optional<quant::BlockFormat> block_format(TensorType type);
 
 }  // namespace draftwise

@@ -52,8 +52,15 @@ cudaError_t add_bias(bf16* y, const bf16* bias, int64_t rows, int64_t out, cudaS
 cudaError_t gather_rows(const bf16* x, const int32_t* rows, bf16* out, int64_t count, int64_t dim,
                         cudaStream_t stream);
 
+// GGUF blocks to bf16: `blocks` blocks of quant::BlockFormat `format` (kernels/quant_blocks.h),
+// `block_bytes` each, into out[blocks · values per block].
+cudaError_t dequantize_blocks_to_bf16(int format, const void* blocks, int64_t block_count,
+                                      int64_t block_bytes, bf16* out, cudaStream_t stream);
+
 // Conversions, round to nearest even.
 cudaError_t convert_f32_to_bf16(const float* in, bf16* out, int64_t count, cudaStream_t stream);
 cudaError_t convert_bf16_to_f32(const bf16* in, float* out, int64_t count, cudaStream_t stream);
+//   in: [count] IEEE fp16 bits
+cudaError_t convert_f16_to_bf16(const uint16_t* in, bf16* out, int64_t count, cudaStream_t stream);
 
 }  // namespace draftwise::cuda

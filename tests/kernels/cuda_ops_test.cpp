@@ -15,7 +15,9 @@
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/dequantize.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/device_dequantize.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/half.h"
@@ -262,6 +264,36 @@ TEST_F(CudaOps, AddBiasAndConversionsMatchTheHost) {
   DeviceBuffer dback = poisoned<float>(values.size());
   ASSERT_EQ(convert_bf16_to_f32(dbf16.as<bf16>(), dback.as<float>(), 1001, stream_.get()), cudaSuccess);
   EXPECT_EQ(download<float>(dback, values.size()), bf16_rounded(values));
+}
+
+TEST_F(CudaOps, DequantizationOfEveryStoredTypeMatchesTheCpu) {
+  std::mt19937_64 rng(13);
+  for (const TensorType type : {TensorType::f32, TensorType::f16, TensorType::bf16, TensorType::f64,
+                                TensorType::q4_0, TensorType::q4_1, TensorType::q5_0, TensorType::q5_1,
+                                TensorType::q8_0, TensorType::q4_k, TensorType::q5_k, TensorType::q6_k}) {
+    const TensorTypeTraits& traits = tensor_type_traits(type);
+    for (const int64_t blocks : {int64_t{1}, int64_t{7}, int64_t{1001}}) {
+      // Random bytes: every bit pattern is a valid block (fp16 scales may be inf or NaN).
+      std::vector<std::byte> stored(static_cast<size_t>(blocks * traits.block_bytes));
+      for (std::byte& b : stored) b = static_cast<std::byte>(rng() & 0xFF);
+      const int64_t count = blocks * traits.block_elements;
+      std::vector<float> cpu(static_cast<size_t>(count));
+      ASSERT_TRUE(dequantize_to_f32(type, stored.data(), count, cpu.data()).ok());
+      DeviceBuffer out = poisoned<uint16_t>(static_cast<size_t>(count));
+      const Status status = dequantize_to_device_bf16(type, stored.data(), count, out.as<bf16>(), stream_.get());
+      ASSERT_TRUE(status.ok()) << status.error().message;
+      const auto gpu = download<uint16_t>(out, static_cast<size_t>(count));
+      int64_t mismatches = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        const uint16_t expected = f32_to_bf16(cpu[i]);
+        const bool both_nan = std::isnan(cpu[i]) && std::isnan(bf16_to_f32(gpu[i]));
+        // One bf16 step of slack: the GPU may fuse d·q − m into one FMA before rounding.
+        const int distance = std::abs(static_cast<int>(gpu[i]) - static_cast<int>(expected));
+        mismatches += !(both_nan || distance <= 1);
+      }
+      EXPECT_EQ(mismatches, 0) << traits.name << " x" << blocks;
+    }
+  }
 }
 
 TEST_F(CudaOps, OutOfMemoryNamesTheRequestAndTheFreeMemory) {

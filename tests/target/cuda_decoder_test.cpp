@@ -16,6 +16,7 @@
 #include "target/cuda_decoder.h"
 #include "tests/support/reference_logits.h"
 #include "tests/support/test_paths.h"
+#include "tests/support/tiny_model.h"
 
 namespace draftwise {
 namespace {
@@ -83,6 +84,21 @@ TEST(CudaDecoder, TinyCheckpointsMatchTransformersWithinBf16Tolerance) {
     // bf16 weights and activations through two layers of N(0, 0.2²) weights: about 2 %
     // relative L2 on the logits (measured 1.8–2.1 % on an H100); each op alone is within 1 %.
     EXPECT_LE(relative_l2(logits, expected), 3e-2) << name;
+  }
+}
+
+TEST(CudaDecoder, GgufTwinDequantizedOnTheGpuGivesTheSameLogits) {
+  DW_REQUIRE_GPU();
+  for (const Architecture architecture : {Architecture::llama, Architecture::qwen2}) {
+    const testing::TinyModel model = testing::make_tiny_model(architecture, false, 21);
+    testing::ScratchDir scratch;
+    testing::write_safetensors_folder(model, scratch.path() / "hf");
+    const auto gguf = scratch.write("tiny.gguf", testing::tiny_model_gguf(model, TensorType::f32));
+    const std::vector<int32_t> tokens = {3, 17, 42, 8, 63, 0, 5, 5, 29};
+    const auto from_safetensors = all_logits(*load<CudaDecoder>(scratch.path() / "hf", small_cache()), tokens);
+    // Llama GGUF stores Q/K rows permuted: the GPU's row gather must undo it exactly.
+    const auto from_gguf = all_logits(*load<CudaDecoder>(gguf, small_cache()), tokens);
+    EXPECT_EQ(from_safetensors, from_gguf) << architecture_name(architecture);
   }
 }
 
