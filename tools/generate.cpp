@@ -50,6 +50,7 @@ struct GenerateArgs {
   bool json = false;
   std::string device = "cpu";
   std::string threads = "0";
+  std::string kv_cache_share = "0.5";
 };
 
 struct LoadedModel {
@@ -70,7 +71,12 @@ Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptio
   LoadedModel loaded;
   if (device.cuda) {
 #ifdef DRAFTWISE_HAVE_CUDA
-    const CudaDecoderOptions cuda_options{device.index, options.context_length};
+    DW_ASSIGN_OR_RETURN(const double share, parse_number_option("--kv-cache-share", args.kv_cache_share));
+    if (!(share > 0 && share <= 1)) return make_error("--kv-cache-share must be in (0, 1], got {}", share);
+    CudaDecoderOptions cuda_options;
+    cuda_options.device = device.index;
+    cuda_options.context_length = options.context_length;
+    cuda_options.kv_cache_memory_share = share;
     std::unique_ptr<CudaDecoder> decoder;
     if (!args.random_weights.empty()) {
       DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
@@ -200,6 +206,8 @@ int run_generate(const std::vector<std::string>& cli) {
   parser.add_flag("json", &args.json, "print one JSON object at the end instead of streaming");
   parser.add_option("device", &args.device, "cpu|cuda[:N]", "where the model runs (default cpu)");
   parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
+  parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
+                    "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   args.prompt_given = parser.given("prompt");
   args.prompt_ids_given = parser.given("prompt-ids");

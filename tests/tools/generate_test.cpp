@@ -106,6 +106,8 @@ TEST(Generate, BadInputIsRefusedWithAClearError) {
   expect_refused(with({"--prompt-ids", "1", "--seed", "-1"}), "--seed must be ≥ 0");
   expect_refused(with({"--prompt-ids", "1", "--device", "tpu"}), "--device must be cpu, cuda or cuda:N");
   expect_refused(with({"--prompt-ids", "1", "--device", "cuda:999"}), "cuda:999");
+  expect_refused(with({"--prompt-ids", "1", "--device", "cuda", "--kv-cache-share", "0"}),
+                 "--kv-cache-share must be in (0, 1]");
   expect_refused(with({"--prompt-ids", "1", "--chat"}), "--chat needs --prompt");
   expect_refused(with({}), "exactly one of --prompt");
   expect_refused({"--prompt-ids", "1"}, "exactly one of --model");
