@@ -18,6 +18,7 @@ using cuda::bf16;
 using cuda::DeviceBuffer;
 
 constexpr double kMiB = 1024.0 * 1024.0;
+constexpr size_t kMaxCachedGraphs = 64;
 
 Expected<DeviceBuffer> upload_f32(const std::vector<float>& values, const std::string& what,
                                   cudaStream_t stream) {
@@ -291,6 +292,8 @@ Expected<void*> CudaDecoder::scratch(size_t index, size_t bytes, const char* wha
 }
 
 Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+  // The calling thread may have used another device since: scratch and launches go here.
+  DW_CUDA_TRY(cudaSetDevice(options_.device));
   DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size,
                              [this](SequenceId id) { return sequence_length(id); }));
   const int64_t block_size = options_.kv_block_size;
@@ -304,15 +307,27 @@ Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<f
     return make_error("the key/value cache is full: this batch needs {} more blocks of {} positions, {} of {} are free",
                       needed, block_size, free_blocks_.size(), num_blocks_);
   }
+  std::vector<size_t> blocks_before;
   for (const ForwardRequest& request : batch) {
     Sequence& state = sequences_.at(request.sequence);
+    blocks_before.push_back(state.blocks.size());
     const int64_t blocks = (state.length + static_cast<int64_t>(request.tokens.size()) + block_size - 1) / block_size;
     while (static_cast<int64_t>(state.blocks.size()) < blocks) {
       state.blocks.push_back(free_blocks_.back());
       free_blocks_.pop_back();
     }
   }
-  DW_TRY(run_batch(batch, logits));
+  if (Status ran = run_batch(batch, logits); !ran.ok()) {
+    // Give back the blocks this batch took: a failed forward changes nothing.
+    for (size_t r = 0; r < batch.size(); ++r) {
+      Sequence& state = sequences_.at(batch[r].sequence);
+      while (state.blocks.size() > blocks_before[r]) {
+        free_blocks_.push_back(state.blocks.back());
+        state.blocks.pop_back();
+      }
+    }
+    return ran;
+  }
   for (const ForwardRequest& request : batch) {
     sequences_.at(request.sequence).length += static_cast<int64_t>(request.tokens.size());
   }
@@ -397,12 +412,17 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
     }
     auto graph = graphs_.find(shape);
     if (graph == graphs_.end()) {
+      // Each graph holds device memory; a server's changing batch shapes must not pile them up.
+      if (graphs_.size() >= kMaxCachedGraphs) graphs_.clear();
       DW_CUDA_TRY(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
       const Status captured = enqueue_forward(shape);
       cudaGraph_t recorded = nullptr;
       const cudaError_t ended = cudaStreamEndCapture(stream, &recorded);
-      DW_TRY(captured);
-      DW_TRY(cuda_status(ended, "cudaStreamEndCapture"));
+      if (!captured.ok() || ended != cudaSuccess) {
+        if (recorded != nullptr) cudaGraphDestroy(recorded);
+        DW_TRY(captured);
+        return cuda_status(ended, "cudaStreamEndCapture");
+      }
       GraphExec exec;
       const cudaError_t instantiated = cudaGraphInstantiate(&exec.exec, recorded, 0);
       cudaGraphDestroy(recorded);

@@ -68,11 +68,11 @@ Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptio
     return make_error("give exactly one of --model PATH and --random-weights CONFIG.json");
   }
   DW_ASSIGN_OR_RETURN(const DeviceOption device, parse_device_option(args.device));
+  DW_ASSIGN_OR_RETURN(const double share, parse_number_option("--kv-cache-share", args.kv_cache_share));
+  if (!(share > 0 && share <= 1)) return make_error("--kv-cache-share must be in (0, 1], got {}", share);
   LoadedModel loaded;
   if (device.cuda) {
 #ifdef DRAFTWISE_HAVE_CUDA
-    DW_ASSIGN_OR_RETURN(const double share, parse_number_option("--kv-cache-share", args.kv_cache_share));
-    if (!(share > 0 && share <= 1)) return make_error("--kv-cache-share must be in (0, 1], got {}", share);
     CudaDecoderOptions cuda_options;
     cuda_options.device = device.index;
     cuda_options.context_length = options.context_length;

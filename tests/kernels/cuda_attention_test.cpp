@@ -161,6 +161,8 @@ TEST(CudaAttention, PagedMatchesCpuForPrefillDecodeAndVerifyInOneBatch) {
   for (const int splits : {1, 2}) run_case(windowed, splits);
   const Case long_context{8, 1, 128, 32, 0, {3000}, {3}};
   for (const int splits : {1, 16}) run_case(long_context, splits);
+  const Case widest_heads{4, 2, 256, 16, 0, {300, 0}, {2, 19}};  // the shared-memory limit
+  for (const int splits : {1, 3}) run_case(widest_heads, splits);
 }
 
 }  // namespace

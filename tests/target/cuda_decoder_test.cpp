@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
 
@@ -43,7 +44,10 @@ std::unique_ptr<D> load(const std::filesystem::path& path, const O& options) {
   auto checkpoint = Checkpoint::open(path.string());
   EXPECT_TRUE(checkpoint.ok()) << checkpoint.error().message;
   auto decoder = D::load(*checkpoint, options);
-  EXPECT_TRUE(decoder.ok()) << decoder.error().message;
+  if (!decoder.ok()) {
+    ADD_FAILURE() << decoder.error().message;
+    std::abort();  // every caller needs the decoder; stop here with the message above
+  }
   return std::move(decoder).value();
 }
 
@@ -61,6 +65,8 @@ std::vector<float> all_logits(Decoder& decoder, const std::vector<int32_t>& toke
 }
 
 double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  if (a.size() != b.size() || b.empty()) return INFINITY;
   double difference = 0, norm = 0;
   for (size_t i = 0; i < b.size(); ++i) {
     difference += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
@@ -176,6 +182,29 @@ TEST(CudaDecoder, GraphReplayEqualsEagerExecution) {
     }
   }
   std::printf("graph replay vs eager: %d of 40 decode steps bit-identical\n", bit_identical_steps);
+
+  // Two sequences at once, one past 512 positions so that the context is split, and a
+  // third that joins halfway (a new shape, and scratch buffers that grow).
+  const std::vector<int32_t> long_prompt(700, 9);
+  const std::vector<int32_t> long_last = {699};
+  const SequenceId g2 = graphed->create_sequence();
+  const SequenceId e2 = eager->create_sequence();
+  ASSERT_TRUE(graphed->forward(std::vector<ForwardRequest>{{g2, long_prompt, long_last}}, graph_logits).ok());
+  ASSERT_TRUE(eager->forward(std::vector<ForwardRequest>{{e2, long_prompt, long_last}}, eager_logits).ok());
+  const SequenceId g3 = graphed->create_sequence();
+  const SequenceId e3 = eager->create_sequence();
+  for (int step = 0; step < 12; ++step) {
+    const std::vector<int32_t> next = {static_cast<int32_t>(10 + step)};
+    std::vector<ForwardRequest> graphed_batch = {{g, next, first}, {g2, next, first}};
+    std::vector<ForwardRequest> eager_batch = {{e, next, first}, {e2, next, first}};
+    if (step >= 6) {
+      graphed_batch.push_back({g3, next, first});
+      eager_batch.push_back({e3, next, first});
+    }
+    ASSERT_TRUE(graphed->forward(graphed_batch, graph_logits).ok());
+    ASSERT_TRUE(eager->forward(eager_batch, eager_logits).ok());
+    EXPECT_LE(relative_l2(graph_logits, eager_logits), 1e-6) << "batched step " << step;
+  }
 }
 
 TEST(CudaDecoder, AFullCacheIsAnErrorAndChangesNothing) {
