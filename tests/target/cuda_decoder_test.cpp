@@ -156,9 +156,11 @@ TEST(CudaDecoder, RollbackThenDecodeEqualsNeverHavingGoneForward) {
 
 TEST(CudaDecoder, GraphReplayEqualsEagerExecution) {
   DW_REQUIRE_GPU();
-  CudaDecoderOptions eager_options = small_cache();
+  CudaDecoderOptions graph_options = small_cache();
+  graph_options.context_length = 2048;  // room for a context the attention splits
+  CudaDecoderOptions eager_options = graph_options;
   eager_options.cuda_graphs = false;
-  auto graphed = load<CudaDecoder>(fixtures_dir() / "models/qwen2_bias", small_cache());
+  auto graphed = load<CudaDecoder>(fixtures_dir() / "models/qwen2_bias", graph_options);
   auto eager = load<CudaDecoder>(fixtures_dir() / "models/qwen2_bias", eager_options);
   const std::vector<int32_t> prompt = {1, 20, 30, 40, 50, 60, 70};
   const std::vector<int32_t> last = {6};
@@ -183,10 +185,10 @@ TEST(CudaDecoder, GraphReplayEqualsEagerExecution) {
   }
   std::printf("graph replay vs eager: %d of 40 decode steps bit-identical\n", bit_identical_steps);
 
-  // Two sequences at once, one past 512 positions so that the context is split, and a
+  // Two sequences at once, one past 1024 positions so that the context is split, and a
   // third that joins halfway (a new shape, and scratch buffers that grow).
-  const std::vector<int32_t> long_prompt(700, 9);
-  const std::vector<int32_t> long_last = {699};
+  const std::vector<int32_t> long_prompt(1100, 9);
+  const std::vector<int32_t> long_last = {1099};
   const SequenceId g2 = graphed->create_sequence();
   const SequenceId e2 = eager->create_sequence();
   ASSERT_TRUE(graphed->forward(std::vector<ForwardRequest>{{g2, long_prompt, long_last}}, graph_logits).ok());
