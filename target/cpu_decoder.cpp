@@ -64,7 +64,6 @@ Expected<std::unique_ptr<CpuDecoder>> CpuDecoder::load(const Checkpoint& checkpo
 
 Status CpuDecoder::load_weights(const WeightLoader& loader) {
   layers_.resize(static_cast<size_t>(config_.num_layers));
-  const std::string layer_prefix = "model.layers.";
   for (const DecoderTensorSpec& spec : decoder_tensor_specs(config_)) {
     DW_ASSIGN_OR_RETURN(std::vector<float> values, loader(spec));
     int64_t count = 1;
@@ -80,10 +79,8 @@ Status CpuDecoder::load_weights(const WeightLoader& loader) {
       lm_head_ = std::move(values);
     } else {
       // model.layers.{i}.{part}
-      const size_t dot = spec.name.find('.', layer_prefix.size());
-      const size_t index = std::stoul(spec.name.substr(layer_prefix.size(), dot - layer_prefix.size()));
-      const std::string part = spec.name.substr(dot + 1);
-      Layer& layer = layers_[index];
+      const std::string& part = spec.part;
+      Layer& layer = layers_[static_cast<size_t>(spec.layer)];
       if (part == "input_layernorm.weight") {
         layer.input_norm = std::move(values);
       } else if (part == "post_attention_layernorm.weight") {

@@ -20,22 +20,14 @@ using cuda::DeviceBuffer;
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr size_t kMaxCachedGraphs = 64;
 
-Expected<DeviceBuffer> upload_f32(const std::vector<float>& values, const std::string& what,
-                                  cudaStream_t stream) {
-  DW_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(values.size() * sizeof(float), what));
-  DW_TRY(cuda::copy_to_device(buffer.data(), values.data(), values.size() * sizeof(float), stream));
-  return buffer;
-}
-
-Expected<DeviceBuffer> upload_row_index(const std::vector<int32_t>& values, cudaStream_t stream) {
-  DW_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(values.size() * sizeof(int32_t), "a row index"));
-  DW_TRY(cuda::copy_to_device(buffer.data(), values.data(), values.size() * sizeof(int32_t), stream));
-  return buffer;
-}
-
+// Enqueues a copy of a step's host-side plan without waiting for it. CUDA stages pageable
+// memory before returning, and the host vectors outlive the step anyway, which ends with a
+// synchronising copy of the logits.
 template <typename T>
-Status upload_to(void* device, const std::vector<T>& host, cudaStream_t stream) {
-  return cuda::copy_to_device(device, host.data(), host.size() * sizeof(T), stream);
+Status enqueue_upload(void* device, const std::vector<T>& host, cudaStream_t stream) {
+  if (host.empty()) return {};
+  return cuda_status(cudaMemcpyAsync(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream),
+                     "cudaMemcpyAsync");
 }
 
 }  // namespace
@@ -95,7 +87,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::load(const Checkpoint& check
         }
       }
     }
-    DW_ASSIGN_OR_RETURN(DeviceBuffer index, upload_row_index(source_rows, stream));
+    DW_ASSIGN_OR_RETURN(DeviceBuffer index, cuda::upload(source_rows, "a row index", stream));
     DW_TRY(cuda_status(cuda::gather_rows(stored.as<bf16>(), index.as<int32_t>(), dst, rows, cols, stream),
                        "gather_rows"));
     DW_CUDA_TRY(cudaStreamSynchronize(stream));
@@ -136,7 +128,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create_with(const ModelConfi
 
 Status CudaDecoder::load_weights(const WeightLoader& host_f32, const DeviceWeightWriter& write_bf16) {
   const cudaStream_t stream = stream_.get();
-  DW_ASSIGN_OR_RETURN(inv_freq_, upload_f32(rope_inverse_frequencies(config_), "RoPE frequencies", stream));
+  DW_ASSIGN_OR_RETURN(inv_freq_, cuda::upload(rope_inverse_frequencies(config_), "RoPE frequencies", stream));
   layers_.resize(static_cast<size_t>(config_.num_layers));
   const int64_t hidden = config_.hidden_size;
   const int64_t q_rows = config_.num_heads * config_.head_dim;
@@ -145,7 +137,6 @@ Status CudaDecoder::load_weights(const WeightLoader& host_f32, const DeviceWeigh
   const auto allocate_bf16 = [](int64_t count, const std::string& what) {
     return DeviceBuffer::allocate(static_cast<size_t>(count) * sizeof(bf16), what);
   };
-  const std::string layer_prefix = "model.layers.";
   for (const DecoderTensorSpec& spec : decoder_tensor_specs(config_)) {
     const std::string what = "weight " + spec.name;
     int64_t count = 1;
@@ -164,7 +155,7 @@ Status CudaDecoder::load_weights(const WeightLoader& host_f32, const DeviceWeigh
     };
     const auto norm = [&](DeviceBuffer& target) -> Status {
       DW_ASSIGN_OR_RETURN(const std::vector<float> values, host_f32(spec));
-      DW_ASSIGN_OR_RETURN(target, upload_f32(values, what, stream));
+      DW_ASSIGN_OR_RETURN(target, cuda::upload(values, what, stream));
       return {};
     };
     if (spec.name == "model.embed_tokens.weight") {
@@ -179,10 +170,8 @@ Status CudaDecoder::load_weights(const WeightLoader& host_f32, const DeviceWeigh
       DW_TRY(own(lm_head_));
       continue;
     }
-    const size_t dot = spec.name.find('.', layer_prefix.size());
-    const size_t index = std::stoul(spec.name.substr(layer_prefix.size(), dot - layer_prefix.size()));
-    const std::string part = spec.name.substr(dot + 1);
-    Layer& layer = layers_[index];
+    const std::string& part = spec.part;
+    Layer& layer = layers_[static_cast<size_t>(spec.layer)];
     const int64_t qkv_rows = q_rows + 2 * kv_rows;
     if (part == "input_layernorm.weight") {
       DW_TRY(norm(layer.input_norm));
@@ -396,12 +385,12 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   DW_ASSIGN_OR_RETURN(b.selected, scratch(15, bytes(shape.selected_rows * hidden, 2), "selected rows"));
   DW_ASSIGN_OR_RETURN(b.logits, scratch(16, bytes(shape.selected_rows * vocab, 4), "logits"));
 
-  DW_TRY(upload_to(b.ids, ids, stream));
-  DW_TRY(upload_to(b.positions, positions, stream));
-  DW_TRY(upload_to(b.slots, slots, stream));
-  DW_TRY(upload_to(b.tables, tables, stream));
-  DW_TRY(upload_to(b.items, items, stream));
-  DW_TRY(upload_to(b.logit_rows, logit_rows, stream));
+  DW_TRY(enqueue_upload(b.ids, ids, stream));
+  DW_TRY(enqueue_upload(b.positions, positions, stream));
+  DW_TRY(enqueue_upload(b.slots, slots, stream));
+  DW_TRY(enqueue_upload(b.tables, tables, stream));
+  DW_TRY(enqueue_upload(b.items, items, stream));
+  DW_TRY(enqueue_upload(b.logit_rows, logit_rows, stream));
 
   // Decode and verification steps (few tokens per sequence) run as a CUDA graph, captured
   // once per shape and replayed while the shape repeats; prefill runs eagerly.

@@ -18,21 +18,24 @@ std::vector<DecoderTensorSpec> decoder_tensor_specs(const ModelConfig& config) {
   needed.push_back({"model.embed_tokens.weight", {config.vocab_size, hidden}});
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
     const std::string prefix = fmt::format("model.layers.{}.", layer);
-    needed.push_back({prefix + "input_layernorm.weight", {hidden}});
-    needed.push_back({prefix + "self_attn.q_proj.weight", {q_rows, hidden}, config.num_heads});
-    needed.push_back({prefix + "self_attn.k_proj.weight", {kv_rows, hidden}, config.num_kv_heads});
-    needed.push_back({prefix + "self_attn.v_proj.weight", {kv_rows, hidden}});
-    needed.push_back({prefix + "self_attn.o_proj.weight", {hidden, q_rows}});
+    const auto add = [&](const char* part, std::vector<int64_t> shape, int64_t rope_heads = 0) {
+      needed.push_back({prefix + part, std::move(shape), rope_heads, layer, part});
+    };
+    add("input_layernorm.weight", {hidden});
+    add("self_attn.q_proj.weight", {q_rows, hidden}, config.num_heads);
+    add("self_attn.k_proj.weight", {kv_rows, hidden}, config.num_kv_heads);
+    add("self_attn.v_proj.weight", {kv_rows, hidden});
+    add("self_attn.o_proj.weight", {hidden, q_rows});
     if (config.attention_qkv_bias) {
-      needed.push_back({prefix + "self_attn.q_proj.bias", {q_rows}, config.num_heads});
-      needed.push_back({prefix + "self_attn.k_proj.bias", {kv_rows}, config.num_kv_heads});
-      needed.push_back({prefix + "self_attn.v_proj.bias", {kv_rows}});
+      add("self_attn.q_proj.bias", {q_rows}, config.num_heads);
+      add("self_attn.k_proj.bias", {kv_rows}, config.num_kv_heads);
+      add("self_attn.v_proj.bias", {kv_rows});
     }
-    if (config.attention_out_bias) needed.push_back({prefix + "self_attn.o_proj.bias", {hidden}});
-    needed.push_back({prefix + "post_attention_layernorm.weight", {hidden}});
-    needed.push_back({prefix + "mlp.gate_proj.weight", {ffn, hidden}});
-    needed.push_back({prefix + "mlp.up_proj.weight", {ffn, hidden}});
-    needed.push_back({prefix + "mlp.down_proj.weight", {hidden, ffn}});
+    if (config.attention_out_bias) add("self_attn.o_proj.bias", {hidden});
+    add("post_attention_layernorm.weight", {hidden});
+    add("mlp.gate_proj.weight", {ffn, hidden});
+    add("mlp.up_proj.weight", {ffn, hidden});
+    add("mlp.down_proj.weight", {hidden, ffn});
   }
   needed.push_back({"model.norm.weight", {hidden}});
   if (!config.tie_word_embeddings)

@@ -26,6 +26,8 @@ struct DecoderTensorSpec {
   std::string name;
   std::vector<int64_t> shape;
   int64_t rope_heads = 0;  // Q/K projections: heads over which GGUF may permute rows
+  int64_t layer = -1;      // its decoder layer; -1 for the embedding, final norm and LM head
+  std::string part = {};   // the name within the layer, e.g. "self_attn.q_proj.weight"
 };
 
 // Every tensor a decoder of this config needs, in load order.

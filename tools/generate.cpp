@@ -59,8 +59,29 @@ struct LoadedModel {
   std::string backend;  // for the stats line, e.g. "cpu (2 threads, avx2+fma)"
 };
 
-std::string cpu_backend(const CpuDecoder& decoder) {
+std::string backend_name(const CpuDecoder& decoder) {
   return fmt::format("cpu ({} threads, {})", decoder.num_threads(), cpu::cpu_kernel_isa());
+}
+#ifdef DRAFTWISE_HAVE_CUDA
+std::string backend_name(const CudaDecoder& decoder) { return decoder.device_name(); }
+#endif
+
+// The model of --model or --random-weights on backend D (CpuDecoder or CudaDecoder).
+template <typename D, typename Options>
+Expected<LoadedModel> load_on(const GenerateArgs& args, const Options& options) {
+  LoadedModel loaded;
+  std::unique_ptr<D> decoder;
+  if (!args.random_weights.empty()) {
+    DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
+    DW_ASSIGN_OR_RETURN(decoder, D::create(config, random_weight_loader(kRandomWeightSeed), options));
+  } else {
+    DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(args.model));
+    DW_ASSIGN_OR_RETURN(decoder, D::load(checkpoint, options));
+    DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
+  }
+  loaded.backend = backend_name(*decoder);
+  loaded.decoder = std::move(decoder);
+  return loaded;
 }
 
 Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptions& options) {
@@ -70,44 +91,19 @@ Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptio
   DW_ASSIGN_OR_RETURN(const DeviceOption device, parse_device_option(args.device));
   DW_ASSIGN_OR_RETURN(const double share, parse_number_option("--kv-cache-share", args.kv_cache_share));
   if (!(share > 0 && share <= 1)) return make_error("--kv-cache-share must be in (0, 1], got {}", share);
-  LoadedModel loaded;
   if (device.cuda) {
 #ifdef DRAFTWISE_HAVE_CUDA
     CudaDecoderOptions cuda_options;
     cuda_options.device = device.index;
     cuda_options.context_length = options.context_length;
     cuda_options.kv_cache_memory_share = share;
-    std::unique_ptr<CudaDecoder> decoder;
-    if (!args.random_weights.empty()) {
-      DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
-      DW_ASSIGN_OR_RETURN(decoder, CudaDecoder::create(config, random_weight_loader(kRandomWeightSeed), cuda_options));
-    } else {
-      DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(args.model));
-      DW_ASSIGN_OR_RETURN(decoder, CudaDecoder::load(checkpoint, cuda_options));
-      DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
-    }
-    loaded.backend = decoder->device_name();
-    loaded.decoder = std::move(decoder);
-    return loaded;
+    return load_on<CudaDecoder>(args, cuda_options);
 #else
     return make_error("--device {}: this build of draftwise has no CUDA backend (nvcc was not found when it was built)",
                       args.device);
 #endif
   }
-  if (!args.random_weights.empty()) {
-    DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
-    DW_ASSIGN_OR_RETURN(std::unique_ptr<CpuDecoder> decoder,
-                        CpuDecoder::create(config, random_weight_loader(kRandomWeightSeed), options));
-    loaded.backend = cpu_backend(*decoder);
-    loaded.decoder = std::move(decoder);
-    return loaded;
-  }
-  DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(args.model));
-  DW_ASSIGN_OR_RETURN(std::unique_ptr<CpuDecoder> decoder, CpuDecoder::load(checkpoint, options));
-  loaded.backend = cpu_backend(*decoder);
-  loaded.decoder = std::move(decoder);
-  DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
-  return loaded;
+  return load_on<CpuDecoder>(args, options);
 }
 
 // The prompt's token ids, and the extra stop tokens its chat format ends turns with.

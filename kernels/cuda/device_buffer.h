@@ -5,6 +5,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
@@ -40,6 +41,14 @@ class DeviceBuffer {
 
 Status copy_to_device(void* device, const void* host, size_t bytes, cudaStream_t stream);
 Status copy_to_host(void* host, const void* device, size_t bytes, cudaStream_t stream);
+
+// A new device buffer holding a copy of `host`; `what` names it in an out-of-memory error.
+template <typename T>
+Expected<DeviceBuffer> upload(const std::vector<T>& host, const std::string& what, cudaStream_t stream) {
+  DW_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(host.size() * sizeof(T), what));
+  DW_TRY(copy_to_device(buffer.data(), host.data(), host.size() * sizeof(T), stream));
+  return buffer;
+}
 
 // A CUDA stream owned by an RAII handle.
 class Stream {

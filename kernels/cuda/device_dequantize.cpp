@@ -20,8 +20,7 @@ Status dequantize_to_device_bf16(TensorType type, const std::byte* src, int64_t 
   if (type == TensorType::f64) {  // rare: through fp32 on the host
     std::vector<float> values(static_cast<size_t>(count));
     DW_TRY(dequantize_to_f32(type, src, count, values.data()));
-    DW_ASSIGN_OR_RETURN(DeviceBuffer staged, DeviceBuffer::allocate(values.size() * sizeof(float), "a weight being converted"));
-    DW_TRY(copy_to_device(staged.data(), values.data(), values.size() * sizeof(float), stream));
+    DW_ASSIGN_OR_RETURN(DeviceBuffer staged, upload(values, "a weight being converted", stream));
     DW_TRY(cuda_status(convert_f32_to_bf16(staged.as<float>(), dst, count, stream), "convert_f32_to_bf16"));
     DW_CUDA_TRY(cudaStreamSynchronize(stream));
     return {};

@@ -19,17 +19,12 @@
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cpu/vector_math.h"
+#include "tests/support/numeric.h"
 
 namespace draftwise::cpu {
 namespace {
 
-std::vector<float> random_values(size_t count, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> values(count);
-  for (float& value : values) value = normal(rng);
-  return values;
-}
+using testing::random_values;
 
 TEST(CpuFeatures, EnvironmentCanForcePortableKernels) {
   const char* forced = std::getenv("DRAFTWISE_CPU_ISA");

@@ -14,6 +14,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/half.h"
+#include "tests/support/numeric.h"
 
 namespace draftwise::cuda {
 namespace {
@@ -29,10 +30,9 @@ std::vector<float> random_bf16_values(size_t count, std::mt19937_64& rng) {
 }
 
 template <typename T>
-DeviceBuffer upload(const std::vector<T>& host) {
-  auto buffer = DeviceBuffer::allocate(std::max<size_t>(host.size() * sizeof(T), 1), "test input");
-  EXPECT_TRUE(buffer.ok());
-  EXPECT_TRUE(copy_to_device(buffer->data(), host.data(), host.size() * sizeof(T), nullptr).ok());
+DeviceBuffer to_device(const std::vector<T>& host) {
+  auto buffer = upload(host, "test input", nullptr);
+  EXPECT_TRUE(buffer.ok()) << buffer.error().message;
   return std::move(buffer).value();
 }
 
@@ -107,16 +107,16 @@ void run_case(const Case& c, int splits) {
     row += c.new_tokens[s];
   }
 
-  DeviceBuffer d_qkv = upload(to_bits(qkv));
-  DeviceBuffer d_k = upload(to_bits(k_pool));
-  DeviceBuffer d_v = upload(to_bits(v_pool));
-  const DeviceBuffer d_slots = upload(slots);
-  const DeviceBuffer d_tables = upload(tables);
+  DeviceBuffer d_qkv = to_device(to_bits(qkv));
+  DeviceBuffer d_k = to_device(to_bits(k_pool));
+  DeviceBuffer d_v = to_device(to_bits(v_pool));
+  const DeviceBuffer d_slots = to_device(slots);
+  const DeviceBuffer d_tables = to_device(tables);
   ASSERT_EQ(write_kv_cache(d_qkv.as<bf16>(), qkv_stride, q_dim, q_dim + kv_dim, d_slots.as<int32_t>(), query_rows,
                            kv_dim, d_k.as<bf16>(), d_v.as<bf16>(), nullptr),
             cudaSuccess);
   const auto items = plan_attention(c.new_tokens, c.start_positions, splits);
-  const DeviceBuffer d_items = upload(items);
+  const DeviceBuffer d_items = to_device(items);
   auto partial = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * q_dim) * sizeof(float), "partials");
   auto stats = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * c.num_heads * 2) * sizeof(float), "stats");
   auto out = DeviceBuffer::allocate(static_cast<size_t>(query_rows * q_dim) * sizeof(uint16_t), "out");
@@ -129,13 +129,9 @@ void run_case(const Case& c, int splits) {
             cudaSuccess);
   std::vector<uint16_t> bits(expected.size());
   ASSERT_TRUE(copy_to_host(bits.data(), out->data(), out->bytes(), nullptr).ok());
-  double difference = 0, norm = 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const double d = bf16_to_f32(bits[i]) - expected[i];
-    difference += d * d;
-    norm += static_cast<double>(expected[i]) * expected[i];
-  }
-  EXPECT_LE(std::sqrt(difference / norm), 1e-2)
+  std::vector<float> actual(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) actual[i] = bf16_to_f32(bits[i]);
+  EXPECT_LE(testing::relative_l2(actual, expected), 1e-2)
       << "heads " << c.num_heads << "/" << c.num_kv_heads << " head_dim " << c.head_dim << " splits " << splits;
 }
 

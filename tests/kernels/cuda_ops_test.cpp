@@ -21,6 +21,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/half.h"
+#include "tests/support/numeric.h"
 
 namespace draftwise::cuda {
 namespace {
@@ -31,13 +32,8 @@ using ::draftwise::f32_to_bf16;
 constexpr double kBf16Bound = 1e-2;
 constexpr double kF32Bound = 1e-5;
 
-std::vector<float> random_values(size_t count, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> values(count);
-  for (float& value : values) value = normal(rng);
-  return values;
-}
+using testing::random_values;
+using testing::relative_l2;
 
 // Rounds to bf16 and back, so the CPU reference sees exactly the GPU's inputs.
 std::vector<float> bf16_rounded(std::vector<float> values) {
@@ -57,17 +53,6 @@ std::vector<float> from_bf16(const std::vector<uint16_t>& bits) {
   return values;
 }
 
-double relative_error(const std::vector<float>& out, const std::vector<float>& ref) {
-  double difference = 0;
-  double norm = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(out[i]) - ref[i];
-    difference += d * d;
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(difference) / std::max(std::sqrt(norm), 1e-30);
-}
-
 class CudaOps : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -83,9 +68,8 @@ class CudaOps : public ::testing::Test {
 
   template <typename T>
   DeviceBuffer upload(const std::vector<T>& host) {
-    auto buffer = DeviceBuffer::allocate(std::max<size_t>(host.size() * sizeof(T), 1), "test input");
-    EXPECT_TRUE(buffer.ok());
-    EXPECT_TRUE(copy_to_device(buffer->data(), host.data(), host.size() * sizeof(T), stream_.get()).ok());
+    auto buffer = cuda::upload(host, "test input", stream_.get());
+    EXPECT_TRUE(buffer.ok()) << buffer.error().message;
     return std::move(buffer).value();
   }
 
@@ -129,7 +113,7 @@ TEST_F(CudaOps, GemmMatchesCpuMatmul) {
       const auto y = fp32_out ? download<float>(dy, count) : from_bf16(download<uint16_t>(dy, count));
       // fp32 output: inputs are exact, only the summation order differs (1e-5 with fp32
       // accumulation over `in` terms; allow for cuBLAS's split-K orders).
-      EXPECT_LE(relative_error(y, ref), fp32_out ? 1e-5 * std::sqrt(in / 64.0) : kBf16Bound)
+      EXPECT_LE(relative_l2(y, ref), fp32_out ? 1e-5 * std::sqrt(in / 64.0) : kBf16Bound)
           << rows << "x" << in << "x" << out << (fp32_out ? " fp32" : " bf16");
     }
   }
@@ -155,8 +139,8 @@ TEST_F(CudaOps, AddRmsNormMatchesCpu) {
       ASSERT_EQ(add_rms_norm(dres.as<float>(), with_delta ? ddelta.as<bf16>() : nullptr, dweight.as<float>(),
                              dout.as<bf16>(), rows, dim, 1e-5f, stream_.get()),
                 cudaSuccess);
-      EXPECT_LE(relative_error(from_bf16(download<uint16_t>(dout, ref.size())), ref), kBf16Bound);
-      EXPECT_LE(relative_error(download<float>(dres, summed.size()), summed), kF32Bound);
+      EXPECT_LE(relative_l2(from_bf16(download<uint16_t>(dout, ref.size())), ref), kBf16Bound);
+      EXPECT_LE(relative_l2(download<float>(dres, summed.size()), summed), kF32Bound);
     }
   }
 }
@@ -184,7 +168,7 @@ TEST_F(CudaOps, RopeMatchesCpuForBothPairings) {
                            dfreq.as<float>(), interleaved, stream_.get()),
                 cudaSuccess);
       const auto out = from_bf16(download<uint16_t>(dx, x.size()));
-      EXPECT_LE(relative_error(out, ref), kBf16Bound) << tokens << "x" << heads << "x" << head_dim;
+      EXPECT_LE(relative_l2(out, ref), kBf16Bound) << tokens << "x" << heads << "x" << head_dim;
       // The columns past the heads are left alone.
       for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t c = heads * head_dim; c < row_stride; ++c) EXPECT_EQ(out[t * row_stride + c], x[t * row_stride + c]);
@@ -203,7 +187,7 @@ TEST_F(CudaOps, SwigluMatchesCpu) {
     const DeviceBuffer din = upload(to_bf16(gate_up));
     DeviceBuffer dout = poisoned<uint16_t>(ref.size());
     ASSERT_EQ(swiglu(din.as<bf16>(), dout.as<bf16>(), rows, ffn, stream_.get()), cudaSuccess);
-    EXPECT_LE(relative_error(from_bf16(download<uint16_t>(dout, ref.size())), ref), kBf16Bound);
+    EXPECT_LE(relative_l2(from_bf16(download<uint16_t>(dout, ref.size())), ref), kBf16Bound);
   }
 }
 

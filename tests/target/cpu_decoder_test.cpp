@@ -12,6 +12,7 @@
 #include "target/checkpoint.h"
 #include "target/cpu_decoder.h"
 #include "target/random_weights.h"
+#include "tests/support/decoder_runs.h"
 #include "tests/support/reference_logits.h"
 #include "tests/support/test_paths.h"
 #include "tests/support/tiny_model.h"
@@ -29,27 +30,7 @@ std::unique_ptr<CpuDecoder> load_decoder(const std::filesystem::path& path, int 
   return std::move(decoder).value();
 }
 
-// Feeds `tokens` to a fresh sequence in chunks of the given sizes (the last one repeats)
-// and returns the logits of every position, [tokens, vocab].
-std::vector<float> logits_in_chunks(Decoder& decoder, const std::vector<int32_t>& tokens,
-                                    const std::vector<size_t>& chunks) {
-  const SequenceId sequence = decoder.create_sequence();
-  std::vector<float> all;
-  size_t done = 0;
-  for (size_t chunk_index = 0; done < tokens.size(); ++chunk_index) {
-    const size_t size = std::min(chunks[std::min(chunk_index, chunks.size() - 1)], tokens.size() - done);
-    std::vector<int32_t> rows(size);
-    std::iota(rows.begin(), rows.end(), 0);
-    std::vector<float> logits;
-    const ForwardRequest request{sequence, std::span(tokens).subspan(done, size), rows};
-    const Status status = decoder.forward(std::span(&request, 1), logits);
-    EXPECT_TRUE(status.ok()) << status.error().message;
-    all.insert(all.end(), logits.begin(), logits.end());
-    done += size;
-  }
-  decoder.release_sequence(sequence);
-  return all;
-}
+using testing::logits_in_chunks;
 
 bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;

@@ -15,6 +15,8 @@
 #include "target/checkpoint.h"
 #include "target/cpu_decoder.h"
 #include "target/cuda_decoder.h"
+#include "tests/support/decoder_runs.h"
+#include "tests/support/numeric.h"
 #include "tests/support/reference_logits.h"
 #include "tests/support/test_paths.h"
 #include "tests/support/tiny_model.h"
@@ -53,27 +55,10 @@ std::unique_ptr<D> load(const std::filesystem::path& path, const O& options) {
 
 // Logits of every position of `tokens` fed to a fresh sequence in one call.
 std::vector<float> all_logits(Decoder& decoder, const std::vector<int32_t>& tokens) {
-  const SequenceId sequence = decoder.create_sequence();
-  std::vector<int32_t> rows(tokens.size());
-  std::iota(rows.begin(), rows.end(), 0);
-  const ForwardRequest request{sequence, tokens, rows};
-  std::vector<float> logits;
-  const Status status = decoder.forward(std::span(&request, 1), logits);
-  EXPECT_TRUE(status.ok()) << status.error().message;
-  decoder.release_sequence(sequence);
-  return logits;
+  return testing::logits_in_chunks(decoder, tokens, {tokens.size()});
 }
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  if (a.size() != b.size() || b.empty()) return INFINITY;
-  double difference = 0, norm = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    difference += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    norm += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(difference / norm);
-}
+using testing::relative_l2;
 
 TEST(CudaDecoder, TinyCheckpointsMatchTransformersWithinBf16Tolerance) {
   DW_REQUIRE_GPU();
