@@ -15,15 +15,7 @@ mkdir -p "$out"
 } > "$out/environment.txt" 2>&1
 cat "$out/environment.txt"
 
-if ! cmake -G Ninja -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release \
-     -DCMAKE_CUDA_ARCHITECTURES=90a > "$out/configure.log" 2>&1; then
-  tail -n 40 "$out/configure.log"
-  exit 1
-fi
-if ! ninja -C build-gpu -j16 -k 0 > "$out/build.log" 2>&1; then
-  grep -E "error|FAILED" -A6 "$out/build.log" | head -n 120
-  exit 1
-fi
+scripts/gpu_build.sh || exit 1
 build-gpu/draftwise version | tee "$out/version.txt"
 (cd build-gpu && ctest --output-on-failure -j16) > "$out/ctest.log" 2>&1
 status=$?

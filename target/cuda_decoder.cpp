@@ -8,6 +8,7 @@
 #include "kernels/cuda/device_dequantize.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/half.h"
+#include "target/random_weights.h"
 #include "target/rope_frequencies.h"
 
 namespace draftwise {
@@ -20,14 +21,16 @@ using cuda::DeviceBuffer;
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr size_t kMaxCachedGraphs = 64;
 
-// Enqueues a copy of a step's host-side plan without waiting for it. CUDA stages pageable
-// memory before returning, and the host vectors outlive the step anyway, which ends with a
-// synchronising copy of the logits.
+// Appends `values` to the step's host-side plan at a 16-byte boundary; returns the offset in
+// int32 units.
 template <typename T>
-Status enqueue_upload(void* device, const std::vector<T>& host, cudaStream_t stream) {
-  if (host.empty()) return {};
-  return cuda_status(cudaMemcpyAsync(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream),
-                     "cudaMemcpyAsync");
+size_t append_section(std::vector<int32_t>& plan, const std::vector<T>& values) {
+  static_assert(sizeof(T) % sizeof(int32_t) == 0);
+  plan.resize((plan.size() + 3) / 4 * 4);
+  const size_t offset = plan.size();
+  plan.resize(offset + values.size() * sizeof(T) / sizeof(int32_t));
+  if (!values.empty()) std::memcpy(plan.data() + offset, values.data(), values.size() * sizeof(T));
+  return offset;
 }
 
 }  // namespace
@@ -52,6 +55,18 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& co
     return cuda::copy_to_device(dst, bits.data(), bits.size() * sizeof(uint16_t), stream);
   };
   return create_with(config, loader, write, options);
+}
+
+Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create_random(const ModelConfig& config, uint64_t seed,
+                                                                  const CudaDecoderOptions& options) {
+  const DeviceWeightWriter write = [seed](const DecoderTensorSpec& spec, bf16* dst, cudaStream_t stream) -> Status {
+    int64_t count = 1;
+    for (const int64_t extent : spec.shape) count *= extent;
+    return cuda_status(cuda::fill_uniform_bf16(dst, count, random_weight_stream(seed, spec.name),
+                                               static_cast<float>(kRandomWeightHalfWidth), stream),
+                       "fill_uniform_bf16");
+  };
+  return create_with(config, random_weight_loader(seed), write, options);
 }
 
 Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::load(const Checkpoint& checkpoint,
@@ -119,6 +134,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create_with(const ModelConfi
   }
   DW_CUDA_TRY(cudaSetDevice(options.device));
   std::unique_ptr<CudaDecoder> decoder(new CudaDecoder(config, options));
+  DW_CUDA_TRY(cudaDeviceGetAttribute(&decoder->multiprocessors_, cudaDevAttrMultiProcessorCount, options.device));
   DW_ASSIGN_OR_RETURN(decoder->stream_, cuda::Stream::create());
   DW_ASSIGN_OR_RETURN(decoder->gemm_, cuda::Gemm::create());
   DW_TRY(decoder->load_weights(host_f32, write_bf16));
@@ -281,6 +297,15 @@ Expected<void*> CudaDecoder::scratch(size_t index, size_t bytes, const char* wha
 }
 
 Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+  return forward_step(batch, &logits, nullptr);
+}
+
+Status CudaDecoder::forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) {
+  return forward_step(batch, nullptr, &tokens);
+}
+
+Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, std::vector<float>* logits,
+                                 std::vector<int32_t>* tokens) {
   // The calling thread may have used another device since: scratch and launches go here.
   DW_CUDA_TRY(cudaSetDevice(options_.device));
   DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size,
@@ -306,7 +331,7 @@ Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<f
       free_blocks_.pop_back();
     }
   }
-  if (Status ran = run_batch(batch, logits); !ran.ok()) {
+  if (Status ran = run_batch(batch, logits, tokens); !ran.ok()) {
     // Give back the blocks this batch took: a failed forward changes nothing.
     for (size_t r = 0; r < batch.size(); ++r) {
       Sequence& state = sequences_.at(batch[r].sequence);
@@ -323,7 +348,8 @@ Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<f
   return {};
 }
 
-Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<float>* logits,
+                              std::vector<int32_t>* tokens) {
   const cudaStream_t stream = stream_.get();
   const int64_t hidden = config_.hidden_size;
   const int64_t q_dim = config_.num_heads * config_.head_dim;
@@ -358,22 +384,52 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   StepShape shape;
   shape.rows = static_cast<int64_t>(ids.size());
   shape.selected_rows = static_cast<int64_t>(logit_rows.size());
-  // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding).
-  shape.splits = max_new <= cuda::kAttentionQueryTile ? static_cast<int>(std::clamp<int64_t>(longest / 512, 1, 16)) : 1;
-  const std::vector<cuda::AttentionWorkItem> items = cuda::plan_attention(new_tokens, start_positions, shape.splits);
+  shape.greedy = tokens != nullptr;
+  const cuda::AttentionGeometry geometry = attention_geometry();
+  const int query_tile = cuda::attention_query_tile(geometry);
+  // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding):
+  // about two blocks per multiprocessor, each slice at least 128 positions.
+  if (max_new <= cuda::kAttentionQueryTile) {
+    const std::vector<cuda::AttentionWorkItem> unsplit = cuda::plan_attention(new_tokens, start_positions, 1, query_tile);
+    const int64_t blocks = static_cast<int64_t>(unsplit.size()) * config_.num_kv_heads;
+    const int64_t for_occupancy = (2 * multiprocessors_ + blocks - 1) / blocks;
+    shape.splits = static_cast<int>(std::clamp<int64_t>(std::min(for_occupancy, (longest + 127) / 128), 1, 32));
+  }
+  const std::vector<cuda::AttentionWorkItem> items =
+      cuda::plan_attention(new_tokens, start_positions, shape.splits, query_tile);
   shape.items = static_cast<int64_t>(items.size());
   shape.sequences = static_cast<int64_t>(batch.size());
 
   const int64_t rows = shape.rows;
   const auto bytes = [](int64_t count, size_t size) { return static_cast<size_t>(std::max<int64_t>(count, 1)) * size; };
   StepBuffers& b = buffers_;
-  DW_ASSIGN_OR_RETURN(b.ids, scratch(0, bytes(rows, 4), "token ids"));
-  DW_ASSIGN_OR_RETURN(b.positions, scratch(1, bytes(rows, 4), "positions"));
-  DW_ASSIGN_OR_RETURN(b.slots, scratch(2, bytes(rows, 4), "cache slots"));
-  DW_ASSIGN_OR_RETURN(b.tables, scratch(3, bytes(static_cast<int64_t>(tables.size()), 4), "block tables"));
-  DW_ASSIGN_OR_RETURN(b.items, scratch(4, bytes(shape.items, sizeof(cuda::AttentionWorkItem)), "attention plan"));
-  DW_ASSIGN_OR_RETURN(b.logit_rows, scratch(5, bytes(shape.selected_rows, 4), "logit rows"));
-  DW_ASSIGN_OR_RETURN(b.residual, scratch(6, bytes(rows * hidden, 4), "the residual stream"));
+  // The plan goes up in one copy from page-locked memory: ids, positions, slots, tables,
+  // attention items, logit rows. Its layout depends only on the step's shape.
+  std::vector<int32_t>& plan = plan_;
+  plan.clear();
+  const size_t ids_at = append_section(plan, ids);
+  const size_t positions_at = append_section(plan, positions);
+  const size_t slots_at = append_section(plan, slots);
+  const size_t tables_at = append_section(plan, tables);
+  const size_t items_at = append_section(plan, items);
+  const size_t logit_rows_at = append_section(plan, logit_rows);
+  const size_t plan_bytes = plan.size() * sizeof(int32_t);
+  if (pinned_plan_.bytes() < plan_bytes) {
+    DW_ASSIGN_OR_RETURN(pinned_plan_, cuda::PinnedBuffer::allocate(std::max(plan_bytes, 2 * pinned_plan_.bytes()),
+                                                                   "the step plan"));
+  }
+  std::memcpy(pinned_plan_.data(), plan.data(), plan_bytes);
+  DW_ASSIGN_OR_RETURN(void* plan_device, scratch(0, plan_bytes, "the step plan"));
+  auto* plan_base = static_cast<int32_t*>(plan_device);
+  b.ids = plan_base + ids_at;
+  b.positions = plan_base + positions_at;
+  b.slots = plan_base + slots_at;
+  b.tables = plan_base + tables_at;
+  b.items = plan_base + items_at;
+  b.logit_rows = plan_base + logit_rows_at;
+  DW_ASSIGN_OR_RETURN(b.residual[0], scratch(6, bytes(rows * hidden, 4), "the residual stream"));
+  DW_ASSIGN_OR_RETURN(b.residual[1], scratch(17, bytes(rows * hidden, 4), "the residual stream"));
+  DW_ASSIGN_OR_RETURN(b.tokens, scratch(18, bytes(shape.selected_rows, 4), "greedy tokens"));
   DW_ASSIGN_OR_RETURN(b.normed, scratch(7, bytes(rows * hidden, 2), "normed activations"));
   DW_ASSIGN_OR_RETURN(b.qkv, scratch(8, bytes(rows * qkv_dim, 2), "q/k/v"));
   DW_ASSIGN_OR_RETURN(b.attended, scratch(9, bytes(rows * q_dim, 2), "attention output"));
@@ -385,12 +441,9 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   DW_ASSIGN_OR_RETURN(b.selected, scratch(15, bytes(shape.selected_rows * hidden, 2), "selected rows"));
   DW_ASSIGN_OR_RETURN(b.logits, scratch(16, bytes(shape.selected_rows * vocab, 4), "logits"));
 
-  DW_TRY(enqueue_upload(b.ids, ids, stream));
-  DW_TRY(enqueue_upload(b.positions, positions, stream));
-  DW_TRY(enqueue_upload(b.slots, slots, stream));
-  DW_TRY(enqueue_upload(b.tables, tables, stream));
-  DW_TRY(enqueue_upload(b.items, items, stream));
-  DW_TRY(enqueue_upload(b.logit_rows, logit_rows, stream));
+  // The host waits for every step's end (the copy of its outputs), so the page-locked plan
+  // is not rewritten while this copy may still read it.
+  DW_CUDA_TRY(cudaMemcpyAsync(plan_device, pinned_plan_.data(), plan_bytes, cudaMemcpyHostToDevice, stream));
 
   // Decode and verification steps (few tokens per sequence) run as a CUDA graph, captured
   // once per shape and replayed while the shape repeats; prefill runs eagerly.
@@ -422,8 +475,52 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   } else {
     DW_TRY(enqueue_forward(shape));
   }
-  logits.resize(static_cast<size_t>(shape.selected_rows * vocab));
-  DW_TRY(cuda::copy_to_host(logits.data(), b.logits, logits.size() * sizeof(float), stream));
+  if (tokens != nullptr) {
+    tokens->resize(static_cast<size_t>(shape.selected_rows));
+    return cuda::copy_to_host(tokens->data(), b.tokens, tokens->size() * sizeof(int32_t), stream);
+  }
+  logits->resize(static_cast<size_t>(shape.selected_rows * vocab));
+  return cuda::copy_to_host(logits->data(), b.logits, logits->size() * sizeof(float), stream);
+}
+
+cuda::AttentionGeometry CudaDecoder::attention_geometry() const {
+  return cuda::AttentionGeometry{config_.num_heads,
+                                 config_.num_kv_heads,
+                                 config_.head_dim,
+                                 options_.kv_block_size,
+                                 table_stride_,
+                                 1.0f / std::sqrt(static_cast<float>(config_.head_dim)),
+                                 config_.sliding_window.value_or(0)};
+}
+
+Status CudaDecoder::linear(const cuda::LinearSource& source, int64_t rows, const bf16* w, const bf16* bias,
+                           int64_t in, int64_t out, cuda::GemvEpilogue epilogue, bf16* y,
+                           const cuda::RopeCacheWrite* rope) {
+  const cudaStream_t stream = stream_.get();
+  if (options_.fused_small_steps && cuda::gemv_supported(rows, in)) {
+    return cuda_status(cuda::gemv(source, rows, w, bias, in, out, epilogue, y, false, stream, rope), "gemv");
+  }
+  const bf16* x = source.x;
+  if (x == nullptr) {
+    auto* normed = static_cast<bf16*>(buffers_.normed);
+    DW_TRY(cuda_status(cuda::add_rms_norm_to(source.residual, source.delta, source.residual_out, source.norm_weight,
+                                             normed, rows, in, source.eps, stream),
+                       "add_rms_norm"));
+    x = normed;
+  }
+  if (epilogue == cuda::GemvEpilogue::kSwiglu) {
+    auto* gate_up = static_cast<bf16*>(buffers_.gate_up);
+    DW_TRY(gemm_.matmul(x, w, gate_up, false, rows, in, out, stream));
+    return cuda_status(cuda::swiglu(gate_up, y, rows, out / 2, stream), "swiglu");
+  }
+  DW_TRY(gemm_.matmul(x, w, y, false, rows, in, out, stream));
+  if (bias != nullptr) DW_TRY(cuda_status(cuda::add_bias(y, bias, rows, out, stream), "add_bias"));
+  if (epilogue == cuda::GemvEpilogue::kRopeWriteKv) {
+    return cuda_status(cuda::rope_and_write_kv(y, out, rows, rope->heads, rope->kv_heads, rope->head_dim,
+                                               rope->positions, rope->inv_freq, 0, rope->slots, rope->k_cache,
+                                               rope->v_cache, stream),
+                       "rope_and_write_kv");
+  }
   return {};
 }
 
@@ -437,68 +534,95 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
   const int64_t kv_dim = config_.num_kv_heads * head_dim;
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int64_t ffn = config_.intermediate_size;
-  auto* residual = static_cast<float*>(b.residual);
-  auto* normed = static_cast<bf16*>(b.normed);
+  const int64_t vocab = config_.vocab_size;
   auto* qkv = static_cast<bf16*>(b.qkv);
   auto* attended = static_cast<bf16*>(b.attended);
   auto* delta = static_cast<bf16*>(b.delta);
-  auto* gate_up = static_cast<bf16*>(b.gate_up);
   auto* activated = static_cast<bf16*>(b.activated);
+  auto* logits = static_cast<float*>(b.logits);
   const auto* positions = static_cast<const int32_t*>(b.positions);
+  const auto* logit_rows = static_cast<const int32_t*>(b.logit_rows);
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  const cuda::AttentionGeometry geometry{config_.num_heads, config_.num_kv_heads, head_dim, options_.kv_block_size,
-                                         table_stride_, 1.0f / std::sqrt(static_cast<float>(head_dim)),
-                                         config_.sliding_window.value_or(0)};
+  const cuda::AttentionGeometry geometry = attention_geometry();
 
-  DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<const int32_t*>(b.ids), residual,
+  // The residual stream moves between two buffers: a norm that adds a block's output reads
+  // one and writes the sum to the other, so that a fused gemv's blocks all read the old sum.
+  float* residual[2] = {static_cast<float*>(b.residual[0]), static_cast<float*>(b.residual[1])};
+  int current = 0;
+  const bf16* pending = nullptr;  // the last block's output, not yet added to the stream
+  const auto normed = [&](const DeviceBuffer& weight) {
+    cuda::LinearSource source;
+    source.residual = residual[current];
+    source.delta = pending;
+    source.norm_weight = weight.as<float>();
+    source.eps = eps;
+    if (pending != nullptr) {
+      source.residual_out = residual[current ^ 1];
+      current ^= 1;
+      pending = nullptr;
+    }
+    return source;
+  };
+  const auto given = [](const bf16* x) {
+    cuda::LinearSource source;
+    source.x = x;
+    return source;
+  };
+
+  DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<const int32_t*>(b.ids), residual[0],
                                             rows, hidden, stream),
                      "embedding_lookup"));
-  const bf16* pending_delta = nullptr;  // the previous block's output, added by the next norm
   for (Layer& layer : layers_) {
-    DW_TRY(cuda_status(cuda::add_rms_norm(residual, pending_delta, layer.input_norm.as<float>(), normed, rows, hidden,
-                                          eps, stream),
-                       "add_rms_norm"));
-    DW_TRY(gemm_.matmul(normed, layer.qkv_weight.as<bf16>(), qkv, false, rows, hidden, qkv_dim, stream));
-    if (layer.qkv_bias.data() != nullptr) {
-      DW_TRY(cuda_status(cuda::add_bias(qkv, layer.qkv_bias.as<bf16>(), rows, qkv_dim, stream), "add_bias"));
-    }
-    DW_TRY(cuda_status(cuda::apply_rope(qkv, qkv_dim, rows, config_.num_heads, head_dim, positions,
-                                        inv_freq_.as<float>(), 0, stream),
-                       "apply_rope"));
-    DW_TRY(cuda_status(cuda::apply_rope(qkv + q_dim, qkv_dim, rows, config_.num_kv_heads, head_dim, positions,
-                                        inv_freq_.as<float>(), 0, stream),
-                       "apply_rope"));
-    DW_TRY(cuda_status(cuda::write_kv_cache(qkv, qkv_dim, q_dim, q_dim + kv_dim, static_cast<const int32_t*>(b.slots),
-                                            rows, kv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(), stream),
-                       "write_kv_cache"));
+    const cuda::RopeCacheWrite rope{positions,
+                                    inv_freq_.as<float>(),
+                                    static_cast<const int32_t*>(b.slots),
+                                    layer.k_cache.as<bf16>(),
+                                    layer.v_cache.as<bf16>(),
+                                    config_.num_heads,
+                                    config_.num_kv_heads,
+                                    head_dim};
+    DW_TRY(linear(normed(layer.input_norm), rows, layer.qkv_weight.as<bf16>(), layer.qkv_bias.as<bf16>(), hidden,
+                  qkv_dim, cuda::GemvEpilogue::kRopeWriteKv, qkv, &rope));
     DW_TRY(cuda_status(cuda::attention_paged(qkv, qkv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(),
                                              static_cast<const int32_t*>(b.tables),
                                              static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items,
                                              shape.splits, rows, geometry, static_cast<float*>(b.partial),
                                              static_cast<float*>(b.stats), attended, stream),
                        "attention_paged"));
-    DW_TRY(gemm_.matmul(attended, layer.o_weight.as<bf16>(), delta, false, rows, q_dim, hidden, stream));
-    if (layer.o_bias.data() != nullptr) {
-      DW_TRY(cuda_status(cuda::add_bias(delta, layer.o_bias.as<bf16>(), rows, hidden, stream), "add_bias"));
-    }
-    DW_TRY(cuda_status(cuda::add_rms_norm(residual, delta, layer.post_norm.as<float>(), normed, rows, hidden, eps,
-                                          stream),
-                       "add_rms_norm"));
-    DW_TRY(gemm_.matmul(normed, layer.gate_up.as<bf16>(), gate_up, false, rows, hidden, 2 * ffn, stream));
-    DW_TRY(cuda_status(cuda::swiglu(gate_up, activated, rows, ffn, stream), "swiglu"));
-    DW_TRY(gemm_.matmul(activated, layer.down.as<bf16>(), delta, false, rows, ffn, hidden, stream));
-    pending_delta = delta;
+    DW_TRY(linear(given(attended), rows, layer.o_weight.as<bf16>(), layer.o_bias.as<bf16>(), q_dim, hidden,
+                  cuda::GemvEpilogue::kStore, delta));
+    pending = delta;
+    DW_TRY(linear(normed(layer.post_norm), rows, layer.gate_up.as<bf16>(), nullptr, hidden, 2 * ffn,
+                  cuda::GemvEpilogue::kSwiglu, activated));
+    DW_TRY(linear(given(activated), rows, layer.down.as<bf16>(), nullptr, ffn, hidden, cuda::GemvEpilogue::kStore,
+                  delta));
+    pending = delta;
   }
-  DW_TRY(cuda_status(cuda::add_rms_norm(residual, pending_delta, final_norm_.as<float>(), normed, rows, hidden, eps,
-                                        stream),
-                     "add_rms_norm"));
-  auto* selected = static_cast<bf16*>(b.selected);
-  DW_TRY(cuda_status(cuda::gather_rows(normed, static_cast<const int32_t*>(b.logit_rows), selected,
-                                       shape.selected_rows, hidden, stream),
-                     "gather_rows"));
+
+  // Final norm of the requested rows, LM head, and for greedy steps the argmax.
   const DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embedding_;
-  return gemm_.matmul(selected, head.as<bf16>(), b.logits, true, shape.selected_rows, hidden, config_.vocab_size,
-                      stream);
+  if (options_.fused_small_steps && cuda::gemv_supported(shape.selected_rows, hidden)) {
+    cuda::LinearSource source = normed(final_norm_);
+    source.residual_out = nullptr;  // nothing reads the stream after this
+    source.row_index = logit_rows;
+    DW_TRY(cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
+                                  cuda::GemvEpilogue::kStore, logits, true, stream),
+                       "gemv"));
+  } else {
+    auto* normed_rows = static_cast<bf16*>(b.normed);
+    auto* selected = static_cast<bf16*>(b.selected);
+    DW_TRY(cuda_status(cuda::add_rms_norm_to(residual[current], pending, nullptr, final_norm_.as<float>(), normed_rows,
+                                             rows, hidden, eps, stream),
+                       "add_rms_norm"));
+    DW_TRY(cuda_status(cuda::gather_rows(normed_rows, logit_rows, selected, shape.selected_rows, hidden, stream),
+                       "gather_rows"));
+    DW_TRY(gemm_.matmul(selected, head.as<bf16>(), logits, true, shape.selected_rows, hidden, vocab, stream));
+  }
+  if (shape.greedy) {
+    DW_TRY(cuda_status(cuda::argmax_rows(logits, static_cast<int32_t*>(b.tokens), shape.selected_rows, vocab, stream),
+                       "argmax_rows"));
+  }
+  return {};
 }
 
 }  // namespace draftwise

@@ -1,6 +1,6 @@
 // The decoder on one NVIDIA GPU: bf16 weights (checkpoint tensors are copied as stored and
-// dequantized to bf16 on the GPU at load; random weights are rounded on the host), bf16 activations with fp32 accumulation, an fp32 residual stream, fp32 norms and
-// logits, and a paged key/value cache allocated once. Same interface and semantics as the
+// dequantized to bf16 on the GPU at load), bf16 activations with fp32 accumulation, an fp32
+// residual stream, fp32 norms and logits, and a paged key/value cache allocated once. Same interface and semantics as the
 // CPU reference (target/decoder.h), against which every op and the whole model are tested.
 #pragma once
 
@@ -15,6 +15,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/ops.h"
 #include "target/checkpoint.h"
 #include "target/decoder.h"
 #include "target/model_weights.h"
@@ -27,6 +28,9 @@ struct CudaDecoderOptions {
   double kv_cache_memory_share = 0.5; // of the GPU memory free after the weights
   int64_t kv_block_size = 16;         // positions per cache block
   bool cuda_graphs = true;            // replay decode/verification steps as CUDA graphs
+  // Steps of up to 8 rows through the gemv kernels (norms fused into their input, SwiGLU
+  // into their output) instead of separate norm kernels and cuBLASLt.
+  bool fused_small_steps = true;
 };
 
 class CudaDecoder final : public Decoder {
@@ -36,6 +40,12 @@ class CudaDecoder final : public Decoder {
                                                        const CudaDecoderOptions& options);
   static Expected<std::unique_ptr<CudaDecoder>> load(const Checkpoint& checkpoint,
                                                      const CudaDecoderOptions& options);
+  // Random weights in the shape of `config`, drawn on the GPU (fast at any size): norm weights
+  // 1, every other value uniform with standard deviation 0.02, from a counter-based generator
+  // keyed by `seed` and the tensor's name. Same distribution as random_weight_loader, other
+  // values.
+  static Expected<std::unique_ptr<CudaDecoder>> create_random(const ModelConfig& config, uint64_t seed,
+                                                              const CudaDecoderOptions& options);
 
   const ModelConfig& config() const override { return config_; }
   int64_t context_length() const override { return context_length_; }
@@ -48,6 +58,11 @@ class CudaDecoder final : public Decoder {
   Status truncate_sequence(SequenceId sequence, int64_t length) override;
   // Also fails, changing nothing, when the cache has too few free blocks for the batch.
   Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) override;
+  // The argmax runs on the GPU, in the step's graph; only the token ids come back.
+  Status forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) override;
+
+  // The stream every step runs on (for timing with CUDA events).
+  cudaStream_t stream() const { return stream_.get(); }
 
   int64_t total_cache_blocks() const { return num_blocks_; }
   int64_t free_cache_blocks() const { return static_cast<int64_t>(free_blocks_.size()); }
@@ -77,9 +92,10 @@ class CudaDecoder final : public Decoder {
     int64_t items = 0;
     int64_t sequences = 0;
     int splits = 1;
+    bool greedy = false;  // ends with the argmax of the logits
     bool operator<(const StepShape& other) const {
-      return std::tie(rows, selected_rows, items, sequences, splits) <
-             std::tie(other.rows, other.selected_rows, other.items, other.sequences, other.splits);
+      return std::tie(rows, selected_rows, items, sequences, splits, greedy) <
+             std::tie(other.rows, other.selected_rows, other.items, other.sequences, other.splits, other.greedy);
     }
   };
   // Device pointers of one step (scratch buffers).
@@ -90,7 +106,7 @@ class CudaDecoder final : public Decoder {
     void* tables = nullptr;      // [sequences, table_stride] int32
     void* items = nullptr;       // [items] AttentionWorkItem
     void* logit_rows = nullptr;  // [selected_rows] int32
-    void* residual = nullptr;    // [rows, hidden] fp32
+    void* residual[2] = {};      // [rows, hidden] fp32 each: the stream moves between them
     void* normed = nullptr;      // [rows, hidden] bf16
     void* qkv = nullptr;         // [rows, q_dim + 2·kv_dim] bf16
     void* attended = nullptr;    // [rows, q_dim] bf16
@@ -101,6 +117,7 @@ class CudaDecoder final : public Decoder {
     void* stats = nullptr;       // [splits, rows, heads, 2] fp32
     void* selected = nullptr;    // [selected_rows, hidden] bf16
     void* logits = nullptr;      // [selected_rows, vocab] fp32
+    void* tokens = nullptr;      // [selected_rows] int32 (greedy steps)
   };
   struct GraphExec {
     cudaGraphExec_t exec = nullptr;
@@ -121,11 +138,21 @@ class CudaDecoder final : public Decoder {
                                                             const WeightLoader& host_f32,
                                                             const DeviceWeightWriter& write_bf16,
                                                             const CudaDecoderOptions& options);
+  cuda::AttentionGeometry attention_geometry() const;
   // Every kernel of one forward step on the stream, nothing else (graph-capturable).
   Status enqueue_forward(const StepShape& shape);
   Status load_weights(const WeightLoader& host_f32, const DeviceWeightWriter& write_bf16);
   Status allocate_cache();
-  Status run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits);
+  // One step; exactly one of logits (all requested rows) and tokens (their argmax) is set.
+  Status forward_step(std::span<const ForwardRequest> batch, std::vector<float>* logits,
+                      std::vector<int32_t>* tokens);
+  Status run_batch(std::span<const ForwardRequest> batch, std::vector<float>* logits, std::vector<int32_t>* tokens);
+  // y = x · wᵀ (+ bias) for one linear layer of a step, x being `source` (given rows, or the
+  // RMS-normed residual): gemv for small steps, else a norm kernel and cuBLASLt.
+  // kRopeWriteKv also rotates q and k and writes k and v to the cache (`rope`).
+  Status linear(const cuda::LinearSource& source, int64_t rows, const cuda::bf16* w, const cuda::bf16* bias,
+                int64_t in, int64_t out, cuda::GemvEpilogue epilogue, cuda::bf16* y,
+                const cuda::RopeCacheWrite* rope = nullptr);
   // A scratch buffer of at least `bytes`, grown when needed.
   Expected<void*> scratch(size_t index, size_t bytes, const char* what);
 
@@ -146,7 +173,10 @@ class CudaDecoder final : public Decoder {
   std::vector<cuda::DeviceBuffer> scratch_;
   uint64_t scratch_generation_ = 0;
   int64_t table_stride_ = 0;  // block-table row length: the blocks of a full context
+  int multiprocessors_ = 1;
   StepBuffers buffers_;
+  std::vector<int32_t> plan_;          // a step's host-side plan, reused
+  cuda::PinnedBuffer pinned_plan_;     // its page-locked copy
   std::map<StepShape, GraphExec> graphs_;
   uint64_t graphs_generation_ = 0;
 };

@@ -36,4 +36,24 @@ Status check_forward_batch(std::span<const ForwardRequest> batch, int64_t contex
   return {};
 }
 
+std::vector<int32_t> argmax_rows(std::span<const float> logits, int64_t vocab) {
+  std::vector<int32_t> best;
+  if (vocab <= 0) return best;
+  for (size_t start = 0; start + static_cast<size_t>(vocab) <= logits.size(); start += static_cast<size_t>(vocab)) {
+    int64_t index = 0;
+    for (int64_t i = 1; i < vocab; ++i) {
+      if (logits[start + static_cast<size_t>(i)] > logits[start + static_cast<size_t>(index)]) index = i;
+    }
+    best.push_back(static_cast<int32_t>(index));
+  }
+  return best;
+}
+
+Status Decoder::forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) {
+  std::vector<float> logits;
+  DW_TRY(forward(batch, logits));
+  tokens = argmax_rows(logits, config().vocab_size);
+  return {};
+}
+
 }  // namespace draftwise

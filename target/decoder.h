@@ -47,7 +47,15 @@ class Decoder {
   // batch is checked first (known, distinct sequences; token ids below the vocabulary size;
   // room in the context; valid logit rows): on error nothing changes.
   virtual Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) = 0;
+
+  // forward(), keeping only the index of the largest logit of each requested row (the lowest
+  // index among ties): greedy decoding. `tokens` is resized to [Σ logit_rows]. Backends that
+  // can pick the tokens where the logits are (the GPU) override this.
+  virtual Status forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens);
 };
+
+// The index of the largest value of each `vocab`-long row of `logits`, the lowest among ties.
+std::vector<int32_t> argmax_rows(std::span<const float> logits, int64_t vocab);
 
 // The checks every Decoder::forward makes before touching state: known, distinct
 // sequences (length_of returns -1 for unknown ones), at least one token each, token ids in

@@ -1,6 +1,5 @@
 #include "target/random_weights.h"
 
-#include <cmath>
 #include <string_view>
 
 #include "kernels/random.h"
@@ -17,6 +16,8 @@ uint64_t name_hash(std::string_view name) {
 
 }  // namespace
 
+uint64_t random_weight_stream(uint64_t seed, std::string_view tensor_name) { return seed ^ name_hash(tensor_name); }
+
 WeightLoader random_weight_loader(uint64_t seed) {
   return [seed](const DecoderTensorSpec& spec) -> Expected<std::vector<float>> {
     int64_t count = 1;
@@ -24,9 +25,8 @@ WeightLoader random_weight_loader(uint64_t seed) {
     const bool is_norm = spec.name.ends_with("norm.weight");
     std::vector<float> values(static_cast<size_t>(count), 1.0f);
     if (is_norm) return values;
-    const double half_width = 0.02 * std::sqrt(3.0);
-    Rng rng(seed ^ name_hash(spec.name));
-    for (float& value : values) value = static_cast<float>((2.0 * rng.uniform() - 1.0) * half_width);
+    Rng rng(random_weight_stream(seed, spec.name));
+    for (float& value : values) value = static_cast<float>((2.0 * rng.uniform() - 1.0) * kRandomWeightHalfWidth);
     return values;
   };
 }

@@ -13,6 +13,7 @@ namespace draftwise {
 
 int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
+int run_perf(const std::vector<std::string>& args);
 int run_version(const std::vector<std::string>& args);
 
 // What `draftwise inspect --json` prints for the model at `path`.

@@ -24,6 +24,8 @@ constexpr Command kCommands[] = {
      "complete one prompt, streaming the text; token counts and speed at the end"},
     {"inspect", draftwise::run_inspect,
      "what is inside a model file: architecture, tensors, tokenizer, chat template"},
+    {"perf", draftwise::run_perf,
+     "decode and prefill speed on a GPU against its measured bandwidth and GEMM rate"},
     {"version", draftwise::run_version, "build information and the CUDA devices visible"},
 };
 

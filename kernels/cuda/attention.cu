@@ -1,6 +1,16 @@
-// Paged attention (prefill, decode, verification) with online softmax.
+// Paged attention (prefill, decode, verification) with online softmax, on two kernels.
 //
-// Grid: (work item, query head). Block: kAttentionQueryTile warps, one query token each.
+// attention_mma_kernel (head_dim a multiple of 8, at most 128): grid (work item, kv head),
+// 4 warps. The block's rows are the (query token, query head) pairs of one kv head's group,
+// at most 64; warp w owns rows 16w..16w+15, and its Q fragments stay in registers. Keys and
+// values come in tiles of 64 positions, gathered from the paged cache by 16-byte cp.async
+// into one of two shared-memory stages while the other is computed on. S = Q·Kᵀ and O += P·V
+// are mma.sync m16n8k16 (bf16 in, fp32 accumulate), fed by ldmatrix (.trans for V); the
+// online softmax runs on the S fragments in the exp2 domain, each row's max and sum shared
+// by the 4 lanes that hold it. Positions past a query's own (causal), outside its window or
+// outside the slice are masked to -inf.
+//
+// attention_kernel (any head_dim up to 256): grid (work item, query head). Block: kAttentionQueryTile warps, one query token each.
 // The block walks its key range in tiles of 32 positions: the tile's keys and values are
 // gathered from the paged cache into shared memory once and shared by the block's queries
 // (the "tiled" part); each warp scores the 32 keys (one per lane), updates its running max
@@ -13,6 +23,8 @@
 #include "kernels/cuda/attention.h"
 
 #include <algorithm>
+
+#include "kernels/cuda/launch.cuh"
 
 namespace draftwise::cuda {
 
@@ -39,6 +51,8 @@ __device__ KeyRange slice_range(int64_t last_position, int split, int splits) {
 __global__ void write_kv_kernel(const bf16* qkv, int64_t row_stride, int64_t k_offset,
                                 int64_t v_offset, const int32_t* slots, int64_t tokens,
                                 int64_t kv_dim, bf16* k_cache, bf16* v_cache) {
+  wait_for_prior_grid();
+  release_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < tokens * kv_dim;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = i / kv_dim;
@@ -57,6 +71,8 @@ __global__ void attention_kernel(const bf16* q, int64_t q_row_stride, const bf16
   __shared__ float query_tile[kAttentionQueryTile][kMaxHeadDim];
   __shared__ bf16 key_tile[kKeyTile][kKeyStride];
   __shared__ bf16 value_tile[kKeyTile][kMaxHeadDim];
+  wait_for_prior_grid();
+  release_next_grid();
 
   const AttentionWorkItem item = items[blockIdx.x];
   const int64_t head = blockIdx.y;
@@ -157,6 +173,8 @@ __global__ void attention_kernel(const bf16* q, int64_t q_row_stride, const bf16
 // One block of 32·k threads per (query row, head): merges the slices.
 __global__ void combine_kernel(const float* partial_out, const float* partial_stats, int splits,
                                int64_t query_rows, int64_t num_heads, int64_t head_dim, bf16* out) {
+  wait_for_prior_grid();
+  release_next_grid();
   const int64_t row_head = blockIdx.x;
   float overall_max = -INFINITY;
   for (int s = 0; s < splits; ++s) {
@@ -177,16 +195,313 @@ __global__ void combine_kernel(const float* partial_out, const float* partial_st
   }
 }
 
+
+// ---- tensor-core kernel ----
+
+constexpr int kMmaKeys = 64;   // keys per tile
+constexpr int kMmaRows = 64;   // (token, head) rows per block
+constexpr int kMmaThreads = 128;
+
+template <int D>
+constexpr size_t mma_shared_bytes() {
+  return 2 * 2 * static_cast<size_t>(kMmaKeys) * (D + 8) * sizeof(bf16);  // 2 stages × (K, V)
+}
+
+__device__ __forceinline__ void cp_async_16(void* shared, const void* global, bool valid) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  const int source_bytes = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(address), "l"(global), "r"(source_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* shared) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* shared) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// c += a · b for a 16×16 A (row-major fragments) and a 16×8 B (column-major fragments).
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float low, float high) {
+  const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
+  return *reinterpret_cast<const uint32_t*>(&pair);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
+    const bf16* q, int64_t q_row_stride, const bf16* k_cache, const bf16* v_cache, const int32_t* block_tables,
+    const AttentionWorkItem* items, int splits, int64_t query_rows, AttentionGeometry g, float* partial_out,
+    float* partial_stats, bf16* out) {
+  constexpr int kStride = D + 8;  // padded rows: ldmatrix reads 8 rows on distinct banks
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  bf16* shared = reinterpret_cast<bf16*>(shared_raw);
+  wait_for_prior_grid();
+  release_next_grid();
+
+  const AttentionWorkItem item = items[blockIdx.x];
+  const int kv_head = blockIdx.y;
+  const int group = static_cast<int>(g.num_heads / g.num_kv_heads);
+  const int head_dim = static_cast<int>(g.head_dim);
+  const int64_t kv_dim = g.num_kv_heads * g.head_dim;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int quad_row = lane / 4;  // the fragment row (and +8) this lane holds
+  const int quad_col = lane % 4;
+
+  // This lane's two rows: (token, head) pairs of the group, or padding.
+  int64_t row_query[2];
+  int row_head[2];
+  bool row_valid[2];
+  int64_t row_position[2];
+  int64_t row_lowest[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = 16 * warp + quad_row + 8 * i;
+    const int token = r / group;
+    row_valid[i] = token < item.query_count;
+    row_query[i] = item.first_query + token;
+    row_head[i] = kv_head * group + r % group;
+    row_position[i] = row_valid[i] ? item.first_position + token : -1;  // -1 masks every key
+    row_lowest[i] = g.window > 0 && row_position[i] - g.window + 1 > 0 ? row_position[i] - g.window + 1 : 0;
+  }
+  const bool warp_active = 16 * warp < item.query_count * group;
+
+  // Q fragments (A operand, 16 rows × D), zero past head_dim and on padding rows.
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int col = 16 * kk + 8 * h + 2 * quad_col;
+        uint32_t value = 0;
+        if (row_valid[i] && col < head_dim) {
+          value = *reinterpret_cast<const uint32_t*>(q + row_query[i] * q_row_stride + row_head[i] * head_dim + col);
+        }
+        qf[kk][i + 2 * h] = value;
+      }
+    }
+  }
+
+  // This item's slice of the keys, in whole tiles.
+  const int64_t length = item.first_position + item.query_count;
+  int64_t chunk = (length + splits - 1) / splits;
+  chunk = (chunk + kMmaKeys - 1) / kMmaKeys * kMmaKeys;
+  int64_t begin = static_cast<int64_t>(item.split) * chunk;
+  const int64_t end = begin + chunk < length ? begin + chunk : length;
+  if (g.window > 0 && item.first_position - g.window + 1 > begin) begin = item.first_position - g.window + 1;
+  const int tiles = begin < end ? static_cast<int>((end - begin + kMmaKeys - 1) / kMmaKeys) : 0;
+
+  // Columns past head_dim are never loaded: zero them once in both stages.
+  if (head_dim < D) {
+    const int pad = D - head_dim;
+    for (int index = threadIdx.x; index < 4 * kMmaKeys * pad; index += kMmaThreads) {
+      shared[(index / pad) * kStride + head_dim + index % pad] = __float2bfloat16(0.0f);
+    }
+  }
+
+  const int32_t* table = block_tables + static_cast<int64_t>(item.sequence) * g.max_blocks_per_sequence;
+  const int chunks_per_key = head_dim / 8;
+  const auto load_tile = [&](int tile, int stage) {
+    bf16* keys = shared + stage * 2 * kMmaKeys * kStride;
+    bf16* values = keys + kMmaKeys * kStride;
+    const int64_t start = begin + static_cast<int64_t>(tile) * kMmaKeys;
+    for (int index = threadIdx.x; index < kMmaKeys * chunks_per_key; index += kMmaThreads) {
+      const int j = index / chunks_per_key;
+      const int c = index % chunks_per_key;
+      const int64_t position = start + j;
+      const bool valid = position < end;
+      const int64_t slot =
+          valid ? static_cast<int64_t>(table[position / g.block_size]) * g.block_size + position % g.block_size : 0;
+      const int64_t offset = slot * kv_dim + static_cast<int64_t>(kv_head) * head_dim + 8 * c;
+      cp_async_16(keys + j * kStride + 8 * c, k_cache + offset, valid);
+      cp_async_16(values + j * kStride + 8 * c, v_cache + offset, valid);
+    }
+  };
+
+  const float scale = g.scale * 1.4426950408889634f;  // scores in the exp2 domain
+  float running_max[2] = {-INFINITY, -INFINITY};
+  float running_sum[2] = {0.0f, 0.0f};  // this lane's share; summed over the quad at the end
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+  if (tiles > 0) load_tile(0, 0);
+  cp_async_commit();
+  for (int tile = 0; tile < tiles; ++tile) {
+    if (tile + 1 < tiles) load_tile(tile + 1, (tile + 1) & 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    if (warp_active) {
+      const bf16* keys = shared + (tile & 1) * 2 * kMmaKeys * kStride;
+      const bf16* values = keys + kMmaKeys * kStride;
+      const int matrix = lane / 8;  // which of ldmatrix's four 8×8 matrices this lane addresses
+      float s[kMmaKeys / 8][4];
+#pragma unroll
+      for (int j = 0; j < kMmaKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        if (16 * kk >= head_dim) continue;
+#pragma unroll
+        for (int jp = 0; jp < kMmaKeys / 16; ++jp) {
+          uint32_t b[4];
+          ldmatrix_x4(b, keys + (16 * jp + (matrix >> 1) * 8 + lane % 8) * kStride + 16 * kk + (matrix & 1) * 8);
+          mma_bf16(s[2 * jp], qf[kk], b[0], b[1]);
+          mma_bf16(s[2 * jp + 1], qf[kk], b[2], b[3]);
+        }
+      }
+      const int64_t start = begin + static_cast<int64_t>(tile) * kMmaKeys;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < kMmaKeys / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t key = start + 8 * j + 2 * quad_col + e;
+            const bool allowed = key < end && key <= row_position[i] && key >= row_lowest[i];
+            const float value = allowed ? s[j][2 * i + e] * scale : -INFINITY;
+            s[j][2 * i + e] = value;
+            tile_max = fmaxf(tile_max, value);
+          }
+        }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float new_max = fmaxf(running_max[i], tile_max);
+        const float base = new_max == -INFINITY ? 0.0f : new_max;  // nothing visible yet: all weights 0
+        const float correction = exp2f(running_max[i] - base);
+        running_max[i] = new_max;
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kMmaKeys / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float p = exp2f(s[j][2 * i + e] - base);
+            s[j][2 * i + e] = p;
+            sum += p;
+          }
+        }
+        running_sum[i] = running_sum[i] * correction + sum;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+          o[n][2 * i] *= correction;
+          o[n][2 * i + 1] *= correction;
+        }
+      }
+#pragma unroll
+      for (int ks = 0; ks < kMmaKeys / 16; ++ks) {
+        const uint32_t a[4] = {pack_bf16(s[2 * ks][0], s[2 * ks][1]), pack_bf16(s[2 * ks][2], s[2 * ks][3]),
+                               pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                               pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+#pragma unroll
+        for (int np = 0; np < D / 16; ++np) {
+          if (16 * np >= head_dim) continue;
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, values + (16 * ks + (matrix & 1) * 8 + lane % 8) * kStride + 16 * np + (matrix >> 1) * 8);
+          mma_bf16(o[2 * np], a, b[0], b[1]);
+          mma_bf16(o[2 * np + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // this stage is refilled two tiles on
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    running_sum[i] += __shfl_xor_sync(0xffffffffu, running_sum[i], 1);
+    running_sum[i] += __shfl_xor_sync(0xffffffffu, running_sum[i], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (!row_valid[i]) continue;
+    if (splits == 1) {
+      const float inverse = running_sum[i] > 0.0f ? 1.0f / running_sum[i] : 0.0f;
+      bf16* destination = out + (row_query[i] * g.num_heads + row_head[i]) * head_dim;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        const int col = 8 * n + 2 * quad_col;
+        if (col < head_dim) {
+          *reinterpret_cast<__nv_bfloat162*>(destination + col) =
+              __floats2bfloat162_rn(o[n][2 * i] * inverse, o[n][2 * i + 1] * inverse);
+        }
+      }
+      continue;
+    }
+    const int64_t partial = (static_cast<int64_t>(item.split) * query_rows + row_query[i]) * g.num_heads + row_head[i];
+    float* destination = partial_out + partial * head_dim;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      const int col = 8 * n + 2 * quad_col;
+      if (col < head_dim) *reinterpret_cast<float2*>(destination + col) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
+    }
+    if (quad_col == 0) {
+      // The combine kernel works in natural-log units.
+      partial_stats[partial * 2] = running_max[i] == -INFINITY ? -INFINITY : running_max[i] * 0.6931471805599453f;
+      partial_stats[partial * 2 + 1] = running_sum[i];
+    }
+  }
+}
+
+template <int D>
+cudaError_t launch_mma(const bf16* q, int64_t q_row_stride, const bf16* k_cache, const bf16* v_cache,
+                       const int32_t* block_tables, const AttentionWorkItem* items, int64_t item_count, int splits,
+                       int64_t query_rows, const AttentionGeometry& geometry, float* partial_out,
+                       float* partial_stats, bf16* out, cudaStream_t stream) {
+  constexpr size_t shared = mma_shared_bytes<D>();
+  if (shared > 48 * 1024) {
+    if (const cudaError_t set = cudaFuncSetAttribute(attention_mma_kernel<D>,
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+        set != cudaSuccess) {
+      return set;
+    }
+  }
+  const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_kv_heads));
+  return launch(attention_mma_kernel<D>, grid, dim3(kMmaThreads), shared, stream, q, q_row_stride, k_cache,
+                v_cache, block_tables, items, splits, query_rows, geometry, partial_out, partial_stats, out);
+}
+
 }  // namespace
+
+bool attention_uses_tensor_cores(const AttentionGeometry& geometry) {
+  return geometry.head_dim > 0 && geometry.head_dim % 8 == 0 && geometry.head_dim <= 128 &&
+         geometry.num_kv_heads > 0 && geometry.num_heads % geometry.num_kv_heads == 0 &&
+         geometry.num_heads / geometry.num_kv_heads <= kMmaRows;
+}
+
+int attention_query_tile(const AttentionGeometry& geometry) {
+  if (!attention_uses_tensor_cores(geometry)) return kAttentionQueryTile;
+  return static_cast<int>(kMmaRows / (geometry.num_heads / geometry.num_kv_heads));
+}
 
 std::vector<AttentionWorkItem> plan_attention(const std::vector<int32_t>& new_tokens,
                                               const std::vector<int32_t>& start_positions,
-                                              int splits) {
+                                              int splits, int query_tile) {
   std::vector<AttentionWorkItem> items;
   int32_t first_query = 0;
   for (size_t s = 0; s < new_tokens.size(); ++s) {
-    for (int32_t t = 0; t < new_tokens[s]; t += kAttentionQueryTile) {
-      const int32_t count = std::min(kAttentionQueryTile, new_tokens[s] - t);
+    for (int32_t t = 0; t < new_tokens[s]; t += query_tile) {
+      const int32_t count = std::min(query_tile, new_tokens[s] - t);
       for (int split = 0; split < splits; ++split) {
         items.push_back({static_cast<int32_t>(s), first_query + t, count, start_positions[s] + t, split});
       }
@@ -201,9 +516,8 @@ cudaError_t write_kv_cache(const bf16* qkv, int64_t row_stride, int64_t k_offset
                            bf16* v_cache, cudaStream_t stream) {
   if (tokens * kv_dim == 0) return cudaSuccess;
   const int64_t blocks = std::min<int64_t>((tokens * kv_dim + 255) / 256, 65535);
-  write_kv_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(qkv, row_stride, k_offset, v_offset,
-                                                                     slots, tokens, kv_dim, k_cache, v_cache);
-  return cudaGetLastError();
+  return launch(write_kv_kernel, dim3(static_cast<unsigned>(blocks)), dim3(256), 0, stream, qkv, row_stride,
+                k_offset, v_offset, slots, tokens, kv_dim, k_cache, v_cache);
 }
 
 cudaError_t attention_paged(const bf16* q, int64_t q_row_stride, const bf16* k_cache,
@@ -214,16 +528,21 @@ cudaError_t attention_paged(const bf16* q, int64_t q_row_stride, const bf16* k_c
                             cudaStream_t stream) {
   if (item_count == 0) return cudaSuccess;
   if (geometry.head_dim > kMaxHeadDim || geometry.head_dim <= 0) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_heads));
-  attention_kernel<<<grid, kAttentionQueryTile * 32, 0, stream>>>(
-      q, q_row_stride, k_cache, v_cache, block_tables, items, splits, query_rows, geometry,
-      partial_out, partial_stats, out);
-  if (const cudaError_t launched = cudaGetLastError(); launched != cudaSuccess || splits == 1) {
-    return launched;
+  cudaError_t launched = cudaSuccess;
+  if (attention_uses_tensor_cores(geometry)) {
+    launched = geometry.head_dim <= 64
+                   ? launch_mma<64>(q, q_row_stride, k_cache, v_cache, block_tables, items, item_count, splits,
+                                    query_rows, geometry, partial_out, partial_stats, out, stream)
+                   : launch_mma<128>(q, q_row_stride, k_cache, v_cache, block_tables, items, item_count, splits,
+                                     query_rows, geometry, partial_out, partial_stats, out, stream);
+  } else {
+    const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_heads));
+    launched = launch(attention_kernel, grid, dim3(kAttentionQueryTile * 32), 0, stream, q, q_row_stride, k_cache,
+                      v_cache, block_tables, items, splits, query_rows, geometry, partial_out, partial_stats, out);
   }
-  combine_kernel<<<static_cast<unsigned>(query_rows * geometry.num_heads), 64, 0, stream>>>(
-      partial_out, partial_stats, splits, query_rows, geometry.num_heads, geometry.head_dim, out);
-  return cudaGetLastError();
+  if (launched != cudaSuccess || splits == 1) return launched;
+  return launch(combine_kernel, dim3(static_cast<unsigned>(query_rows * geometry.num_heads)), dim3(64), 0, stream,
+                partial_out, partial_stats, splits, query_rows, geometry.num_heads, geometry.head_dim, out);
 }
 
 }  // namespace draftwise::cuda

@@ -26,8 +26,9 @@ struct AttentionGeometry {
   int64_t window = 0;       // sliding window; 0 = whole prefix
 };
 
-// One unit of work: a tile of up to kAttentionQueryTile consecutive query tokens of one
-// sequence, over one slice of its keys.
+// One unit of work: a tile of up to attention_query_tile(geometry) consecutive query tokens
+// of one sequence, over one slice of its keys. kAttentionQueryTile bounds the tile of every
+// kernel for steps that count as small (decode, verification).
 inline constexpr int kAttentionQueryTile = 8;
 struct AttentionWorkItem {
   int32_t sequence;       // row of the block table
@@ -37,12 +38,23 @@ struct AttentionWorkItem {
   int32_t split;          // which slice of the keys [0, splits)
 };
 
+// Two kernels share the work items. Head dimensions that are multiples of 8 up to 128 run on
+// the tensor cores (mma.sync, bf16 in, fp32 accumulation): a thread block takes the query
+// heads of one key/value head for a tile of query tokens, 64 rows of (token, head) in all,
+// and streams the keys and values in tiles of 64 positions through a double-buffered
+// shared-memory pipeline (cp.async). Other head dimensions (up to 256) run on a CUDA-core
+// kernel with tiles of kAttentionQueryTile tokens.
+bool attention_uses_tensor_cores(const AttentionGeometry& geometry);
+// Query tokens per work item for `geometry`.
+int attention_query_tile(const AttentionGeometry& geometry);
+
 // The work items for sequences with `new_tokens[s]` new tokens at positions starting at
-// `start_positions[s]`, query rows laid out sequence after sequence. `splits` > 1 divides
-// every query's keys into that many slices (flash-decoding), merged by attention_combine.
+// `start_positions[s]`, query rows laid out sequence after sequence, `query_tile` tokens per
+// item at most. `splits` > 1 divides every query's keys into that many slices
+// (flash-decoding), merged in attention_paged by a combine kernel.
 std::vector<AttentionWorkItem> plan_attention(const std::vector<int32_t>& new_tokens,
                                               const std::vector<int32_t>& start_positions,
-                                              int splits);
+                                              int splits, int query_tile);
 
 // Writes new keys and values into their cache slots.
 //   qkv:       [tokens, row_stride] bf16; k at column k_offset, v at v_offset, [kv_heads, head_dim] each

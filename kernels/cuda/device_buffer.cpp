@@ -39,6 +39,31 @@ Expected<DeviceBuffer> DeviceBuffer::allocate(size_t bytes, const std::string& w
   return buffer;
 }
 
+PinnedBuffer::~PinnedBuffer() {
+  if (data_ != nullptr) cudaFreeHost(data_);
+}
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) cudaFreeHost(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+Expected<PinnedBuffer> PinnedBuffer::allocate(size_t bytes, const std::string& what) {
+  PinnedBuffer buffer;
+  if (bytes == 0) return buffer;
+  if (const cudaError_t result = cudaMallocHost(&buffer.data_, bytes); result != cudaSuccess) {
+    cudaGetLastError();
+    return make_error("cannot allocate {:.1f} MiB of page-locked host memory for {}: {}",
+                      static_cast<double>(bytes) / kMiB, what, cudaGetErrorString(result));
+  }
+  buffer.bytes_ = bytes;
+  return buffer;
+}
+
 Status copy_to_device(void* device, const void* host, size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return {};
   DW_CUDA_TRY(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));

@@ -1,6 +1,6 @@
 // Elementwise and gather kernels: SwiGLU, embedding lookup, row gather, bias add, fp32/bf16
 // conversion. One thread per output element, grid-stride loops, 256 threads per block.
-#include "kernels/cuda/ops.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace draftwise::cuda {
 
@@ -26,6 +26,8 @@ __global__ void swiglu_kernel(const bf16* gate_up, bf16* out, int64_t rows, int6
 
 __global__ void embedding_kernel(const bf16* table, const int32_t* ids, float* out, int64_t rows,
                                  int64_t hidden) {
+  wait_for_prior_grid();
+  release_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * hidden;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = __bfloat162float(table[static_cast<int64_t>(ids[i / hidden]) * hidden + i % hidden]);
@@ -41,9 +43,23 @@ __global__ void add_bias_kernel(bf16* y, const bf16* bias, int64_t rows, int64_t
 
 __global__ void gather_rows_kernel(const bf16* x, const int32_t* rows, bf16* out, int64_t count,
                                    int64_t dim) {
+  wait_for_prior_grid();
+  release_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count * dim;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = x[static_cast<int64_t>(rows[i / dim]) * dim + i % dim];
+  }
+}
+
+__global__ void fill_uniform_kernel(bf16* out, int64_t count, uint64_t seed, float half_width) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float unit = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    out[i] = __float2bfloat16((2.0f * unit - 1.0f) * half_width);
   }
 }
 
@@ -72,8 +88,8 @@ cudaError_t swiglu(const bf16* gate_up, bf16* out, int64_t rows, int64_t ffn, cu
 cudaError_t embedding_lookup(const bf16* table, const int32_t* ids, float* out, int64_t rows,
                              int64_t hidden, cudaStream_t stream) {
   if (rows * hidden == 0) return cudaSuccess;
-  embedding_kernel<<<blocks_for(rows * hidden), kThreads, 0, stream>>>(table, ids, out, rows, hidden);
-  return cudaGetLastError();
+  return launch(embedding_kernel, dim3(blocks_for(rows * hidden)), dim3(kThreads), 0, stream, table, ids, out, rows,
+                hidden);
 }
 
 cudaError_t add_bias(bf16* y, const bf16* bias, int64_t rows, int64_t out, cudaStream_t stream) {
@@ -85,7 +101,13 @@ cudaError_t add_bias(bf16* y, const bf16* bias, int64_t rows, int64_t out, cudaS
 cudaError_t gather_rows(const bf16* x, const int32_t* rows, bf16* out, int64_t count, int64_t dim,
                         cudaStream_t stream) {
   if (count * dim == 0) return cudaSuccess;
-  gather_rows_kernel<<<blocks_for(count * dim), kThreads, 0, stream>>>(x, rows, out, count, dim);
+  return launch(gather_rows_kernel, dim3(blocks_for(count * dim)), dim3(kThreads), 0, stream, x, rows, out, count,
+                dim);
+}
+
+cudaError_t fill_uniform_bf16(bf16* out, int64_t count, uint64_t seed, float half_width, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  fill_uniform_kernel<<<blocks_for(count), kThreads, 0, stream>>>(out, count, seed, half_width);
   return cudaGetLastError();
 }
 

@@ -16,11 +16,61 @@ namespace draftwise::cuda {
 
 using bf16 = __nv_bfloat16;
 
+// Whether kernels are launched with programmatic dependent launch (kernels/cuda/launch.cuh);
+// on by default. Process-wide; for comparing the two in one run.
+bool programmatic_launch_enabled();
+void set_programmatic_launch(bool enabled);
+
 // residual += delta (when delta is not null); out = residual / sqrt(mean(residual²) + eps) · weight
 //   residual: [rows, dim] fp32, updated in place     delta: [rows, dim] bf16 or nullptr
 //   weight:   [dim] fp32                              out:   [rows, dim] bf16
 cudaError_t add_rms_norm(float* residual, const bf16* delta, const float* weight, bf16* out,
                          int64_t rows, int64_t dim, float eps, cudaStream_t stream);
+// The same with the sum written elsewhere: residual_out = residual + delta (residual_out may
+// be residual itself, or nullptr to keep the sum to this call).
+cudaError_t add_rms_norm_to(const float* residual, const bf16* delta, float* residual_out,
+                            const float* weight, bf16* out, int64_t rows, int64_t dim, float eps,
+                            cudaStream_t stream);
+
+// The input of a small-batch linear layer (gemv): bf16 rows as they are, or RMS-normed rows
+// of the fp32 residual stream, computed inside the layer's kernel.
+struct LinearSource {
+  const bf16* x = nullptr;            // [rows, in] bf16; when null, the normed residual:
+  const float* residual = nullptr;    // [*, in] fp32
+  const bf16* delta = nullptr;        // [*, in] bf16 added to the residual first, or nullptr
+  float* residual_out = nullptr;      // residual + delta is stored here (never the residual itself), or nullptr
+  const float* norm_weight = nullptr; // [in] fp32
+  const int32_t* row_index = nullptr; // [rows] residual rows to take, or nullptr for 0..rows-1
+  float eps = 0.0f;
+};
+enum class GemvEpilogue {
+  kStore,        // y[r, o] = x[r] · w[o] (+ bias[o])
+  kSwiglu,       // w holds gate rows then up rows (2·ffn); y[r, i] = silu(x·gate_i) · (x·up_i)
+  kRopeWriteKv,  // y is a qkv row: kStore, then rope_and_write_kv's rotation and cache writes
+};
+// What kRopeWriteKv needs (rope_and_write_kv's arguments; half-split pairing).
+struct RopeCacheWrite {
+  const int32_t* positions = nullptr;  // [rows]
+  const float* inv_freq = nullptr;     // [head_dim / 2]
+  const int32_t* slots = nullptr;      // [rows]
+  bf16* k_cache = nullptr;
+  bf16* v_cache = nullptr;
+  int64_t heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+};
+// Whether gemv takes `rows` rows of `in` features (up to 4 rows, in a multiple of 8, the rows
+// fitting in shared memory); otherwise use the GEMM path. (At 8 rows its CUDA-core
+// arithmetic, not memory, is the bound and cuBLASLt's tensor cores win: docs/kernel-notes.md.)
+bool gemv_supported(int64_t rows, int64_t in);
+// y = x · wᵀ for a few rows, streaming w once with 16-byte loads (decode steps).
+//   w: [out, in] bf16     bias: [out] bf16 or nullptr (kStore only)
+//   y: [rows, out] (kStore, kRopeWriteKv) or [rows, out / 2] (kSwiglu), fp32 when y_fp32
+//      (kStore only) else bf16
+//   rope: kRopeWriteKv's arguments, out = (heads + 2·kv_heads) · head_dim; else nullptr
+cudaError_t gemv(const LinearSource& source, int64_t rows, const bf16* w, const bf16* bias,
+                 int64_t in, int64_t out, GemvEpilogue epilogue, void* y, bool y_fp32,
+                 cudaStream_t stream, const RopeCacheWrite* rope = nullptr);
 
 // Rotary embedding in place (cpu::apply_rope's pairings: 0 half_split, 1 interleaved).
 //   x:         [tokens] rows, row_stride elements apart, each starting with [heads, head_dim]
@@ -28,6 +78,16 @@ cudaError_t add_rms_norm(float* residual, const bf16* delta, const float* weight
 cudaError_t apply_rope(bf16* x, int64_t row_stride, int64_t tokens, int64_t heads,
                        int64_t head_dim, const int32_t* positions, const float* inv_freq,
                        int interleaved, cudaStream_t stream);
+
+// apply_rope to the q and k heads of each qkv row, and the rotated k and the v of each row
+// written to its cache slot, in one kernel.
+//   qkv:    [tokens, row_stride] bf16: q [heads, head_dim], k and v [kv_heads, head_dim] each
+//   slots:  [tokens] flat cache slot (block · block_size + offset)
+//   k_cache, v_cache: [slots, kv_heads · head_dim] bf16
+cudaError_t rope_and_write_kv(bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads,
+                              int64_t kv_heads, int64_t head_dim, const int32_t* positions,
+                              const float* inv_freq, int interleaved, const int32_t* slots,
+                              bf16* k_cache, bf16* v_cache, cudaStream_t stream);
 
 // out[r, i] = silu(gate_up[r, i]) · gate_up[r, ffn + i]
 //   gate_up: [rows, 2·ffn] bf16     out: [rows, ffn] bf16
@@ -56,6 +116,10 @@ cudaError_t gather_rows(const bf16* x, const int32_t* rows, bf16* out, int64_t c
 // `block_bytes` each, into out[blocks · values per block].
 cudaError_t dequantize_blocks_to_bf16(int format, const void* blocks, int64_t block_count,
                                       int64_t block_bytes, bf16* out, cudaStream_t stream);
+
+// out[i] = uniform in [-half_width, half_width), from a counter-based generator (splitmix64 of
+// seed + i): the same values for the same seed on any GPU and launch shape.
+cudaError_t fill_uniform_bf16(bf16* out, int64_t count, uint64_t seed, float half_width, cudaStream_t stream);
 
 // Conversions, round to nearest even.
 cudaError_t convert_f32_to_bf16(const float* in, bf16* out, int64_t count, cudaStream_t stream);

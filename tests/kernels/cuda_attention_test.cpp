@@ -115,14 +115,14 @@ void run_case(const Case& c, int splits) {
   ASSERT_EQ(write_kv_cache(d_qkv.as<bf16>(), qkv_stride, q_dim, q_dim + kv_dim, d_slots.as<int32_t>(), query_rows,
                            kv_dim, d_k.as<bf16>(), d_v.as<bf16>(), nullptr),
             cudaSuccess);
-  const auto items = plan_attention(c.new_tokens, c.start_positions, splits);
+  const AttentionGeometry geometry{c.num_heads, c.num_kv_heads, c.head_dim, c.block_size, max_blocks, shape.scale, c.window};
+  const auto items = plan_attention(c.new_tokens, c.start_positions, splits, attention_query_tile(geometry));
   const DeviceBuffer d_items = to_device(items);
   auto partial = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * q_dim) * sizeof(float), "partials");
   auto stats = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * c.num_heads * 2) * sizeof(float), "stats");
   auto out = DeviceBuffer::allocate(static_cast<size_t>(query_rows * q_dim) * sizeof(uint16_t), "out");
   ASSERT_TRUE(partial.ok() && stats.ok() && out.ok());
   ASSERT_EQ(cudaMemset(out->data(), 0xFF, out->bytes()), cudaSuccess);
-  const AttentionGeometry geometry{c.num_heads, c.num_kv_heads, c.head_dim, c.block_size, max_blocks, shape.scale, c.window};
   ASSERT_EQ(attention_paged(d_qkv.as<bf16>(), qkv_stride, d_k.as<bf16>(), d_v.as<bf16>(), d_tables.as<int32_t>(),
                             d_items.as<AttentionWorkItem>(), static_cast<int64_t>(items.size()), splits, query_rows,
                             geometry, partial->as<float>(), stats->as<float>(), out->as<bf16>(), nullptr),
@@ -132,7 +132,8 @@ void run_case(const Case& c, int splits) {
   std::vector<float> actual(bits.size());
   for (size_t i = 0; i < bits.size(); ++i) actual[i] = bf16_to_f32(bits[i]);
   EXPECT_LE(testing::relative_l2(actual, expected), 1e-2)
-      << "heads " << c.num_heads << "/" << c.num_kv_heads << " head_dim " << c.head_dim << " splits " << splits;
+      << "heads " << c.num_heads << "/" << c.num_kv_heads << " head_dim " << c.head_dim << " splits " << splits
+      << (attention_uses_tensor_cores(geometry) ? " (tensor cores)" : " (CUDA cores)");
 }
 
 bool have_gpu() {
@@ -159,6 +160,25 @@ TEST(CudaAttention, PagedMatchesCpuForPrefillDecodeAndVerifyInOneBatch) {
   for (const int splits : {1, 16}) run_case(long_context, splits);
   const Case widest_heads{4, 2, 256, 16, 0, {300, 0}, {2, 19}};  // the shared-memory limit
   for (const int splits : {1, 3}) run_case(widest_heads, splits);
+}
+
+// The shapes of the models the engine is measured on, through the tensor-core kernel: query
+// tiles of 64 (token, head) rows, several key tiles with a partial last one, causal masks
+// that cut through a tile, padding of head dimensions below the tile width.
+TEST(CudaAttention, TensorCoreKernelMatchesCpuOnModelShapes) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible: the CUDA attention tests need a GPU";
+  // SmolLM2-135M: 9 heads over 3, head_dim 64 (21 tokens per tile).
+  const Case smol{9, 3, 64, 16, 0, {0, 513, 40, 7}, {150, 1, 8, 70}};
+  for (const int splits : {1, 5}) run_case(smol, splits);
+  // Llama-3.1-8B: 32 heads over 8, head_dim 128 (16 tokens per tile).
+  const Case llama8b{32, 8, 128, 16, 0, {0, 1000, 70}, {200, 1, 5}};
+  for (const int splits : {1, 7}) run_case(llama8b, splits);
+  // Llama-3.2-1B: 32 over 8, head_dim 64; one long decode split many ways.
+  const Case llama1b{32, 8, 64, 16, 0, {4095, 0}, {1, 64}};
+  for (const int splits : {1, 32}) run_case(llama1b, splits);
+  // Multi-head (64 tokens per tile), head_dim 32 padded to the 64-wide tile, a window.
+  const Case mha{4, 4, 32, 16, 37, {0, 300}, {130, 3}};
+  for (const int splits : {1, 2}) run_case(mha, splits);
 }
 
 }  // namespace

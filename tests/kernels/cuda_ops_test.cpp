@@ -19,6 +19,7 @@
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/device_dequantize.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/half.h"
 #include "tests/support/numeric.h"
@@ -117,6 +118,205 @@ TEST_F(CudaOps, GemmMatchesCpuMatmul) {
           << rows << "x" << in << "x" << out << (fp32_out ? " fp32" : " bf16");
     }
   }
+}
+
+// gemv against cpu::matmul, for every row bucket (1, 2, 4 rows, and 3 between),
+// odd output counts (an unpaired last row), bias, fp32 and bf16 outputs.
+TEST_F(CudaOps, GemvMatchesCpuMatmul) {
+  for (const auto& [rows, in, out] : {std::tuple{1, 64, 96}, {2, 576, 961}, {3, 136, 33}, {4, 4096, 130},
+                                      {4, 1536, 577}, {1, 14336, 40}}) {
+    ASSERT_TRUE(gemv_supported(rows, in));
+    const auto x = bf16_rounded(random_values(static_cast<size_t>(rows * in), 1));
+    const auto w = bf16_rounded(random_values(static_cast<size_t>(out * in), 2, 0.05f));
+    const auto bias = bf16_rounded(random_values(static_cast<size_t>(out), 9));
+    const DeviceBuffer dx = upload(to_bf16(x));
+    const DeviceBuffer dw = upload(to_bf16(w));
+    const DeviceBuffer dbias = upload(to_bf16(bias));
+    for (const bool with_bias : {false, true}) {
+      std::vector<float> ref(static_cast<size_t>(rows * out));
+      cpu::matmul(x.data(), w.data(), with_bias ? bias.data() : nullptr, ref.data(), rows, in, out, pool_);
+      for (const bool fp32_out : {false, true}) {
+        LinearSource source;
+        source.x = dx.as<bf16>();
+        DeviceBuffer dy = fp32_out ? poisoned<float>(ref.size()) : poisoned<uint16_t>(ref.size());
+        ASSERT_EQ(gemv(source, rows, dw.as<bf16>(), with_bias ? dbias.as<bf16>() : nullptr, in, out,
+                       GemvEpilogue::kStore, dy.data(), fp32_out, stream_.get()),
+                  cudaSuccess);
+        const auto y = fp32_out ? download<float>(dy, ref.size()) : from_bf16(download<uint16_t>(dy, ref.size()));
+        EXPECT_LE(relative_l2(y, ref), fp32_out ? 1e-5 * std::sqrt(in / 64.0) : kBf16Bound)
+            << rows << "x" << in << "x" << out << (fp32_out ? " fp32" : " bf16") << (with_bias ? " bias" : "");
+      }
+    }
+  }
+  EXPECT_FALSE(gemv_supported(5, 64));
+  EXPECT_FALSE(gemv_supported(1, 100));       // not a multiple of 8
+  EXPECT_FALSE(gemv_supported(4, 14336));     // rows do not fit in shared memory
+}
+
+// The fused input: rms_norm(residual + delta) of gathered rows, the sum stored for the next
+// layer; and the SwiGLU output: silu(x·gate) · (x·up).
+TEST_F(CudaOps, GemvWithNormedInputAndSwigluMatchesCpu) {
+  for (const auto& [rows, total_rows, in, ffn] : {std::tuple{1, 1, 576, 1536}, {3, 5, 2048, 100}, {4, 4, 4096, 64}}) {
+    const auto residual = random_values(static_cast<size_t>(total_rows * in), 3);
+    const auto delta = bf16_rounded(random_values(residual.size(), 4));
+    const auto norm_weight = random_values(static_cast<size_t>(in), 5);
+    const auto w = bf16_rounded(random_values(static_cast<size_t>(2 * ffn * in), 6, 0.05f));
+    std::vector<int32_t> row_index(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) row_index[r] = (total_rows - 1 - 2 * r + 3 * total_rows) % total_rows;
+    if (rows == total_rows) {
+      for (int r = 0; r < rows; ++r) row_index[r] = r;
+    }
+    std::vector<float> summed = residual;
+    for (size_t i = 0; i < summed.size(); ++i) summed[i] += delta[i];
+    std::vector<float> picked(static_cast<size_t>(rows * in));
+    for (int r = 0; r < rows; ++r) std::copy_n(&summed[row_index[r] * in], in, &picked[r * in]);
+    std::vector<float> normed(picked.size());
+    cpu::rms_norm(picked.data(), norm_weight.data(), normed.data(), rows, in, 1e-5f, pool_);
+    normed = bf16_rounded(normed);  // the kernel keeps its input rows as bf16
+    std::vector<float> gate_up(static_cast<size_t>(rows * 2 * ffn));
+    cpu::matmul(normed.data(), w.data(), nullptr, gate_up.data(), rows, in, 2 * ffn, pool_);
+    std::vector<float> ref(static_cast<size_t>(rows * ffn));
+    for (int r = 0; r < rows; ++r) cpu::swiglu(&gate_up[r * 2 * ffn], &gate_up[r * 2 * ffn + ffn], &ref[r * ffn], ffn);
+
+    const DeviceBuffer dres = upload(residual);
+    const DeviceBuffer ddelta = upload(to_bf16(delta));
+    const DeviceBuffer dnorm = upload(norm_weight);
+    const DeviceBuffer dw = upload(to_bf16(w));
+    const DeviceBuffer dindex = upload(row_index);
+    DeviceBuffer dsum = poisoned<float>(residual.size());
+    DeviceBuffer dy = poisoned<uint16_t>(ref.size());
+    LinearSource source;
+    source.residual = dres.as<float>();
+    source.delta = ddelta.as<bf16>();
+    source.residual_out = dsum.as<float>();
+    source.norm_weight = dnorm.as<float>();
+    source.row_index = dindex.as<int32_t>();
+    source.eps = 1e-5f;
+    ASSERT_EQ(gemv(source, rows, dw.as<bf16>(), nullptr, in, 2 * ffn, GemvEpilogue::kSwiglu, dy.data(), false,
+                   stream_.get()),
+              cudaSuccess);
+    EXPECT_LE(relative_l2(from_bf16(download<uint16_t>(dy, ref.size())), ref), kBf16Bound) << rows << "x" << in;
+    const auto sums = download<float>(dsum, summed.size());
+    for (int r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < in; ++i) ASSERT_EQ(sums[row_index[r] * in + i], summed[row_index[r] * in + i]);
+    }
+    // Refused: the sum written over the residual the other blocks still read.
+    source.residual_out = dres.as<float>();
+    EXPECT_NE(gemv(source, rows, dw.as<bf16>(), nullptr, in, 2 * ffn, GemvEpilogue::kSwiglu, dy.data(), false,
+                   stream_.get()),
+              cudaSuccess);
+  }
+}
+
+// The fused decode kernel equals apply_rope on q and k followed by write_kv_cache, bit for bit.
+TEST_F(CudaOps, RopeAndWriteKvEqualsRopeThenCacheWrite) {
+  for (const auto& [tokens, heads, kv_heads, head_dim] : {std::tuple{1, 9, 3, 64}, {5, 32, 8, 128}, {3, 4, 4, 6}}) {
+    const int64_t kv_dim = kv_heads * head_dim;
+    const int64_t row_stride = (heads + 2 * kv_heads) * head_dim;
+    const int64_t half = head_dim / 2;
+    std::vector<float> inv_freq(static_cast<size_t>(half));
+    for (int64_t j = 0; j < half; ++j) inv_freq[j] = std::pow(500000.0f, -2.0f * j / head_dim);
+    std::vector<int32_t> positions(static_cast<size_t>(tokens)), slots(static_cast<size_t>(tokens));
+    for (int t = 0; t < tokens; ++t) {
+      positions[t] = 1000 + 13 * t;
+      slots[t] = (7 * t + 2) % 40;
+    }
+    const auto qkv = to_bf16(random_values(static_cast<size_t>(tokens * row_stride), 10));
+    const DeviceBuffer dpos = upload(positions);
+    const DeviceBuffer dslots = upload(slots);
+    const DeviceBuffer dfreq = upload(inv_freq);
+    DeviceBuffer fused_qkv = upload(qkv);
+    DeviceBuffer split_qkv = upload(qkv);
+    const std::vector<uint16_t> empty_cache(static_cast<size_t>(40 * kv_dim), 0x7FC1);
+    DeviceBuffer fused_k = upload(empty_cache), fused_v = upload(empty_cache);
+    DeviceBuffer split_k = upload(empty_cache), split_v = upload(empty_cache);
+    ASSERT_EQ(rope_and_write_kv(fused_qkv.as<bf16>(), row_stride, tokens, heads, kv_heads, head_dim, dpos.as<int32_t>(),
+                                dfreq.as<float>(), 0, dslots.as<int32_t>(), fused_k.as<bf16>(), fused_v.as<bf16>(),
+                                stream_.get()),
+              cudaSuccess);
+    ASSERT_EQ(apply_rope(split_qkv.as<bf16>(), row_stride, tokens, heads + kv_heads, head_dim, dpos.as<int32_t>(),
+                         dfreq.as<float>(), 0, stream_.get()),
+              cudaSuccess);
+    ASSERT_EQ(write_kv_cache(split_qkv.as<bf16>(), row_stride, heads * head_dim, heads * head_dim + kv_dim,
+                             dslots.as<int32_t>(), tokens, kv_dim, split_k.as<bf16>(), split_v.as<bf16>(),
+                             stream_.get()),
+              cudaSuccess);
+    const size_t cache = empty_cache.size();
+    EXPECT_EQ(download<uint16_t>(fused_k, cache), download<uint16_t>(split_k, cache));
+    EXPECT_EQ(download<uint16_t>(fused_v, cache), download<uint16_t>(split_v, cache));
+    const size_t q_and_k = static_cast<size_t>(tokens * row_stride);
+    EXPECT_EQ(download<uint16_t>(fused_qkv, q_and_k), download<uint16_t>(split_qkv, q_and_k));
+  }
+}
+
+// The qkv gemv's RoPE epilogue equals a plain gemv followed by rope_and_write_kv, bit for
+// bit: the same rotation of the same bf16 values, the same cache slots.
+TEST_F(CudaOps, GemvRopeEpilogueEqualsGemvThenRopeAndWriteKv) {
+  for (const auto& [rows, in, heads, kv_heads, head_dim] : {std::tuple{1, 576, 9, 3, 64}, {3, 256, 4, 2, 32},
+                                                            {4, 4096, 32, 8, 128}}) {
+    const int64_t kv_dim = kv_heads * head_dim;
+    const int64_t out = (heads + 2 * kv_heads) * head_dim;
+    const auto x = to_bf16(random_values(static_cast<size_t>(rows * in), 11));
+    const auto w = to_bf16(random_values(static_cast<size_t>(out * in), 12, 0.05f));
+    const auto bias = to_bf16(random_values(static_cast<size_t>(out), 13));
+    std::vector<float> inv_freq(static_cast<size_t>(head_dim / 2));
+    for (int64_t j = 0; j < head_dim / 2; ++j) inv_freq[j] = std::pow(10000.0f, -2.0f * j / head_dim);
+    std::vector<int32_t> positions(static_cast<size_t>(rows)), slots(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) {
+      positions[r] = 77 + 300 * r;
+      slots[r] = 5 * r + 1;
+    }
+    const DeviceBuffer dx = upload(x), dw = upload(w), dbias = upload(bias), dfreq = upload(inv_freq);
+    const DeviceBuffer dpos = upload(positions), dslots = upload(slots);
+    const std::vector<uint16_t> empty_cache(static_cast<size_t>(32 * kv_dim), 0x7FC1);
+    DeviceBuffer fused_k = upload(empty_cache), fused_v = upload(empty_cache);
+    DeviceBuffer split_k = upload(empty_cache), split_v = upload(empty_cache);
+    DeviceBuffer fused_y = poisoned<uint16_t>(static_cast<size_t>(rows * out));
+    DeviceBuffer split_y = poisoned<uint16_t>(static_cast<size_t>(rows * out));
+    LinearSource source;
+    source.x = dx.as<bf16>();
+    const RopeCacheWrite rope{dpos.as<int32_t>(), dfreq.as<float>(), dslots.as<int32_t>(), fused_k.as<bf16>(),
+                              fused_v.as<bf16>(), heads, kv_heads, head_dim};
+    ASSERT_EQ(gemv(source, rows, dw.as<bf16>(), dbias.as<bf16>(), in, out, GemvEpilogue::kRopeWriteKv, fused_y.data(),
+                   false, stream_.get(), &rope),
+              cudaSuccess);
+    ASSERT_EQ(gemv(source, rows, dw.as<bf16>(), dbias.as<bf16>(), in, out, GemvEpilogue::kStore, split_y.data(), false,
+                   stream_.get()),
+              cudaSuccess);
+    ASSERT_EQ(rope_and_write_kv(split_y.as<bf16>(), out, rows, heads, kv_heads, head_dim, dpos.as<int32_t>(),
+                                dfreq.as<float>(), 0, dslots.as<int32_t>(), split_k.as<bf16>(), split_v.as<bf16>(),
+                                stream_.get()),
+              cudaSuccess);
+    const size_t cache = empty_cache.size();
+    EXPECT_EQ(download<uint16_t>(fused_y, static_cast<size_t>(rows * out)),
+              download<uint16_t>(split_y, static_cast<size_t>(rows * out)));
+    EXPECT_EQ(download<uint16_t>(fused_k, cache), download<uint16_t>(split_k, cache));
+    EXPECT_EQ(download<uint16_t>(fused_v, cache), download<uint16_t>(split_v, cache));
+    // Refused without its arguments.
+    EXPECT_NE(gemv(source, rows, dw.as<bf16>(), nullptr, in, out, GemvEpilogue::kRopeWriteKv, fused_y.data(), false,
+                   stream_.get()),
+              cudaSuccess);
+  }
+}
+
+TEST_F(CudaOps, FillUniformIsDeterministicAndHasTheAskedSpread) {
+  const int64_t count = 1 << 20;
+  DeviceBuffer a = poisoned<uint16_t>(count);
+  DeviceBuffer b = poisoned<uint16_t>(count);
+  ASSERT_EQ(fill_uniform_bf16(a.as<bf16>(), count, 77, 0.5f, stream_.get()), cudaSuccess);
+  ASSERT_EQ(fill_uniform_bf16(b.as<bf16>(), count, 77, 0.5f, stream_.get()), cudaSuccess);
+  const auto values = from_bf16(download<uint16_t>(a, count));
+  EXPECT_EQ(download<uint16_t>(a, count), download<uint16_t>(b, count));
+  double sum = 0.0;
+  double squares = 0.0;
+  for (const float v : values) {
+    ASSERT_TRUE(v >= -0.5f && v <= 0.5f) << v;
+    sum += v;
+    squares += static_cast<double>(v) * v;
+  }
+  const double mean = sum / count;
+  EXPECT_NEAR(mean, 0.0, 2e-3);
+  EXPECT_NEAR(std::sqrt(squares / count - mean * mean), 0.5 / std::sqrt(3.0), 2e-3);
 }
 
 TEST_F(CudaOps, AddRmsNormMatchesCpu) {
