@@ -403,6 +403,17 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   const int64_t rows = shape.rows;
   const auto bytes = [](int64_t count, size_t size) { return static_cast<size_t>(std::max<int64_t>(count, 1)) * size; };
   StepBuffers& b = buffers_;
+  // Counters for merging attention slices inside the attention kernel: zero when allocated,
+  // and every step leaves them zero.
+  const size_t counters = static_cast<size_t>(shape.items / shape.splits * config_.num_kv_heads) * sizeof(int32_t);
+  if (split_counters_.bytes() < counters) {
+    const size_t grown = std::max(counters, 2 * split_counters_.bytes());
+    split_counters_ = DeviceBuffer();
+    DW_ASSIGN_OR_RETURN(split_counters_, DeviceBuffer::allocate(grown, "attention split counters"));
+    DW_CUDA_TRY(cudaMemsetAsync(split_counters_.data(), 0, split_counters_.bytes(), stream));
+    ++scratch_generation_;
+  }
+
   // The plan goes up in one copy from page-locked memory: ids, positions, slots, tables,
   // attention items, logit rows. Its layout depends only on the step's shape.
   std::vector<int32_t>& plan = plan_;
@@ -587,7 +598,8 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
                                              static_cast<const int32_t*>(b.tables),
                                              static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items,
                                              shape.splits, rows, geometry, static_cast<float*>(b.partial),
-                                             static_cast<float*>(b.stats), attended, stream),
+                                             static_cast<float*>(b.stats), split_counters_.as<int32_t>(), attended,
+                                             stream),
                        "attention_paged"));
     DW_TRY(linear(given(attended), rows, layer.o_weight.as<bf16>(), layer.o_bias.as<bf16>(), q_dim, hidden,
                   cuda::GemvEpilogue::kStore, delta));

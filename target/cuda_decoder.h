@@ -177,6 +177,7 @@ class CudaDecoder final : public Decoder {
   StepBuffers buffers_;
   std::vector<int32_t> plan_;          // a step's host-side plan, reused
   cuda::PinnedBuffer pinned_plan_;     // its page-locked copy
+  cuda::DeviceBuffer split_counters_;  // attention_paged's, zero between steps
   std::map<StepShape, GraphExec> graphs_;
   uint64_t graphs_generation_ = 0;
 };

@@ -249,7 +249,7 @@ template <int D>
 __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
     const bf16* q, int64_t q_row_stride, const bf16* k_cache, const bf16* v_cache, const int32_t* block_tables,
     const AttentionWorkItem* items, int splits, int64_t query_rows, AttentionGeometry g, float* partial_out,
-    float* partial_stats, bf16* out) {
+    float* partial_stats, int32_t* split_counters, bf16* out) {
   constexpr int kStride = D + 8;  // padded rows: ldmatrix reads 8 rows on distinct banks
   extern __shared__ __align__(16) unsigned char shared_raw[];
   bf16* shared = reinterpret_cast<bf16*>(shared_raw);
@@ -456,10 +456,47 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
       if (col < head_dim) *reinterpret_cast<float2*>(destination + col) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
     }
     if (quad_col == 0) {
-      // The combine kernel works in natural-log units.
+      // The combine works in natural-log units.
       partial_stats[partial * 2] = running_max[i] == -INFINITY ? -INFINITY : running_max[i] * 0.6931471805599453f;
       partial_stats[partial * 2 + 1] = running_sum[i];
     }
+  }
+  if (splits == 1 || split_counters == nullptr) return;
+
+  // The last of the slices of this (query tile, kv head) to finish merges them all (the
+  // "last block" reduction): no separate combine launch. Its counter goes back to zero.
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t& counter = split_counters[(blockIdx.x / splits) * gridDim.y + blockIdx.y];
+    last = atomicAdd(&counter, 1) == splits - 1;
+    if (last) counter = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int rows = item.query_count * group;
+  for (int index = threadIdx.x; index < rows * head_dim; index += kMmaThreads) {
+    const int r = index / head_dim;
+    const int d = index % head_dim;
+    const int64_t query = item.first_query + r / group;
+    const int64_t head = static_cast<int64_t>(kv_head) * group + r % group;
+    float overall_max = -INFINITY;
+    for (int split = 0; split < splits; ++split) {
+      overall_max = fmaxf(overall_max, __ldcg(&partial_stats[((split * query_rows + query) * g.num_heads + head) * 2]));
+    }
+    float total = 0.0f;
+    float value = 0.0f;
+    for (int split = 0; split < splits; ++split) {
+      const int64_t partial = (split * query_rows + query) * g.num_heads + head;
+      const float m = __ldcg(&partial_stats[partial * 2]);
+      if (m == -INFINITY) continue;
+      const float weight = __expf(m - overall_max);
+      total += __ldcg(&partial_stats[partial * 2 + 1]) * weight;
+      value += __ldcg(&partial_out[partial * head_dim + d]) * weight;
+    }
+    out[(query * g.num_heads + head) * head_dim + d] = __float2bfloat16(total > 0.0f ? value / total : 0.0f);
   }
 }
 
@@ -467,7 +504,7 @@ template <int D>
 cudaError_t launch_mma(const bf16* q, int64_t q_row_stride, const bf16* k_cache, const bf16* v_cache,
                        const int32_t* block_tables, const AttentionWorkItem* items, int64_t item_count, int splits,
                        int64_t query_rows, const AttentionGeometry& geometry, float* partial_out,
-                       float* partial_stats, bf16* out, cudaStream_t stream) {
+                       float* partial_stats, int32_t* split_counters, bf16* out, cudaStream_t stream) {
   constexpr size_t shared = mma_shared_bytes<D>();
   if (shared > 48 * 1024) {
     if (const cudaError_t set = cudaFuncSetAttribute(attention_mma_kernel<D>,
@@ -478,7 +515,8 @@ cudaError_t launch_mma(const bf16* q, int64_t q_row_stride, const bf16* k_cache,
   }
   const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_kv_heads));
   return launch(attention_mma_kernel<D>, grid, dim3(kMmaThreads), shared, stream, q, q_row_stride, k_cache,
-                v_cache, block_tables, items, splits, query_rows, geometry, partial_out, partial_stats, out);
+                v_cache, block_tables, items, splits, query_rows, geometry, partial_out, partial_stats,
+                split_counters, out);
 }
 
 }  // namespace
@@ -524,17 +562,18 @@ cudaError_t attention_paged(const bf16* q, int64_t q_row_stride, const bf16* k_c
                             const bf16* v_cache, const int32_t* block_tables,
                             const AttentionWorkItem* items, int64_t item_count, int splits,
                             int64_t query_rows, const AttentionGeometry& geometry,
-                            float* partial_out, float* partial_stats, bf16* out,
-                            cudaStream_t stream) {
+                            float* partial_out, float* partial_stats, int32_t* split_counters,
+                            bf16* out, cudaStream_t stream) {
   if (item_count == 0) return cudaSuccess;
   if (geometry.head_dim > kMaxHeadDim || geometry.head_dim <= 0) return cudaErrorInvalidValue;
   cudaError_t launched = cudaSuccess;
   if (attention_uses_tensor_cores(geometry)) {
     launched = geometry.head_dim <= 64
                    ? launch_mma<64>(q, q_row_stride, k_cache, v_cache, block_tables, items, item_count, splits,
-                                    query_rows, geometry, partial_out, partial_stats, out, stream)
+                                    query_rows, geometry, partial_out, partial_stats, split_counters, out, stream)
                    : launch_mma<128>(q, q_row_stride, k_cache, v_cache, block_tables, items, item_count, splits,
-                                     query_rows, geometry, partial_out, partial_stats, out, stream);
+                                     query_rows, geometry, partial_out, partial_stats, split_counters, out, stream);
+    if (launched != cudaSuccess || split_counters != nullptr) return launched;
   } else {
     const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_heads));
     launched = launch(attention_kernel, grid, dim3(kAttentionQueryTile * 32), 0, stream, q, q_row_stride, k_cache,

@@ -65,17 +65,21 @@ cudaError_t write_kv_cache(const bf16* qkv, int64_t row_stride, int64_t k_offset
                            bf16* v_cache, cudaStream_t stream);
 
 // Runs the work items. With splits == 1 it writes `out` directly; otherwise each item
-// writes its slice's partial result to the workspace and attention_combine merges them.
+// writes its slice's partial result to the workspace and the slices are merged: on the
+// tensor-core kernel by the last slice to finish when `split_counters` is given, else by a
+// combine kernel.
 //   q:            [query rows, q_row_stride] bf16, heads·head_dim at the row start
 //   block_tables: [sequences, max_blocks_per_sequence]
 //   items:        [item_count] (device copy of plan_attention's result)
 //   partial_out:  [splits, query rows, heads, head_dim] fp32, partial_stats: [splits, query rows, heads, 2] fp32
+//   split_counters: [item_count / splits · num_kv_heads] int32, zero before the first call;
+//                 every call leaves them zero. Or nullptr.
 //   out:          [query rows, heads, head_dim] bf16
 cudaError_t attention_paged(const bf16* q, int64_t q_row_stride, const bf16* k_cache,
                             const bf16* v_cache, const int32_t* block_tables,
                             const AttentionWorkItem* items, int64_t item_count, int splits,
                             int64_t query_rows, const AttentionGeometry& geometry,
-                            float* partial_out, float* partial_stats, bf16* out,
-                            cudaStream_t stream);
+                            float* partial_out, float* partial_stats, int32_t* split_counters,
+                            bf16* out, cudaStream_t stream);
 
 }  // namespace draftwise::cuda

@@ -121,19 +121,30 @@ void run_case(const Case& c, int splits) {
   auto partial = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * q_dim) * sizeof(float), "partials");
   auto stats = DeviceBuffer::allocate(static_cast<size_t>(splits * query_rows * c.num_heads * 2) * sizeof(float), "stats");
   auto out = DeviceBuffer::allocate(static_cast<size_t>(query_rows * q_dim) * sizeof(uint16_t), "out");
-  ASSERT_TRUE(partial.ok() && stats.ok() && out.ok());
-  ASSERT_EQ(cudaMemset(out->data(), 0xFF, out->bytes()), cudaSuccess);
-  ASSERT_EQ(attention_paged(d_qkv.as<bf16>(), qkv_stride, d_k.as<bf16>(), d_v.as<bf16>(), d_tables.as<int32_t>(),
-                            d_items.as<AttentionWorkItem>(), static_cast<int64_t>(items.size()), splits, query_rows,
-                            geometry, partial->as<float>(), stats->as<float>(), out->as<bf16>(), nullptr),
-            cudaSuccess);
-  std::vector<uint16_t> bits(expected.size());
-  ASSERT_TRUE(copy_to_host(bits.data(), out->data(), out->bytes(), nullptr).ok());
-  std::vector<float> actual(bits.size());
-  for (size_t i = 0; i < bits.size(); ++i) actual[i] = bf16_to_f32(bits[i]);
-  EXPECT_LE(testing::relative_l2(actual, expected), 1e-2)
-      << "heads " << c.num_heads << "/" << c.num_kv_heads << " head_dim " << c.head_dim << " splits " << splits
-      << (attention_uses_tensor_cores(geometry) ? " (tensor cores)" : " (CUDA cores)");
+  const size_t counter_count = items.size() / static_cast<size_t>(splits) * static_cast<size_t>(c.num_kv_heads);
+  auto counters = DeviceBuffer::allocate(counter_count * sizeof(int32_t), "split counters");
+  ASSERT_TRUE(partial.ok() && stats.ok() && out.ok() && counters.ok());
+  ASSERT_EQ(cudaMemset(counters->data(), 0, counters->bytes()), cudaSuccess);
+  // The slices merged by a combine kernel, then twice by the last slice of each tile (the
+  // second run finds the counters the first one left).
+  for (const int run : {0, 1, 2}) {
+    ASSERT_EQ(cudaMemset(out->data(), 0xFF, out->bytes()), cudaSuccess);
+    ASSERT_EQ(attention_paged(d_qkv.as<bf16>(), qkv_stride, d_k.as<bf16>(), d_v.as<bf16>(), d_tables.as<int32_t>(),
+                              d_items.as<AttentionWorkItem>(), static_cast<int64_t>(items.size()), splits, query_rows,
+                              geometry, partial->as<float>(), stats->as<float>(),
+                              run == 0 ? nullptr : counters->as<int32_t>(), out->as<bf16>(), nullptr),
+              cudaSuccess);
+    std::vector<uint16_t> bits(expected.size());
+    ASSERT_TRUE(copy_to_host(bits.data(), out->data(), out->bytes(), nullptr).ok());
+    std::vector<float> actual(bits.size());
+    for (size_t i = 0; i < bits.size(); ++i) actual[i] = bf16_to_f32(bits[i]);
+    EXPECT_LE(testing::relative_l2(actual, expected), 1e-2)
+        << "heads " << c.num_heads << "/" << c.num_kv_heads << " head_dim " << c.head_dim << " splits " << splits
+        << (attention_uses_tensor_cores(geometry) ? " (tensor cores)" : " (CUDA cores)") << " run " << run;
+    std::vector<int32_t> left(counter_count);
+    ASSERT_TRUE(copy_to_host(left.data(), counters->data(), counters->bytes(), nullptr).ok());
+    EXPECT_EQ(std::count(left.begin(), left.end(), 0), static_cast<int64_t>(counter_count));
+  }
 }
 
 bool have_gpu() {
