@@ -388,12 +388,12 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   const cuda::AttentionGeometry geometry = attention_geometry();
   const int query_tile = cuda::attention_query_tile(geometry);
   // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding):
-  // about two blocks per multiprocessor, each slice at least 128 positions.
+  // about two blocks per multiprocessor, each slice at least one tile of 64 positions.
   if (max_new <= cuda::kAttentionQueryTile) {
     const std::vector<cuda::AttentionWorkItem> unsplit = cuda::plan_attention(new_tokens, start_positions, 1, query_tile);
     const int64_t blocks = static_cast<int64_t>(unsplit.size()) * config_.num_kv_heads;
     const int64_t for_occupancy = (2 * multiprocessors_ + blocks - 1) / blocks;
-    shape.splits = static_cast<int>(std::clamp<int64_t>(std::min(for_occupancy, (longest + 127) / 128), 1, 32));
+    shape.splits = static_cast<int>(std::clamp<int64_t>(std::min(for_occupancy, (longest + 63) / 64), 1, 32));
   }
   const std::vector<cuda::AttentionWorkItem> items =
       cuda::plan_attention(new_tokens, start_positions, shape.splits, query_tile);

@@ -201,9 +201,10 @@ __global__ void combine_kernel(const float* partial_out, const float* partial_st
 constexpr int kMmaKeys = 64;   // keys per tile
 constexpr int kMmaRows = 64;   // (token, head) rows per block
 constexpr int kMmaThreads = 128;
+constexpr int kMaxSplits = 32;  // the in-kernel merge stages [rows][splits] weights in shared memory
 
 template <int D>
-constexpr size_t mma_shared_bytes() {
+__host__ __device__ constexpr size_t mma_shared_bytes() {
   return 2 * 2 * static_cast<size_t>(kMmaKeys) * (D + 8) * sizeof(bf16);  // 2 stages × (K, V)
 }
 
@@ -253,9 +254,10 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
   constexpr int kStride = D + 8;  // padded rows: ldmatrix reads 8 rows on distinct banks
   extern __shared__ __align__(16) unsigned char shared_raw[];
   bf16* shared = reinterpret_cast<bf16*>(shared_raw);
-  wait_for_prior_grid();
-  release_next_grid();
+  static_assert(mma_shared_bytes<D>() >= 2 * kMmaRows * kMaxSplits * sizeof(float));
 
+  // The work item and the block table come from the step's upload, which precedes every
+  // kernel of the step: they may be read before waiting for the previous kernel.
   const AttentionWorkItem item = items[blockIdx.x];
   const int kv_head = blockIdx.y;
   const int group = static_cast<int>(g.num_heads / g.num_kv_heads);
@@ -283,24 +285,6 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
     row_lowest[i] = g.window > 0 && row_position[i] - g.window + 1 > 0 ? row_position[i] - g.window + 1 : 0;
   }
   const bool warp_active = 16 * warp < item.query_count * group;
-
-  // Q fragments (A operand, 16 rows × D), zero past head_dim and on padding rows.
-  uint32_t qf[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int col = 16 * kk + 8 * h + 2 * quad_col;
-        uint32_t value = 0;
-        if (row_valid[i] && col < head_dim) {
-          value = *reinterpret_cast<const uint32_t*>(q + row_query[i] * q_row_stride + row_head[i] * head_dim + col);
-        }
-        qf[kk][i + 2 * h] = value;
-      }
-    }
-  }
 
   // This item's slice of the keys, in whole tiles.
   const int64_t length = item.first_position + item.query_count;
@@ -345,8 +329,35 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
 
-  if (tiles > 0) load_tile(0, 0);
+  // Keys cached by earlier calls do not depend on the previous kernel (the projection that
+  // writes this call's keys): the first tile starts loading before the wait when it holds
+  // only those.
+  const bool early = tiles > 0 && begin + kMmaKeys <= item.cached;
+  if (early) load_tile(0, 0);
+  release_next_grid();
+  wait_for_prior_grid();
+  if (tiles > 0 && !early) load_tile(0, 0);
   cp_async_commit();
+
+  // Q fragments (A operand, 16 rows × D), zero past head_dim and on padding rows.
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int col = 16 * kk + 8 * h + 2 * quad_col;
+        uint32_t value = 0;
+        if (row_valid[i] && col < head_dim) {
+          value = *reinterpret_cast<const uint32_t*>(q + row_query[i] * q_row_stride + row_head[i] * head_dim + col);
+        }
+        qf[kk][i + 2 * h] = value;
+      }
+    }
+  }
+
+
   for (int tile = 0; tile < tiles; ++tile) {
     if (tile + 1 < tiles) load_tile(tile + 1, (tile + 1) & 1);
     cp_async_commit();
@@ -461,7 +472,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
       partial_stats[partial * 2 + 1] = running_sum[i];
     }
   }
-  if (splits == 1 || split_counters == nullptr) return;
+  if (splits == 1 || split_counters == nullptr || splits > kMaxSplits) return;
 
   // The last of the slices of this (query tile, kv head) to finish merges them all (the
   // "last block" reduction): no separate combine launch. Its counter goes back to zero.
@@ -476,27 +487,47 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // Merge weights exp(m_s − M) / Σ l_s·exp(m_s − M) of every (row, slice), staged in the
+  // (now idle) tile buffers so that the loads run in parallel, not one slice after another.
   const int rows = item.query_count * group;
+  float* slice_max = reinterpret_cast<float*>(shared);  // [rows][splits]
+  float* slice_sum = slice_max + kMmaRows * kMaxSplits;
+  for (int index = threadIdx.x; index < rows * splits; index += kMmaThreads) {
+    const int r = index / splits;
+    const int split = index % splits;
+    const int64_t partial = (split * query_rows + item.first_query + r / group) * g.num_heads +
+                            static_cast<int64_t>(kv_head) * group + r % group;
+    slice_max[index] = __ldcg(&partial_stats[partial * 2]);
+    slice_sum[index] = __ldcg(&partial_stats[partial * 2 + 1]);
+  }
+  __syncthreads();
+  for (int r = threadIdx.x; r < rows; r += kMmaThreads) {
+    float overall_max = -INFINITY;
+    for (int split = 0; split < splits; ++split) overall_max = fmaxf(overall_max, slice_max[r * splits + split]);
+    float total = 0.0f;
+    for (int split = 0; split < splits; ++split) {
+      const float m = slice_max[r * splits + split];
+      const float weight = m == -INFINITY ? 0.0f : __expf(m - overall_max);
+      slice_max[r * splits + split] = weight;  // now the slice's weight
+      total += slice_sum[r * splits + split] * weight;
+    }
+    const float inverse = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int split = 0; split < splits; ++split) slice_max[r * splits + split] *= inverse;
+  }
+  __syncthreads();
   for (int index = threadIdx.x; index < rows * head_dim; index += kMmaThreads) {
     const int r = index / head_dim;
     const int d = index % head_dim;
     const int64_t query = item.first_query + r / group;
     const int64_t head = static_cast<int64_t>(kv_head) * group + r % group;
-    float overall_max = -INFINITY;
-    for (int split = 0; split < splits; ++split) {
-      overall_max = fmaxf(overall_max, __ldcg(&partial_stats[((split * query_rows + query) * g.num_heads + head) * 2]));
-    }
-    float total = 0.0f;
     float value = 0.0f;
+#pragma unroll 8
     for (int split = 0; split < splits; ++split) {
-      const int64_t partial = (split * query_rows + query) * g.num_heads + head;
-      const float m = __ldcg(&partial_stats[partial * 2]);
-      if (m == -INFINITY) continue;
-      const float weight = __expf(m - overall_max);
-      total += __ldcg(&partial_stats[partial * 2 + 1]) * weight;
-      value += __ldcg(&partial_out[partial * head_dim + d]) * weight;
+      const float weight = slice_max[r * splits + split];
+      const float o = __ldcg(&partial_out[((split * query_rows + query) * g.num_heads + head) * head_dim + d]);
+      value += weight == 0.0f ? 0.0f : weight * o;
     }
-    out[(query * g.num_heads + head) * head_dim + d] = __float2bfloat16(total > 0.0f ? value / total : 0.0f);
+    out[(query * g.num_heads + head) * head_dim + d] = __float2bfloat16(value);
   }
 }
 
@@ -541,7 +572,8 @@ std::vector<AttentionWorkItem> plan_attention(const std::vector<int32_t>& new_to
     for (int32_t t = 0; t < new_tokens[s]; t += query_tile) {
       const int32_t count = std::min(query_tile, new_tokens[s] - t);
       for (int split = 0; split < splits; ++split) {
-        items.push_back({static_cast<int32_t>(s), first_query + t, count, start_positions[s] + t, split});
+        items.push_back({static_cast<int32_t>(s), first_query + t, count, start_positions[s] + t, split,
+                         start_positions[s]});
       }
     }
     first_query += new_tokens[s];
@@ -573,7 +605,7 @@ cudaError_t attention_paged(const bf16* q, int64_t q_row_stride, const bf16* k_c
                                     query_rows, geometry, partial_out, partial_stats, split_counters, out, stream)
                    : launch_mma<128>(q, q_row_stride, k_cache, v_cache, block_tables, items, item_count, splits,
                                      query_rows, geometry, partial_out, partial_stats, split_counters, out, stream);
-    if (launched != cudaSuccess || split_counters != nullptr) return launched;
+    if (launched != cudaSuccess || (split_counters != nullptr && splits <= kMaxSplits)) return launched;
   } else {
     const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_heads));
     launched = launch(attention_kernel, grid, dim3(kAttentionQueryTile * 32), 0, stream, q, q_row_stride, k_cache,

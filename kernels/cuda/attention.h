@@ -36,6 +36,7 @@ struct AttentionWorkItem {
   int32_t query_count;    // ≤ kAttentionQueryTile
   int32_t first_position; // position of the first query token
   int32_t split;          // which slice of the keys [0, splits)
+  int32_t cached;         // the sequence's positions cached before this call (earlier calls wrote them)
 };
 
 // Two kernels share the work items. Head dimensions that are multiples of 8 up to 128 run on
