@@ -27,4 +27,6 @@ for variant in all-on no-programmatic-launch no-fused; do
     --json "$out/perf-$variant.json" --markdown "$out/perf-$variant.md" "$@" 2> "$out/perf-$variant.log" > /dev/null
 done
 grep -H "context 512" "$out"/perf*.log | grep -E "batch (1|4) "
+# One archive, for tools that bring back only a few files.
+tar czf "$out/perf-results.tgz" -C "$out" $(cd "$out" && ls perf*.json perf*.md perf*.log)
 exit $status

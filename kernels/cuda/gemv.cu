@@ -25,7 +25,11 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kUnroll = 4;
+// 16-byte chunks per row per lane in flight: eight for one input row (decode), so that the
+// loads issued before the wait cover whole rows of up to 2048 features; four otherwise
+// (registers).
+template <int R>
+constexpr int kUnroll = R == 1 ? 8 : 4;
 constexpr int64_t kMaxSharedBytes = 100 * 1024;
 constexpr int64_t kMaxRows = 4;
 
@@ -116,10 +120,27 @@ __device__ void load_input(const GemvParams& p, bf16* xs) {
   for (int r = 0; r < R; ++r) {
     source_row[r] = r < p.rows ? (s.row_index != nullptr ? s.row_index[r] : r) : 0;
   }
+  // The first kCached elements of each thread stay in registers for the second pass.
+  constexpr int kCached = 4;
+  float cached[R][kCached];
   float squares[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) squares[r] = 0.0f;
-  for (int i = threadIdx.x; i < in; i += kThreads) {
+#pragma unroll
+  for (int k = 0; k < kCached; ++k) {
+    const int i = threadIdx.x + k * kThreads;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float v = 0.0f;
+      if (i < in && r < p.rows) {
+        v = s.residual[source_row[r] * in + i];
+        if (s.delta != nullptr) v += __bfloat162float(s.delta[source_row[r] * in + i]);
+      }
+      cached[r][k] = v;
+      squares[r] += v * v;
+    }
+  }
+  for (int i = threadIdx.x + kCached * kThreads; i < in; i += kThreads) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       if (r >= p.rows) continue;
@@ -143,7 +164,22 @@ __device__ void load_input(const GemvParams& p, bf16* xs) {
     inverse_rms[r] = rsqrtf(total / static_cast<float>(in) + s.eps);
   }
   const bool store_sum = s.residual_out != nullptr && blockIdx.x == 0;
-  for (int i = threadIdx.x; i < in; i += kThreads) {
+#pragma unroll
+  for (int k = 0; k < kCached; ++k) {
+    const int i = threadIdx.x + k * kThreads;
+    if (i >= in) break;
+    const float weight = s.norm_weight[i];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= p.rows) {
+        xs[r * in + i] = __float2bfloat16(0.0f);
+        continue;
+      }
+      if (store_sum) s.residual_out[source_row[r] * in + i] = cached[r][k];
+      xs[r * in + i] = __float2bfloat16(weight * (cached[r][k] * inverse_rms[r]));
+    }
+  }
+  for (int i = threadIdx.x + kCached * kThreads; i < in; i += kThreads) {
     const float weight = s.norm_weight[i];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -226,15 +262,15 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
   int pair = blockIdx.x * kWarps + warp;
 
   // The first chunks of this warp's first pair: weights only, so before the wait.
-  uint4 va[kUnroll];
-  uint4 vb[kUnroll];
+  uint4 va[kUnroll<R>];
+  uint4 vb[kUnroll<R>];
   PairRows rows{0, 0, false};
   if (pair < pairs) {
     rows = pair_rows(p, pair);
     const uint4* wa = reinterpret_cast<const uint4*>(p.w + static_cast<int64_t>(rows.a) * in);
     const uint4* wb = reinterpret_cast<const uint4*>(p.w + static_cast<int64_t>(rows.has_b ? rows.b : rows.a) * in);
 #pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
+    for (int k = 0; k < kUnroll<R>; ++k) {
       const int c = lane + 32 * k;
       if (c < chunks) {
         va[k] = load_streaming(wa + c);
@@ -256,10 +292,10 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
     float acc_b[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc_a[r] = acc_b[r] = 0.0f;
-    for (int base = lane; base < chunks; base += 32 * kUnroll) {
+    for (int base = lane; base < chunks; base += 32 * kUnroll<R>) {
       if (!prefetched) {
 #pragma unroll
-        for (int k = 0; k < kUnroll; ++k) {
+        for (int k = 0; k < kUnroll<R>; ++k) {
           const int c = base + 32 * k;
           if (c < chunks) {
             va[k] = load_streaming(wa + c);
@@ -269,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
       }
       prefetched = false;
 #pragma unroll
-      for (int k = 0; k < kUnroll; ++k) {
+      for (int k = 0; k < kUnroll<R>; ++k) {
         const int c = base + 32 * k;
         if (c >= chunks) continue;
 #pragma unroll
