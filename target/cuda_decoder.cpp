@@ -390,8 +390,9 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding):
   // about two blocks per multiprocessor, each slice at least one tile of 64 positions.
   if (max_new <= cuda::kAttentionQueryTile) {
-    const std::vector<cuda::AttentionWorkItem> unsplit = cuda::plan_attention(new_tokens, start_positions, 1, query_tile);
-    const int64_t blocks = static_cast<int64_t>(unsplit.size()) * config_.num_kv_heads;
+    int64_t tiles = 0;  // work items before splitting
+    for (const int32_t count : new_tokens) tiles += (count + query_tile - 1) / query_tile;
+    const int64_t blocks = tiles * config_.num_kv_heads;
     const int64_t for_occupancy = (2 * multiprocessors_ + blocks - 1) / blocks;
     shape.splits = static_cast<int>(std::clamp<int64_t>(std::min(for_occupancy, (longest + 63) / 64), 1, 32));
   }

@@ -1,5 +1,5 @@
 // argmax_rows: one block of 1024 threads per row; each thread scans a strided slice keeping
-// (value, index) with the lower index winning ties, then a shared-memory tree combines them.
+// (value, index) with the lower index winning ties, then warp shuffles and one last warp combine them.
 #include "kernels/cuda/launch.cuh"
 
 namespace draftwise::cuda {
@@ -37,21 +37,34 @@ __global__ void argmax_kernel(const float* logits, int32_t* out, int64_t vocab) 
       best_index = static_cast<int32_t>(i);
     }
   }
-  __shared__ float values[kThreads];
-  __shared__ int32_t indices[kThreads];
-  values[threadIdx.x] = best;
-  indices[threadIdx.x] = best_index;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride &&
-        better(values[threadIdx.x + stride], indices[threadIdx.x + stride], values[threadIdx.x],
-               indices[threadIdx.x])) {
-      values[threadIdx.x] = values[threadIdx.x + stride];
-      indices[threadIdx.x] = indices[threadIdx.x + stride];
+  // Warp shuffles, then one warp over the warps' winners.
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int32_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+    if (better(other, other_index, best, best_index)) {
+      best = other;
+      best_index = other_index;
     }
-    __syncthreads();
   }
-  if (threadIdx.x == 0) out[blockIdx.x] = indices[0] == 0x7fffffff ? 0 : indices[0];
+  __shared__ float values[kThreads / 32];
+  __shared__ int32_t indices[kThreads / 32];
+  if (threadIdx.x % 32 == 0) {
+    values[threadIdx.x / 32] = best;
+    indices[threadIdx.x / 32] = best_index;
+  }
+  __syncthreads();
+  if (threadIdx.x >= 32) return;
+  best = values[threadIdx.x];
+  best_index = indices[threadIdx.x];
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int32_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+    if (better(other, other_index, best, best_index)) {
+      best = other;
+      best_index = other_index;
+    }
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = best_index == 0x7fffffff ? 0 : best_index;
 }
 
 }  // namespace
