@@ -10,6 +10,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -352,6 +353,20 @@ Status write_file(const std::string& path, const std::string& text) {
   return {};
 }
 
+// "1,8,32": positive integers up to `most`.
+Expected<std::vector<int32_t>> parse_sizes(std::string_view name, std::string_view text, int64_t most) {
+  std::vector<int32_t> sizes;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    DW_ASSIGN_OR_RETURN(const int64_t value, parse_integer_option(name, text.substr(start, comma - start)));
+    if (value < 1 || value > most) return make_error("{}: {} is outside [1, {}]", name, value, most);
+    sizes.push_back(static_cast<int32_t>(value));
+    start = comma + 1;
+  }
+  return sizes;
+}
+
 Expected<Settings> parse_settings(const PerfArgs& args) {
   if (args.models.empty() && args.random_weights.empty()) {
     return make_error("give at least one --model PATH or --random-weights CONFIG.json");
@@ -360,18 +375,11 @@ Expected<Settings> parse_settings(const PerfArgs& args) {
   DW_ASSIGN_OR_RETURN(const DeviceOption device, parse_device_option(args.device));
   if (!device.cuda) return make_error("perf measures the CUDA backend: give --device cuda[:N]");
   settings.device = device.index;
-  DW_ASSIGN_OR_RETURN(settings.batches, parse_id_list_option("--batches", args.batches));
-  DW_ASSIGN_OR_RETURN(settings.contexts, parse_id_list_option("--contexts", args.contexts));
+  DW_ASSIGN_OR_RETURN(settings.batches, parse_sizes("--batches", args.batches, 1024));
+  DW_ASSIGN_OR_RETURN(settings.contexts, parse_sizes("--contexts", args.contexts, 1 << 24));
   DW_ASSIGN_OR_RETURN(settings.prefill, parse_integer_option("--prefill", args.prefill));
   DW_ASSIGN_OR_RETURN(settings.steps, parse_integer_option("--steps", args.steps));
   DW_ASSIGN_OR_RETURN(settings.repeats, parse_integer_option("--repeats", args.repeats));
-  if (settings.batches.empty() || settings.contexts.empty()) return make_error("--batches and --contexts need values");
-  for (const int32_t batch : settings.batches) {
-    if (batch < 1 || batch > 1024) return make_error("--batches: {} is outside [1, 1024]", batch);
-  }
-  for (const int32_t context : settings.contexts) {
-    if (context < 1) return make_error("--contexts: {} is not positive", context);
-  }
   if (settings.prefill < 0) return make_error("--prefill must be 0 (none) or positive, got {}", settings.prefill);
   if (settings.steps < 1 || settings.repeats < 1) return make_error("--steps and --repeats must be positive");
   settings.fused = !args.no_fused;
