@@ -448,11 +448,18 @@ int run_perf(const std::vector<std::string>& cli) {
                     {"fused_small_steps", settings->fused}}},
       {"models", nlohmann::json::array()}};
 
-  int32_t longest = *std::max_element(settings->contexts.begin(), settings->contexts.end());
-  CudaDecoderOptions options;
-  options.device = settings->device;
-  options.kv_cache_memory_share = 0.8;
-  options.fused_small_steps = settings->fused;
+  const int32_t longest = *std::max_element(settings->contexts.begin(), settings->contexts.end());
+  // The context each model is loaded with: room for the longest run, no more (block-table
+  // rows, and so each step's upload, are a full context long).
+  const auto options_for = [&](const ModelConfig& config) {
+    CudaDecoderOptions options;
+    options.device = settings->device;
+    options.kv_cache_memory_share = 0.8;
+    options.fused_small_steps = settings->fused;
+    options.context_length = std::min<int64_t>(config.max_position_embeddings,
+                                               std::max<int64_t>(longest, settings->prefill) + settings->steps + 64);
+    return options;
+  };
   const auto run_one = [&](const std::string& name, auto make) {
     Expected<std::unique_ptr<CudaDecoder>> decoder = make();
     Expected<nlohmann::json> measured =
@@ -468,20 +475,14 @@ int run_perf(const std::vector<std::string>& cli) {
     run_one(std::filesystem::path(path).filename().string(), [&]() -> Expected<std::unique_ptr<CudaDecoder>> {
       DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(path));
       DW_ASSIGN_OR_RETURN(const ModelConfig config, load_model_config(checkpoint));
-      CudaDecoderOptions sized = options;
-      sized.context_length = std::min<int64_t>(config.max_position_embeddings,
-                                               std::max<int64_t>(longest, settings->prefill) + settings->steps + 64);
-      return CudaDecoder::load(checkpoint, sized);
+      return CudaDecoder::load(checkpoint, options_for(config));
     });
   }
   for (const std::string& path : args.random_weights) {
     run_one(std::filesystem::path(path).stem().string() + " shape, random weights",
             [&]() -> Expected<std::unique_ptr<CudaDecoder>> {
               DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(path));
-              CudaDecoderOptions sized = options;
-              sized.context_length = std::min<int64_t>(
-                  config.max_position_embeddings, std::max<int64_t>(longest, settings->prefill) + settings->steps + 64);
-              return CudaDecoder::create_random(config, kRandomWeightSeed, sized);
+              return CudaDecoder::create_random(config, kRandomWeightSeed, options_for(config));
             });
   }
 

@@ -12,6 +12,21 @@ __device__ bool better(float value, int32_t index, float best, int32_t best_inde
   return value > best || (value == best && index < best_index);
 }
 
+__device__ void keep_better(float value, int32_t index, float& best, int32_t& best_index) {
+  if (better(value, index, best, best_index)) {
+    best = value;
+    best_index = index;
+  }
+}
+
+// The best (value, index) of the warp, in every lane.
+__device__ void warp_best(float& best, int32_t& best_index) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    keep_better(__shfl_xor_sync(0xffffffffu, best, offset), __shfl_xor_sync(0xffffffffu, best_index, offset), best,
+                best_index);
+  }
+}
+
 __global__ void argmax_kernel(const float* logits, int32_t* out, int64_t vocab) {
   wait_for_prior_grid();
   release_next_grid();
@@ -24,28 +39,13 @@ __global__ void argmax_kernel(const float* logits, int32_t* out, int64_t vocab) 
     const float4 v = *reinterpret_cast<const float4*>(row + i);
     const float values4[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      if (better(values4[k], static_cast<int32_t>(i + k), best, best_index)) {
-        best = values4[k];
-        best_index = static_cast<int32_t>(i + k);
-      }
-    }
+    for (int k = 0; k < 4; ++k) keep_better(values4[k], static_cast<int32_t>(i + k), best, best_index);
   }
   for (int64_t i = vector_end + threadIdx.x; i < vocab; i += blockDim.x) {
-    if (better(row[i], static_cast<int32_t>(i), best, best_index)) {
-      best = row[i];
-      best_index = static_cast<int32_t>(i);
-    }
+    keep_better(row[i], static_cast<int32_t>(i), best, best_index);
   }
   // Warp shuffles, then one warp over the warps' winners.
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int32_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
-    if (better(other, other_index, best, best_index)) {
-      best = other;
-      best_index = other_index;
-    }
-  }
+  warp_best(best, best_index);
   __shared__ float values[kThreads / 32];
   __shared__ int32_t indices[kThreads / 32];
   if (threadIdx.x % 32 == 0) {
@@ -56,14 +56,7 @@ __global__ void argmax_kernel(const float* logits, int32_t* out, int64_t vocab) 
   if (threadIdx.x >= 32) return;
   best = values[threadIdx.x];
   best_index = indices[threadIdx.x];
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int32_t other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
-    if (better(other, other_index, best, best_index)) {
-      best = other;
-      best_index = other_index;
-    }
-  }
+  warp_best(best, best_index);
   if (threadIdx.x == 0) out[blockIdx.x] = best_index == 0x7fffffff ? 0 : best_index;
 }
 
