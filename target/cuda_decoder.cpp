@@ -416,7 +416,7 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   }
 
   // The plan goes up in one copy from page-locked memory: ids, positions, slots, tables,
-  // attention items, logit rows. Its layout depends only on the step's shape.
+  // attention items, logit rows, argmax keys. Its layout depends only on the step's shape.
   std::vector<int32_t>& plan = plan_;
   plan.clear();
   const size_t ids_at = append_section(plan, ids);
@@ -425,6 +425,8 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   const size_t tables_at = append_section(plan, tables);
   const size_t items_at = append_section(plan, items);
   const size_t logit_rows_at = append_section(plan, logit_rows);
+  // Greedy steps: the argmax keys, zero for the LM head's atomicMax.
+  const size_t keys_at = append_section(plan, std::vector<uint64_t>(shape.greedy ? logit_rows.size() : 0, 0));
   const size_t plan_bytes = plan.size() * sizeof(int32_t);
   if (pinned_plan_.bytes() < plan_bytes) {
     DW_ASSIGN_OR_RETURN(pinned_plan_, cuda::PinnedBuffer::allocate(std::max(plan_bytes, 2 * pinned_plan_.bytes()),
@@ -439,9 +441,9 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   b.tables = plan_base + tables_at;
   b.items = plan_base + items_at;
   b.logit_rows = plan_base + logit_rows_at;
+  b.keys = plan_base + keys_at;
   DW_ASSIGN_OR_RETURN(b.residual[0], scratch(6, bytes(rows * hidden, 4), "the residual stream"));
   DW_ASSIGN_OR_RETURN(b.residual[1], scratch(17, bytes(rows * hidden, 4), "the residual stream"));
-  DW_ASSIGN_OR_RETURN(b.tokens, scratch(18, bytes(shape.selected_rows, 4), "greedy tokens"));
   DW_ASSIGN_OR_RETURN(b.normed, scratch(7, bytes(rows * hidden, 2), "normed activations"));
   DW_ASSIGN_OR_RETURN(b.qkv, scratch(8, bytes(rows * qkv_dim, 2), "q/k/v"));
   DW_ASSIGN_OR_RETURN(b.attended, scratch(9, bytes(rows * q_dim, 2), "attention output"));
@@ -488,8 +490,16 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
     DW_TRY(enqueue_forward(shape));
   }
   if (tokens != nullptr) {
+    const size_t key_bytes = static_cast<size_t>(shape.selected_rows) * sizeof(uint64_t);
+    if (pinned_keys_.bytes() < key_bytes) {
+      DW_ASSIGN_OR_RETURN(pinned_keys_, cuda::PinnedBuffer::allocate(std::max(key_bytes, 2 * pinned_keys_.bytes()),
+                                                                     "the greedy tokens"));
+    }
+    DW_TRY(cuda::copy_to_host(pinned_keys_.data(), b.keys, key_bytes, stream));
+    const auto* keys = static_cast<const uint64_t*>(pinned_keys_.data());
     tokens->resize(static_cast<size_t>(shape.selected_rows));
-    return cuda::copy_to_host(tokens->data(), b.tokens, tokens->size() * sizeof(int32_t), stream);
+    for (size_t i = 0; i < tokens->size(); ++i) (*tokens)[i] = cuda::argmax_key_index(keys[i]);
+    return {};
   }
   logits->resize(static_cast<size_t>(shape.selected_rows * vocab));
   return cuda::copy_to_host(logits->data(), b.logits, logits->size() * sizeof(float), stream);
@@ -612,12 +622,19 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
     pending = delta;
   }
 
-  // Final norm of the requested rows, LM head, and for greedy steps the argmax.
+  // Final norm of the requested rows, LM head, and for greedy steps the argmax (inside the
+  // LM head's gemv, whose logits are then never stored).
   const DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embedding_;
+  auto* keys = static_cast<uint64_t*>(b.keys);
   if (options_.fused_small_steps && cuda::gemv_supported(shape.selected_rows, hidden)) {
     cuda::LinearSource source = normed(final_norm_);
     source.residual_out = nullptr;  // nothing reads the stream after this
     source.row_index = logit_rows;
+    if (shape.greedy) {
+      return cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
+                                    cuda::GemvEpilogue::kArgmax, keys, false, stream),
+                         "gemv");
+    }
     DW_TRY(cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
                                   cuda::GemvEpilogue::kStore, logits, true, stream),
                        "gemv"));
@@ -632,8 +649,7 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
     DW_TRY(gemm_.matmul(selected, head.as<bf16>(), logits, true, shape.selected_rows, hidden, vocab, stream));
   }
   if (shape.greedy) {
-    DW_TRY(cuda_status(cuda::argmax_rows(logits, static_cast<int32_t*>(b.tokens), shape.selected_rows, vocab, stream),
-                       "argmax_rows"));
+    DW_TRY(cuda_status(cuda::argmax_rows(logits, keys, shape.selected_rows, vocab, stream), "argmax_rows"));
   }
   return {};
 }

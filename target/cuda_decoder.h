@@ -117,7 +117,7 @@ class CudaDecoder final : public Decoder {
     void* stats = nullptr;       // [splits, rows, heads, 2] fp32
     void* selected = nullptr;    // [selected_rows, hidden] bf16
     void* logits = nullptr;      // [selected_rows, vocab] fp32
-    void* tokens = nullptr;      // [selected_rows] int32 (greedy steps)
+    void* keys = nullptr;        // [selected_rows] uint64 argmax keys (greedy steps), in the plan
   };
   struct GraphExec {
     cudaGraphExec_t exec = nullptr;
@@ -177,6 +177,7 @@ class CudaDecoder final : public Decoder {
   StepBuffers buffers_;
   std::vector<int32_t> plan_;          // a step's host-side plan, reused
   cuda::PinnedBuffer pinned_plan_;     // its page-locked copy
+  cuda::PinnedBuffer pinned_keys_;     // a greedy step's argmax keys, back from the GPU
   cuda::DeviceBuffer split_counters_;  // attention_paged's, zero between steps
   std::map<StepShape, GraphExec> graphs_;
   uint64_t graphs_generation_ = 0;

@@ -56,6 +56,7 @@ struct PerfArgs {
   std::string json_path;
   std::string markdown_path;
   bool no_programmatic_launch = false;
+  bool no_cluster_merge = false;
   bool no_fused = false;
 };
 
@@ -309,13 +310,14 @@ std::string markdown_report(const nlohmann::json& report) {
   std::string text = fmt::format(
       "Device: {} ({} multiprocessors). Ceilings measured in this run: copy bandwidth {:.0f} GB/s "
       "(read + write), bf16 GEMM {:.0f} TFLOP/s (8192³, cuBLASLt). Decode: greedy steps, {} steps × {} "
-      "repeats (median), CUDA graphs{}{}.\n",
+      "repeats (median), CUDA graphs{}{}{}.\n",
       report["device"]["name"].get<std::string>(), report["device"]["multiprocessors"].get<int>(),
       report["ceilings"]["copy_bandwidth_bytes_per_second"].get<double>() / 1e9,
       report["ceilings"]["gemm_bf16_flops_per_second"].get<double>() / 1e12, report["settings"]["steps"].get<int>(),
       report["settings"]["repeats"].get<int>(),
       report["settings"]["programmatic_launch"].get<bool>() ? ", programmatic dependent launch" : "",
-      report["settings"]["fused_small_steps"].get<bool>() ? ", fused small-step kernels" : "");
+      report["settings"]["fused_small_steps"].get<bool>() ? ", fused small-step kernels" : "",
+      report["settings"]["attention_cluster_merge"].get<bool>() ? ", attention slices merged in clusters" : "");
   for (const nlohmann::json& model : report["models"]) {
     text += fmt::format("\n### {}\n\n", model["name"].get<std::string>());
     if (model.contains("error")) {
@@ -407,6 +409,8 @@ int run_perf(const std::vector<std::string>& cli) {
   parser.add_flag("no-programmatic-launch", &args.no_programmatic_launch,
                   "launch kernels without programmatic dependent launch");
   parser.add_flag("no-fused", &args.no_fused, "decode through norm kernels and cuBLASLt instead of the gemv kernels");
+  parser.add_flag("no-cluster-merge", &args.no_cluster_merge,
+                  "merge split attention through a global workspace instead of thread-block clusters");
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   const auto fail = [](const Error& error) {
     print_error("draftwise perf: " + error.message);
@@ -415,6 +419,7 @@ int run_perf(const std::vector<std::string>& cli) {
   Expected<Settings> settings = parse_settings(args);
   if (!settings.ok()) return fail(settings.error());
   cuda::set_programmatic_launch(!args.no_programmatic_launch);
+  cuda::set_attention_cluster_merge(!args.no_cluster_merge);
 
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || settings->device >= count) {
@@ -445,6 +450,7 @@ int run_perf(const std::vector<std::string>& cli) {
                     {"steps", settings->steps},
                     {"repeats", settings->repeats},
                     {"programmatic_launch", !args.no_programmatic_launch},
+                    {"attention_cluster_merge", !args.no_cluster_merge},
                     {"fused_small_steps", settings->fused}}},
       {"models", nlohmann::json::array()}};
 

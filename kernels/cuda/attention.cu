@@ -17,12 +17,20 @@
 // and sum (Milakov & Gimelshein 2018, online softmax) and accumulates the weighted values,
 // each lane owning head_dim / 32 output dimensions. Scores and sums are fp32.
 //
-// With splits > 1 (flash-decoding) a work item covers one slice of the keys and leaves its
-// unnormalised output and (max, sum) in a workspace; attention_combine rescales and adds
-// the slices.
+// With splits > 1 (flash-decoding) a work item covers one slice of the keys. On the
+// tensor-core kernel the slices of one (query tile, kv head) run, where the device allows it
+// (up to 16 slices), as one thread-block cluster: each slice leaves its unnormalised output
+// and (max, sum) in its own shared memory, and after a cluster barrier every block merges a
+// share of the outputs by reading all slices' shared memory (distributed shared memory): no
+// global workspace, no fence, no atomics. Otherwise each slice leaves its partial result in a
+// global workspace, merged by the last slice to finish (a counter per tile) or by
+// attention_combine.
 #include "kernels/cuda/attention.h"
 
 #include <algorithm>
+#include <atomic>
+
+#include <cooperative_groups.h>
 
 #include "kernels/cuda/launch.cuh"
 
@@ -202,6 +210,9 @@ constexpr int kMmaKeys = 64;   // keys per tile
 constexpr int kMmaRows = 64;   // (token, head) rows per block
 constexpr int kMmaThreads = 128;
 constexpr int kMaxSplits = 32;  // the in-kernel merge stages [rows][splits] weights in shared memory
+constexpr int kMaxClusterSplits = 16;  // the largest thread-block cluster of Hopper (non-portable above 8)
+
+std::atomic<bool> cluster_merge{true};
 
 template <int D>
 __host__ __device__ constexpr size_t mma_shared_bytes() {
@@ -246,15 +257,84 @@ __device__ __forceinline__ uint32_t pack_bf16(float low, float high) {
   return *reinterpret_cast<const uint32_t*>(&pair);
 }
 
+// The slices of one (query tile, kv head), one block each in a cluster, merged through
+// distributed shared memory. Each block stages its unnormalised rows and (max, sum), max in
+// the exp2 domain, in its own (now idle) tile buffers; after the barrier, block k of the
+// cluster computes outputs k·128 + thread, k·128 + thread + 128·size, … from every slice, in
+// slice order. The second barrier keeps each block's shared memory alive until all have read.
+template <int D>
+__device__ __forceinline__ void merge_in_cluster(const AttentionWorkItem& item, int kv_head, int group, int head_dim,
+                                                 int64_t num_heads, int warp, int quad_row, int quad_col,
+                                                 const bool (&row_valid)[2], const float (&o)[D / 8][4],
+                                                 const float (&running_max)[2], const float (&running_sum)[2],
+                                                 float* staging, bf16* out) {
+  namespace cg = cooperative_groups;
+  float* slice_out = staging;                       // [kMmaRows][D]
+  float* slice_stats = staging + kMmaRows * D;      // [kMmaRows][2]: max, sum
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (!row_valid[i]) continue;
+    const int r = 16 * warp + quad_row + 8 * i;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      const int col = 8 * n + 2 * quad_col;
+      if (col < head_dim) *reinterpret_cast<float2*>(slice_out + r * D + col) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
+    }
+    if (quad_col == 0) {
+      slice_stats[2 * r] = running_max[i];
+      slice_stats[2 * r + 1] = running_sum[i];
+    }
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  const int slices = static_cast<int>(cluster.num_blocks());
+  const int rows = item.query_count * group;
+  for (int index = static_cast<int>(cluster.block_rank()) * kMmaThreads + static_cast<int>(threadIdx.x);
+       index < rows * head_dim; index += slices * kMmaThreads) {
+    const int r = index / head_dim;
+    const int d = index % head_dim;
+    float m[kMaxClusterSplits];
+    float l[kMaxClusterSplits];
+    float v[kMaxClusterSplits];
+#pragma unroll
+    for (int s = 0; s < kMaxClusterSplits; ++s) {
+      m[s] = -INFINITY;
+      l[s] = v[s] = 0.0f;
+      if (s < slices) {
+        const float* stats = cluster.map_shared_rank(slice_stats, s);
+        m[s] = stats[2 * r];
+        l[s] = stats[2 * r + 1];
+        v[s] = cluster.map_shared_rank(slice_out, s)[r * D + d];
+      }
+    }
+    float overall = -INFINITY;
+#pragma unroll
+    for (int s = 0; s < kMaxClusterSplits; ++s) overall = fmaxf(overall, m[s]);
+    float total = 0.0f;
+    float value = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kMaxClusterSplits; ++s) {
+      const float weight = m[s] == -INFINITY ? 0.0f : exp2f(m[s] - overall);
+      total += l[s] * weight;
+      value += v[s] * weight;
+    }
+    const int64_t query = item.first_query + r / group;
+    const int64_t head = static_cast<int64_t>(kv_head) * group + r % group;
+    out[(query * num_heads + head) * head_dim + d] = __float2bfloat16(total > 0.0f ? value / total : 0.0f);
+  }
+  cluster.sync();
+}
+
 template <int D>
 __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
     const bf16* q, int64_t q_row_stride, const bf16* k_cache, const bf16* v_cache, const int32_t* block_tables,
     const AttentionWorkItem* items, int splits, int64_t query_rows, AttentionGeometry g, float* partial_out,
-    float* partial_stats, int32_t* split_counters, bf16* out) {
+    float* partial_stats, int32_t* split_counters, int in_cluster, bf16* out) {
   constexpr int kStride = D + 8;  // padded rows: ldmatrix reads 8 rows on distinct banks
   extern __shared__ __align__(16) unsigned char shared_raw[];
   bf16* shared = reinterpret_cast<bf16*>(shared_raw);
   static_assert(mma_shared_bytes<D>() >= 2 * kMmaRows * kMaxSplits * sizeof(float));
+  static_assert(mma_shared_bytes<D>() >= (kMmaRows * D + 2 * kMmaRows) * sizeof(float));
 
   // The work item and the block table come from the step's upload, which precedes every
   // kernel of the step: they may be read before waiting for the previous kernel.
@@ -443,6 +523,11 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
     running_sum[i] += __shfl_xor_sync(0xffffffffu, running_sum[i], 1);
     running_sum[i] += __shfl_xor_sync(0xffffffffu, running_sum[i], 2);
   }
+  if (in_cluster) {
+    merge_in_cluster<D>(item, kv_head, group, head_dim, g.num_heads, warp, quad_row, quad_col, row_valid, o,
+                        running_max, running_sum, reinterpret_cast<float*>(shared), out);
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     if (!row_valid[i]) continue;
@@ -531,11 +616,41 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
   }
 }
 
+// Whether clusters of `slices` blocks of attention_mma_kernel<D> fit on the current device
+// (asked once per process and cluster size: the engine's GPUs are of one kind).
+template <int D>
+bool clusters_fit(int slices) {
+  static std::atomic<int> known[kMaxClusterSplits + 1] = {};  // 0 not asked, 1 yes, -1 no
+  if (slices < 2 || slices > kMaxClusterSplits) return false;
+  int answer = known[slices].load(std::memory_order_relaxed);
+  if (answer == 0) {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = static_cast<unsigned>(slices);
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(slices));
+    config.blockDim = dim3(kMmaThreads);
+    config.dynamicSmemBytes = mma_shared_bytes<D>();
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    int clusters = 0;
+    const bool fits = cudaOccupancyMaxActiveClusters(&clusters, attention_mma_kernel<D>, &config) == cudaSuccess &&
+                      clusters > 0;
+    if (!fits) cudaGetLastError();  // an unsupported size is an answer, not an error
+    answer = fits ? 1 : -1;
+    known[slices].store(answer, std::memory_order_relaxed);
+  }
+  return answer > 0;
+}
+
 template <int D>
 cudaError_t launch_mma(const bf16* q, int64_t q_row_stride, const bf16* k_cache, const bf16* v_cache,
                        const int32_t* block_tables, const AttentionWorkItem* items, int64_t item_count, int splits,
                        int64_t query_rows, const AttentionGeometry& geometry, float* partial_out,
-                       float* partial_stats, int32_t* split_counters, bf16* out, cudaStream_t stream) {
+                       float* partial_stats, int32_t* split_counters, bool& merged, bf16* out,
+                       cudaStream_t stream) {
   constexpr size_t shared = mma_shared_bytes<D>();
   if (shared > 48 * 1024) {
     if (const cudaError_t set = cudaFuncSetAttribute(attention_mma_kernel<D>,
@@ -544,13 +659,24 @@ cudaError_t launch_mma(const bf16* q, int64_t q_row_stride, const bf16* k_cache,
       return set;
     }
   }
+  if (const cudaError_t set =
+          cudaFuncSetAttribute(attention_mma_kernel<D>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      set != cudaSuccess) {
+    return set;
+  }
+  const bool in_cluster = splits > 1 && cluster_merge.load(std::memory_order_relaxed) && clusters_fit<D>(splits);
+  merged = in_cluster || (split_counters != nullptr && splits > 1 && splits <= kMaxSplits);
   const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_kv_heads));
-  return launch(attention_mma_kernel<D>, grid, dim3(kMmaThreads), shared, stream, q, q_row_stride, k_cache,
-                v_cache, block_tables, items, splits, query_rows, geometry, partial_out, partial_stats,
-                split_counters, out);
+  return launch_in_clusters(attention_mma_kernel<D>, grid, dim3(kMmaThreads), shared, stream,
+                            in_cluster ? static_cast<unsigned>(splits) : 1u, q, q_row_stride, k_cache, v_cache,
+                            block_tables, items, splits, query_rows, geometry, partial_out, partial_stats,
+                            in_cluster ? nullptr : split_counters, in_cluster ? 1 : 0, out);
 }
 
 }  // namespace
+
+bool attention_cluster_merge_enabled() { return cluster_merge.load(std::memory_order_relaxed); }
+void set_attention_cluster_merge(bool enabled) { cluster_merge.store(enabled, std::memory_order_relaxed); }
 
 bool attention_uses_tensor_cores(const AttentionGeometry& geometry) {
   return geometry.head_dim > 0 && geometry.head_dim % 8 == 0 && geometry.head_dim <= 128 &&
@@ -600,12 +726,15 @@ cudaError_t attention_paged(const bf16* q, int64_t q_row_stride, const bf16* k_c
   if (geometry.head_dim > kMaxHeadDim || geometry.head_dim <= 0) return cudaErrorInvalidValue;
   cudaError_t launched = cudaSuccess;
   if (attention_uses_tensor_cores(geometry)) {
+    bool merged = false;
     launched = geometry.head_dim <= 64
                    ? launch_mma<64>(q, q_row_stride, k_cache, v_cache, block_tables, items, item_count, splits,
-                                    query_rows, geometry, partial_out, partial_stats, split_counters, out, stream)
+                                    query_rows, geometry, partial_out, partial_stats, split_counters, merged, out,
+                                    stream)
                    : launch_mma<128>(q, q_row_stride, k_cache, v_cache, block_tables, items, item_count, splits,
-                                     query_rows, geometry, partial_out, partial_stats, split_counters, out, stream);
-    if (launched != cudaSuccess || (split_counters != nullptr && splits <= kMaxSplits)) return launched;
+                                     query_rows, geometry, partial_out, partial_stats, split_counters, merged, out,
+                                     stream);
+    if (launched != cudaSuccess || merged) return launched;
   } else {
     const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_heads));
     launched = launch(attention_kernel, grid, dim3(kAttentionQueryTile * 32), 0, stream, q, q_row_stride, k_cache,

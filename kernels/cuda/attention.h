@@ -46,6 +46,10 @@ struct AttentionWorkItem {
 // shared-memory pipeline (cp.async). Other head dimensions (up to 256) run on a CUDA-core
 // kernel with tiles of kAttentionQueryTile tokens.
 bool attention_uses_tensor_cores(const AttentionGeometry& geometry);
+// Whether the tensor-core kernel merges the slices of a split context inside a thread-block
+// cluster where the device allows it (on by default). Process-wide; for comparing the merges.
+bool attention_cluster_merge_enabled();
+void set_attention_cluster_merge(bool enabled);
 // Query tokens per work item for `geometry`.
 int attention_query_tile(const AttentionGeometry& geometry);
 
@@ -65,10 +69,11 @@ cudaError_t write_kv_cache(const bf16* qkv, int64_t row_stride, int64_t k_offset
                            const int32_t* slots, int64_t tokens, int64_t kv_dim, bf16* k_cache,
                            bf16* v_cache, cudaStream_t stream);
 
-// Runs the work items. With splits == 1 it writes `out` directly; otherwise each item
-// writes its slice's partial result to the workspace and the slices are merged: on the
-// tensor-core kernel by the last slice to finish when `split_counters` is given, else by a
-// combine kernel.
+// Runs the work items. With splits == 1 it writes `out` directly; otherwise the slices are
+// merged: on the tensor-core kernel inside a thread-block cluster per (query tile, kv head)
+// where the device allows one of `splits` blocks (at most 16; attention_cluster_merge_enabled),
+// else through the workspace, by the last slice to finish when `split_counters` is given or
+// by a combine kernel.
 //   q:            [query rows, q_row_stride] bf16, heads·head_dim at the row start
 //   block_tables: [sequences, max_blocks_per_sequence]
 //   items:        [item_count] (device copy of plan_attention's result)

@@ -13,9 +13,15 @@
 // for every input row; a shuffle reduction ends the pair, and lane r writes row r's result.
 // The grid is one wave of blocks looping over the pairs. For a qkv projection the pairs are
 // the two rows of each RoPE pair (j, j + head_dim/2), so the epilogue can rotate q and k and
-// write k and v to their cache slots (no separate RoPE kernel).
+// write k and v to their cache slots (no separate RoPE kernel). For a greedy LM head the
+// epilogue keeps each row's best argmax key (argmax.cuh) and each block ends with one
+// atomicMax per row: no logits are stored and no argmax kernel follows.
+// Everything no kernel of the step writes (norm weights, biases, RoPE frequencies, positions,
+// cache slots and gathered row indices, which come with the step's plan) is loaded with the
+// first weights, before the wait, so that it is off the chain of dependent loads.
 #include <algorithm>
 
+#include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"
 
@@ -32,6 +38,9 @@ template <int R>
 constexpr int kUnroll = R == 1 ? 8 : 4;
 constexpr int64_t kMaxSharedBytes = 100 * 1024;
 constexpr int64_t kMaxRows = 4;
+// Normed inputs: the first kCached elements of each thread stay in registers between the two
+// passes of the norm.
+constexpr int kCached = 4;
 
 struct GemvParams {
   LinearSource source;
@@ -77,6 +86,51 @@ __host__ __device__ inline int pair_count(GemvEpilogue epilogue, int out) {
   return epilogue == GemvEpilogue::kSwiglu ? out / 2 : (out + 1) / 2;
 }
 
+// The epilogue's inputs for one pair, none of them written by a kernel of the step.
+struct EpilogueInputs {
+  float bias_a = 0.0f;
+  float bias_b = 0.0f;
+  float inv_freq = 0.0f;  // kRopeWriteKv rotation pairs: the pair's frequency
+  int32_t position = 0;   // kRopeWriteKv: the position and cache slot of this lane's row
+  int32_t slot = 0;
+};
+__device__ __forceinline__ EpilogueInputs load_epilogue_inputs(const GemvParams& p, const PairRows& rows, int lane) {
+  EpilogueInputs e;
+  if (p.bias != nullptr) {
+    e.bias_a = __bfloat162float(p.bias[rows.a]);
+    if (rows.has_b) e.bias_b = __bfloat162float(p.bias[rows.b]);
+  }
+  if (p.epilogue == GemvEpilogue::kRopeWriteKv) {
+    const int head_dim = static_cast<int>(p.rope.head_dim);
+    if (rows.a / head_dim < p.rope.heads + p.rope.kv_heads) e.inv_freq = p.rope.inv_freq[rows.a % head_dim];
+    if (lane < p.rows) {
+      e.position = p.rope.positions[lane];
+      e.slot = p.rope.slots[lane];
+    }
+  }
+  return e;
+}
+
+// The norm's inputs that no kernel of the step writes.
+template <int R>
+struct NormInputs {
+  float weight[kCached];  // of this thread's first kCached elements
+  int64_t source_row[R];  // the residual row of each input row
+};
+template <int R>
+__device__ __forceinline__ NormInputs<R> load_norm_inputs(const GemvParams& p) {
+  NormInputs<R> n;
+  const LinearSource& s = p.source;
+#pragma unroll
+  for (int r = 0; r < R; ++r) n.source_row[r] = r < p.rows ? (s.row_index != nullptr ? s.row_index[r] : r) : 0;
+#pragma unroll
+  for (int k = 0; k < kCached; ++k) {
+    const int i = threadIdx.x + k * kThreads;
+    n.weight[k] = s.x == nullptr && i < p.in ? s.norm_weight[i] : 0.0f;
+  }
+  return n;
+}
+
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   uint4 v;
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -100,7 +154,7 @@ __device__ __forceinline__ float dot8(uint4 w, uint4 x, float acc) {
 
 // Fills xs[R][in] (bf16) with the block's input rows; rows past p.rows are zero.
 template <int R>
-__device__ void load_input(const GemvParams& p, bf16* xs) {
+__device__ __forceinline__ void load_input(const GemvParams& p, const NormInputs<R>& norm, bf16* xs) {
   const int in = p.in;
   const LinearSource& s = p.source;
   if (s.x != nullptr) {
@@ -115,13 +169,7 @@ __device__ void load_input(const GemvParams& p, bf16* xs) {
     return;
   }
   __shared__ float partial[kWarps][R];
-  int64_t source_row[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    source_row[r] = r < p.rows ? (s.row_index != nullptr ? s.row_index[r] : r) : 0;
-  }
-  // The first kCached elements of each thread stay in registers for the second pass.
-  constexpr int kCached = 4;
+  const int64_t (&source_row)[R] = norm.source_row;
   float cached[R][kCached];
   float squares[R];
 #pragma unroll
@@ -168,7 +216,7 @@ __device__ void load_input(const GemvParams& p, bf16* xs) {
   for (int k = 0; k < kCached; ++k) {
     const int i = threadIdx.x + k * kThreads;
     if (i >= in) break;
-    const float weight = s.norm_weight[i];
+    const float weight = norm.weight[k];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       if (r >= p.rows) {
@@ -196,17 +244,15 @@ __device__ void load_input(const GemvParams& p, bf16* xs) {
 }
 
 // Row r's results for one pair (lane r writes them).
-__device__ __forceinline__ void write_pair(const GemvParams& p, int r, int pair, const PairRows& rows, float a,
-                                           float b) {
+__device__ __forceinline__ void write_pair(const GemvParams& p, int r, int pair, const PairRows& rows,
+                                           const EpilogueInputs& extra, float a, float b) {
   if (p.epilogue == GemvEpilogue::kSwiglu) {
     const float value = a / (1.0f + expf(-a)) * b;
     static_cast<bf16*>(p.y)[static_cast<int64_t>(r) * (p.out / 2) + pair] = __float2bfloat16(value);
     return;
   }
-  if (p.bias != nullptr) {
-    a += __bfloat162float(p.bias[rows.a]);
-    if (rows.has_b) b += __bfloat162float(p.bias[rows.b]);
-  }
+  a += extra.bias_a;
+  b += extra.bias_b;
   const int64_t row_start = static_cast<int64_t>(r) * p.out;
   if (p.y_fp32) {
     float* y = static_cast<float*>(p.y) + row_start;
@@ -222,12 +268,12 @@ __device__ __forceinline__ void write_pair(const GemvParams& p, int r, int pair,
     const int head_dim = static_cast<int>(rope.head_dim);
     const int half = head_dim / 2;
     const int64_t kv_dim = rope.kv_heads * rope.head_dim;
-    const int64_t slot = rope.slots[r];
+    const int64_t slot = extra.slot;
     const int head = rows.a / head_dim;
     if (head < rope.heads + rope.kv_heads) {
       // rope_and_write_kv's rotation of the bf16 values, bit for bit.
       const int j = rows.a % head_dim;
-      const float angle = static_cast<float>(rope.positions[r]) * rope.inv_freq[j];
+      const float angle = static_cast<float>(extra.position) * extra.inv_freq;
       float s;
       float c;
       sincosf(angle, &s, &c);
@@ -261,12 +307,15 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
   const int pairs = pair_count(p.epilogue, p.out);
   int pair = blockIdx.x * kWarps + warp;
 
-  // The first chunks of this warp's first pair: weights only, so before the wait.
+  // The first chunks of this warp's first pair, its epilogue's inputs and the norm's weights:
+  // nothing a kernel of the step writes, so before the wait.
   uint4 va[kUnroll<R>];
   uint4 vb[kUnroll<R>];
   PairRows rows{0, 0, false};
+  EpilogueInputs extra;
   if (pair < pairs) {
     rows = pair_rows(p, pair);
+    extra = load_epilogue_inputs(p, rows, lane);
     const uint4* wa = reinterpret_cast<const uint4*>(p.w + static_cast<int64_t>(rows.a) * in);
     const uint4* wb = reinterpret_cast<const uint4*>(p.w + static_cast<int64_t>(rows.has_b ? rows.b : rows.a) * in);
 #pragma unroll
@@ -278,14 +327,19 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
       }
     }
   }
+  const NormInputs<R> norm = load_norm_inputs<R>(p);
   release_next_grid();
   wait_for_prior_grid();
-  load_input<R>(p, xs);
+  load_input<R>(p, norm, xs);
   __syncthreads();
 
+  uint64_t best = 0;  // kArgmax: the best key of this lane's row so far
   bool prefetched = true;
   for (; pair < pairs; pair += gridDim.x * kWarps) {
-    if (!prefetched) rows = pair_rows(p, pair);
+    if (!prefetched) {
+      rows = pair_rows(p, pair);
+      extra = load_epilogue_inputs(p, rows, lane);
+    }
     const uint4* wa = reinterpret_cast<const uint4*>(p.w + static_cast<int64_t>(rows.a) * in);
     const uint4* wb = reinterpret_cast<const uint4*>(p.w + static_cast<int64_t>(rows.has_b ? rows.b : rows.a) * in);
     float acc_a[R];
@@ -324,7 +378,25 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
     }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      if (lane == r && r < p.rows) write_pair(p, r, pair, rows, acc_a[r], acc_b[r]);
+      if (lane != r || r >= p.rows) continue;
+      if (p.epilogue == GemvEpilogue::kArgmax) {
+        best = key_max(best, argmax_key(acc_a[r], rows.a));
+        if (rows.has_b) best = key_max(best, argmax_key(acc_b[r], rows.b));
+      } else {
+        write_pair(p, r, pair, rows, extra, acc_a[r], acc_b[r]);
+      }
+    }
+  }
+  if (p.epilogue == GemvEpilogue::kArgmax) {
+    // Lane r of each warp holds row r's best: the block's best per row, then one atomic.
+    __shared__ uint64_t winners[kWarps][R];
+    if (lane < R) winners[warp][lane] = best;
+    __syncthreads();
+    if (threadIdx.x < p.rows) {
+      uint64_t key = 0;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) key = key_max(key, winners[w][threadIdx.x]);
+      if (key != 0) atomicMax(reinterpret_cast<unsigned long long*>(static_cast<uint64_t*>(p.y) + threadIdx.x), key);
     }
   }
 }
@@ -381,6 +453,7 @@ cudaError_t gemv(const LinearSource& source, int64_t rows, const bf16* w, const 
                  (rope->kv_heads * rope->head_dim) % 2 != 0)) {
     return cudaErrorInvalidValue;
   }
+  if (epilogue == GemvEpilogue::kArgmax && (bias != nullptr || y_fp32)) return cudaErrorInvalidValue;
   if (source.x == nullptr && (source.residual == nullptr || source.norm_weight == nullptr)) return cudaErrorInvalidValue;
   if (source.residual_out != nullptr && source.residual_out == source.residual) return cudaErrorInvalidValue;
   const GemvParams p{source, static_cast<int>(rows), w, bias, static_cast<int>(in), static_cast<int>(out),

@@ -47,6 +47,8 @@ enum class GemvEpilogue {
   kStore,        // y[r, o] = x[r] · w[o] (+ bias[o])
   kSwiglu,       // w holds gate rows then up rows (2·ffn); y[r, i] = silu(x·gate_i) · (x·up_i)
   kRopeWriteKv,  // y is a qkv row: kStore, then rope_and_write_kv's rotation and cache writes
+  kArgmax,       // y is uint64 [rows], zero before the call: atomicMax of each row's argmax key
+                 // (argmax_key_index); the products themselves are not stored (greedy LM head)
 };
 // What kRopeWriteKv needs (rope_and_write_kv's arguments; half-split pairing).
 struct RopeCacheWrite {
@@ -66,7 +68,7 @@ bool gemv_supported(int64_t rows, int64_t in);
 // y = x · wᵀ for a few rows, streaming w once with 16-byte loads (decode steps).
 //   w: [out, in] bf16     bias: [out] bf16 or nullptr (kStore only)
 //   y: [rows, out] (kStore, kRopeWriteKv) or [rows, out / 2] (kSwiglu), fp32 when y_fp32
-//      (kStore only) else bf16
+//      (kStore only) else bf16; [rows] uint64 argmax keys (kArgmax)
 //   rope: kRopeWriteKv's arguments, out = (heads + 2·kv_heads) · head_dim; else nullptr
 cudaError_t gemv(const LinearSource& source, int64_t rows, const bf16* w, const bf16* bias,
                  int64_t in, int64_t out, GemvEpilogue epilogue, void* y, bool y_fp32,
@@ -98,9 +100,19 @@ cudaError_t swiglu(const bf16* gate_up, bf16* out, int64_t rows, int64_t ffn, cu
 cudaError_t embedding_lookup(const bf16* table, const int32_t* ids, float* out, int64_t rows,
                              int64_t hidden, cudaStream_t stream);
 
-// out[r] = index of the largest logit of row r, the lowest index among ties
-//   logits: [rows, vocab] fp32     out: [rows]
-cudaError_t argmax_rows(const float* logits, int32_t* out, int64_t rows, int64_t vocab,
+// Greedy picks travel as 64-bit argmax keys: the logit's bits mapped to an unsigned integer of
+// the same order in the high half, 0xFFFFFFFF − index in the low half. The largest key is the
+// largest logit with the lowest index among ties, so partial picks combine by a maximum in any
+// order (atomicMax). NaN logits are never picked; a row with nothing else keeps key 0, which
+// reads as index 0.
+inline int32_t argmax_key_index(uint64_t key) {
+  return key == 0 ? 0 : static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(key & 0xFFFFFFFFu));
+}
+
+// keys[r] = the argmax key of row r (argmax_key_index gives the index of its largest logit, the
+// lowest among ties)
+//   logits: [rows, vocab] fp32     keys: [rows]
+cudaError_t argmax_rows(const float* logits, uint64_t* keys, int64_t rows, int64_t vocab,
                         cudaStream_t stream);
 
 // y[r, o] += bias[o]

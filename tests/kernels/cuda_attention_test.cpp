@@ -126,8 +126,10 @@ void run_case(const Case& c, int splits) {
   ASSERT_TRUE(partial.ok() && stats.ok() && out.ok() && counters.ok());
   ASSERT_EQ(cudaMemset(counters->data(), 0, counters->bytes()), cudaSuccess);
   // The slices merged by a combine kernel, then twice by the last slice of each tile (the
-  // second run finds the counters the first one left).
-  for (const int run : {0, 1, 2}) {
+  // second run finds the counters the first one left), then twice inside thread-block
+  // clusters where the kernel and the device allow them.
+  for (const int run : {0, 1, 2, 3, 4}) {
+    set_attention_cluster_merge(run >= 3);
     ASSERT_EQ(cudaMemset(out->data(), 0xFF, out->bytes()), cudaSuccess);
     ASSERT_EQ(attention_paged(d_qkv.as<bf16>(), qkv_stride, d_k.as<bf16>(), d_v.as<bf16>(), d_tables.as<int32_t>(),
                               d_items.as<AttentionWorkItem>(), static_cast<int64_t>(items.size()), splits, query_rows,
@@ -145,6 +147,7 @@ void run_case(const Case& c, int splits) {
     ASSERT_TRUE(copy_to_host(left.data(), counters->data(), counters->bytes(), nullptr).ok());
     EXPECT_EQ(std::count(left.begin(), left.end(), 0), static_cast<int64_t>(counter_count));
   }
+  set_attention_cluster_merge(true);
 }
 
 bool have_gpu() {

@@ -411,19 +411,82 @@ TEST_F(CudaOps, EmbeddingLookupCopiesRowsExactly) {
 }
 
 TEST_F(CudaOps, ArgmaxPicksTheLowestIndexOfTheLargest) {
-  for (const auto& [rows, vocab] : {std::pair{1, 7}, {4, 1000}, {3, 49152}}) {
+  for (const auto& [rows, vocab] : {std::pair{1, 7}, {4, 1000}, {3, 49152}, {2, 5}}) {
     auto logits = random_values(static_cast<size_t>(rows * vocab), 9);
     // Row 0 gets a tie between two maxima.
     logits[vocab - 1] = 100.0f;
     logits[vocab / 2] = 100.0f;
+    if (rows == 2) {
+      // Row 1: NaN is never picked, -0 ties with +0, and a row of NaN reads as index 0.
+      std::fill(logits.begin(), logits.begin() + vocab, std::nanf(""));
+      logits[vocab + 0] = std::nanf("");
+      logits[vocab + 1] = -1.0f;
+      logits[vocab + 2] = -0.0f;
+      logits[vocab + 3] = 0.0f;
+      logits[vocab + 4] = std::nanf("");
+    }
     const DeviceBuffer din = upload(logits);
-    DeviceBuffer dout = poisoned<int32_t>(static_cast<size_t>(rows));
-    ASSERT_EQ(argmax_rows(din.as<float>(), dout.as<int32_t>(), rows, vocab, stream_.get()), cudaSuccess);
-    const auto out = download<int32_t>(dout, static_cast<size_t>(rows));
+    DeviceBuffer dout = poisoned<uint64_t>(static_cast<size_t>(rows));
+    ASSERT_EQ(argmax_rows(din.as<float>(), dout.as<uint64_t>(), rows, vocab, stream_.get()), cudaSuccess);
+    const auto keys = download<uint64_t>(dout, static_cast<size_t>(rows));
     for (int r = 0; r < rows; ++r) {
       const auto begin = logits.begin() + static_cast<int64_t>(r) * vocab;
-      EXPECT_EQ(out[r], std::max_element(begin, begin + vocab) - begin) << "row " << r;
+      const int64_t expected = rows == 2 ? (r == 0 ? 0 : 2) : std::max_element(begin, begin + vocab) - begin;
+      EXPECT_EQ(argmax_key_index(keys[r]), expected) << "row " << r << " of " << rows << "x" << vocab;
     }
+  }
+}
+
+// The greedy LM head: the argmax epilogue picks, for every row, exactly the argmax of the
+// products that kStore writes (the same sums in the same order), the lowest index among
+// ties, from inputs normed from gathered residual rows as in the decoder.
+TEST_F(CudaOps, GemvArgmaxEpiloguePicksTheArgmaxOfItsProducts) {
+  for (const auto& [rows, total_rows, in, out] : {std::tuple{1, 1, 576, 49152}, {3, 5, 64, 1001}, {4, 6, 2048, 4099}}) {
+    const auto residual = random_values(static_cast<size_t>(total_rows * in), 21);
+    const auto norm_weight = random_values(static_cast<size_t>(in), 22);
+    auto w = bf16_rounded(random_values(static_cast<size_t>(out) * in, 23, 0.05f));
+    std::vector<int32_t> row_index(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) row_index[r] = (2 * r + 1) % total_rows;
+    const DeviceBuffer dres = upload(residual);
+    const DeviceBuffer dnorm = upload(norm_weight);
+    const DeviceBuffer dindex = upload(row_index);
+    LinearSource source;
+    source.residual = dres.as<float>();
+    source.norm_weight = dnorm.as<float>();
+    source.row_index = dindex.as<int32_t>();
+    source.eps = 1e-5f;
+    // The products' argmax per row, lowest index among ties; then the epilogue's picks.
+    const auto run = [&](std::vector<int64_t>& expected, std::vector<int64_t>& picked) {
+      const DeviceBuffer dw = upload(to_bf16(w));
+      DeviceBuffer dy = poisoned<float>(static_cast<size_t>(rows) * out);
+      ASSERT_EQ(gemv(source, rows, dw.as<bf16>(), nullptr, in, out, GemvEpilogue::kStore, dy.data(), true,
+                     stream_.get()),
+                cudaSuccess);
+      const auto y = download<float>(dy, static_cast<size_t>(rows) * out);
+      DeviceBuffer dkeys = upload(std::vector<uint64_t>(static_cast<size_t>(rows), 0));
+      ASSERT_EQ(gemv(source, rows, dw.as<bf16>(), nullptr, in, out, GemvEpilogue::kArgmax, dkeys.data(), false,
+                     stream_.get()),
+                cudaSuccess);
+      const auto keys = download<uint64_t>(dkeys, static_cast<size_t>(rows));
+      expected.clear();
+      picked.clear();
+      for (int r = 0; r < rows; ++r) {
+        const auto begin = y.begin() + static_cast<int64_t>(r) * out;
+        expected.push_back(std::max_element(begin, begin + out) - begin);
+        picked.push_back(argmax_key_index(keys[r]));
+      }
+    };
+    std::vector<int64_t> expected, picked;
+    run(expected, picked);
+    EXPECT_EQ(picked, expected) << rows << "x" << in << "x" << out;
+    // Row 0's winner copied to a lower index: a tie, which the lower index must win.
+    const int64_t winner = expected[0];
+    const int64_t lower = winner / 2;
+    ASSERT_LT(lower, winner);
+    std::copy_n(&w[winner * in], in, &w[lower * in]);
+    run(expected, picked);
+    EXPECT_EQ(expected[0], lower);
+    EXPECT_EQ(picked, expected) << rows << "x" << in << "x" << out << " with a tie";
   }
 }
 

@@ -250,11 +250,9 @@ TEST(CudaDecoder, FusedSmallStepsAgreeWithTheGemmPath) {
   }
 }
 
-// forward_greedy picks on the GPU what the host picks from forward's logits.
-TEST(CudaDecoder, GreedyStepsEqualTheArgmaxOfTheLogits) {
-  DW_REQUIRE_GPU();
-  auto a = load<CudaDecoder>(fixtures_dir() / "models/llama3_rope", small_cache());
-  auto b = load<CudaDecoder>(fixtures_dir() / "models/llama3_rope", small_cache());
+void greedy_steps_equal_the_argmax_of_the_logits(const CudaDecoderOptions& options) {
+  auto a = load<CudaDecoder>(fixtures_dir() / "models/llama3_rope", options);
+  auto b = load<CudaDecoder>(fixtures_dir() / "models/llama3_rope", options);
   const SequenceId sa = a->create_sequence();
   const SequenceId sb = b->create_sequence();
   const std::vector<int32_t> prompt = {1, 5, 9, 200, 31, 7, 64, 2};
@@ -270,6 +268,18 @@ TEST(CudaDecoder, GreedyStepsEqualTheArgmaxOfTheLogits) {
     ASSERT_TRUE(a->forward_greedy(std::vector<ForwardRequest>{{sa, next, first}}, tokens).ok());
     ASSERT_TRUE(b->forward(std::vector<ForwardRequest>{{sb, next, first}}, logits).ok());
     ASSERT_EQ(tokens, argmax_rows(logits, b->config().vocab_size)) << "step " << step;
+  }
+}
+
+// forward_greedy picks on the GPU what the host picks from forward's logits: inside the LM
+// head's gemv (fused small steps), or by the argmax kernel after cuBLASLt.
+TEST(CudaDecoder, GreedyStepsEqualTheArgmaxOfTheLogits) {
+  DW_REQUIRE_GPU();
+  for (const bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused small steps" : "cuBLASLt");
+    CudaDecoderOptions options = small_cache();
+    options.fused_small_steps = fused;
+    greedy_steps_equal_the_argmax_of_the_logits(options);
   }
 }
 
