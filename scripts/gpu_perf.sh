@@ -4,8 +4,8 @@
 # Llama-3.1-8B shapes: decode at batch 1/8/32 and context 512/4096, prefill of 2048, against
 # the copy bandwidth and bf16 GEMM rate measured in the same run. Then, for the record of
 # what each technique buys (docs/kernel-notes.md), batch-1 and batch-4 decode at context 512
-# with everything on, without programmatic dependent launch and without the fused gemv
-# kernels, one after the other. Writes perf.json / perf.md and the ablations under $OUT (or /tmp/draftwise-gpu).
+# with everything on, without programmatic dependent launch, without the fused gemv kernels
+# and without the attention's cluster merge, one after the other. Writes perf.json / perf.md and the ablations under $OUT (or /tmp/draftwise-gpu).
 # Extra arguments go to every perf run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ build-gpu/draftwise perf "${models[@]}" --json "$out/perf.json" --markdown "$out
   2> "$out/perf.log"
 status=$?
 tail -n 5 "$out/perf.log"
-for variant in all-on no-programmatic-launch no-fused; do
+for variant in all-on no-programmatic-launch no-fused no-cluster-merge; do
   flags=()
   [ "$variant" != all-on ] && flags=(--"$variant")
   build-gpu/draftwise perf "${models[@]}" --batches 1,4 --contexts 512 --prefill 0 "${flags[@]}" \

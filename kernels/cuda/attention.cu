@@ -616,6 +616,20 @@ __global__ void __launch_bounds__(kMmaThreads) attention_mma_kernel(
   }
 }
 
+// The kernel's attributes: its shared memory, and clusters of more than 8 blocks.
+template <int D>
+cudaError_t set_mma_attributes() {
+  constexpr size_t shared = mma_shared_bytes<D>();
+  if (shared > 48 * 1024) {
+    if (const cudaError_t set = cudaFuncSetAttribute(attention_mma_kernel<D>,
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+        set != cudaSuccess) {
+      return set;
+    }
+  }
+  return cudaFuncSetAttribute(attention_mma_kernel<D>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+}
+
 // Whether clusters of `slices` blocks of attention_mma_kernel<D> fit on the current device
 // (asked once per process and cluster size: the engine's GPUs are of one kind).
 template <int D>
@@ -624,6 +638,10 @@ bool clusters_fit(int slices) {
   if (slices < 2 || slices > kMaxClusterSplits) return false;
   int answer = known[slices].load(std::memory_order_relaxed);
   if (answer == 0) {
+    if (set_mma_attributes<D>() != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
     cudaLaunchAttribute attribute{};
     attribute.id = cudaLaunchAttributeClusterDimension;
     attribute.val.clusterDim.x = static_cast<unsigned>(slices);
@@ -652,18 +670,7 @@ cudaError_t launch_mma(const bf16* q, int64_t q_row_stride, const bf16* k_cache,
                        float* partial_stats, int32_t* split_counters, bool& merged, bf16* out,
                        cudaStream_t stream) {
   constexpr size_t shared = mma_shared_bytes<D>();
-  if (shared > 48 * 1024) {
-    if (const cudaError_t set = cudaFuncSetAttribute(attention_mma_kernel<D>,
-                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
-        set != cudaSuccess) {
-      return set;
-    }
-  }
-  if (const cudaError_t set =
-          cudaFuncSetAttribute(attention_mma_kernel<D>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-      set != cudaSuccess) {
-    return set;
-  }
+  if (const cudaError_t set = set_mma_attributes<D>(); set != cudaSuccess) return set;
   const bool in_cluster = splits > 1 && cluster_merge.load(std::memory_order_relaxed) && clusters_fit<D>(splits);
   merged = in_cluster || (split_counters != nullptr && splits > 1 && splits <= kMaxSplits);
   const dim3 grid(static_cast<unsigned>(item_count), static_cast<unsigned>(geometry.num_kv_heads));
