@@ -84,7 +84,15 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
   };
 
   SequenceGuard sequence(decoder);
+  // Greedy decoding asks the decoder for the argmax alone (a GPU then keeps the logits to
+  // itself); sampling needs the logits on the host.
+  const bool greedy = options.sampling.greedy();
   std::vector<float> logits;
+  std::vector<int32_t> picked;
+  const auto run = [&](const ForwardRequest& request) {
+    return greedy ? decoder.forward_greedy(std::span(&request, 1), picked)
+                  : decoder.forward(std::span(&request, 1), logits);
+  };
   const Clock::time_point start = Clock::now();
   // Prefill in chunks, which bounds the activations; batch invariance keeps the logits
   // identical to a single pass.
@@ -93,14 +101,13 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
     const bool last_chunk = done + size == prompt.size();
     const std::vector<int32_t> rows = last_chunk ? std::vector<int32_t>{static_cast<int32_t>(size) - 1}
                                                  : std::vector<int32_t>{};
-    const ForwardRequest chunk{sequence.id(), prompt.subspan(done, size), rows};
-    DW_TRY(decoder.forward(std::span(&chunk, 1), logits));
+    DW_TRY(run(ForwardRequest{sequence.id(), prompt.subspan(done, size), rows}));
   }
   Clock::time_point decode_start = start;
   static const std::vector<int32_t> first_row = {0};
   for (;;) {
-    DW_TRY(check_logits_finite(logits));
-    const int32_t token = sampler.sample(logits);
+    if (!greedy) DW_TRY(check_logits_finite(logits));
+    const int32_t token = greedy ? picked.front() : sampler.sample(logits);
     result.token_ids.push_back(token);
     if (result.token_ids.size() == 1) {
       result.stats.prefill_seconds = seconds_since(start);
@@ -125,8 +132,7 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
       result.finish_reason = FinishReason::length;
       break;
     }
-    const ForwardRequest step{sequence.id(), std::span(&result.token_ids.back(), 1), first_row};
-    DW_TRY(decoder.forward(std::span(&step, 1), logits));
+    DW_TRY(run(ForwardRequest{sequence.id(), std::span(&result.token_ids.back(), 1), first_row}));
   }
   if (result.token_ids.size() > 1) result.stats.decode_seconds = seconds_since(decode_start);
   result.stats.completion_tokens = static_cast<int64_t>(result.token_ids.size());

@@ -35,8 +35,7 @@ int32_t argmax(std::span<const float> logits) {
 
 TokenDistribution sampling_distribution(std::span<const float> logits, const SamplingParams& params) {
   TokenDistribution distribution;
-  // A temperature so small that 1/T overflows is the greedy limit too.
-  if (params.greedy() || !std::isfinite(1.0 / params.temperature)) {
+  if (params.greedy()) {
     distribution.tokens = {argmax(logits)};
     distribution.probabilities = {1.0};
     return distribution;

@@ -7,6 +7,7 @@
 // against exactly what plain sampling would draw from.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -23,7 +24,8 @@ struct SamplingParams {
   double min_p = 0.0;        // [0, 1]
   uint64_t seed = 0;         // the same seed gives the same tokens
 
-  bool greedy() const { return temperature == 0.0; }
+  // Temperature 0, or one so small that 1/T overflows: the greedy limit.
+  bool greedy() const { return temperature == 0.0 || !std::isfinite(1.0 / temperature); }
 };
 
 // Names the first out-of-range parameter.

@@ -489,6 +489,12 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   } else {
     DW_TRY(enqueue_forward(shape));
   }
+  if (shape.selected_rows == 0) {
+    // Nothing comes back, but the step must end before the page-locked plan is rewritten.
+    if (tokens != nullptr) tokens->clear();
+    if (logits != nullptr) logits->clear();
+    return cuda_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  }
   if (tokens != nullptr) {
     const size_t key_bytes = static_cast<size_t>(shape.selected_rows) * sizeof(uint64_t);
     if (pinned_keys_.bytes() < key_bytes) {
@@ -498,7 +504,12 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
     DW_TRY(cuda::copy_to_host(pinned_keys_.data(), b.keys, key_bytes, stream));
     const auto* keys = static_cast<const uint64_t*>(pinned_keys_.data());
     tokens->resize(static_cast<size_t>(shape.selected_rows));
-    for (size_t i = 0; i < tokens->size(); ++i) (*tokens)[i] = cuda::argmax_key_index(keys[i]);
+    for (size_t i = 0; i < tokens->size(); ++i) {
+      if (keys[i] == cuda::kNonFiniteArgmaxKey) {
+        return make_error("the model produced a non-finite logit in requested row {}", i);
+      }
+      (*tokens)[i] = cuda::argmax_key_index(keys[i]);
+    }
     return {};
   }
   logits->resize(static_cast<size_t>(shape.selected_rows * vocab));

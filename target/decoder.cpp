@@ -1,5 +1,6 @@
 #include "target/decoder.h"
 
+#include <cmath>
 #include <unordered_set>
 
 namespace draftwise {
@@ -50,8 +51,16 @@ std::vector<int32_t> argmax_rows(std::span<const float> logits, int64_t vocab) {
 }
 
 Status Decoder::forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) {
+  std::vector<int64_t> lengths;
+  for (const ForwardRequest& request : batch) lengths.push_back(sequence_length(request.sequence));
   std::vector<float> logits;
   DW_TRY(forward(batch, logits));
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (std::isfinite(logits[i])) continue;
+    for (size_t r = 0; r < batch.size(); ++r) DW_TRY(truncate_sequence(batch[r].sequence, lengths[r]));
+    return make_error("the model produced a non-finite logit ({}) for token {} in requested row {}", logits[i],
+                      static_cast<int64_t>(i) % config().vocab_size, static_cast<int64_t>(i) / config().vocab_size);
+  }
   tokens = argmax_rows(logits, config().vocab_size);
   return {};
 }

@@ -49,8 +49,10 @@ class Decoder {
   virtual Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) = 0;
 
   // forward(), keeping only the index of the largest logit of each requested row (the lowest
-  // index among ties): greedy decoding. `tokens` is resized to [Σ logit_rows]. Backends that
-  // can pick the tokens where the logits are (the GPU) override this.
+  // index among ties): greedy decoding. `tokens` is resized to [Σ logit_rows]. A non-finite
+  // logit in a requested row is an error (a broken model), after which every sequence is as
+  // before the call. Backends that can pick the tokens where the logits are (the GPU)
+  // override this.
   virtual Status forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens);
 };
 

@@ -3,12 +3,15 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/ops.h"
+
 namespace draftwise::cuda {
 
 // The logit's bits mapped to an unsigned integer of the same order in the high half (−0 taken
-// as +0), 0xFFFFFFFF − index in the low half; NaN is 0, below every other key.
+// as +0), 0xFFFFFFFF − index in the low half; a non-finite logit is kNonFiniteArgmaxKey,
+// above every other key, so that it marks its row.
 __device__ __forceinline__ uint64_t argmax_key(float value, int32_t index) {
-  if (isnan(value)) return 0;
+  if (!isfinite(value)) return kNonFiniteArgmaxKey;
   const uint32_t bits = __float_as_uint(value == 0.0f ? 0.0f : value);
   const uint32_t ordered = (bits & 0x80000000u) != 0 ? ~bits : (bits | 0x80000000u);
   return (static_cast<uint64_t>(ordered) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(index));

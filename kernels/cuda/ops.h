@@ -103,8 +103,9 @@ cudaError_t embedding_lookup(const bf16* table, const int32_t* ids, float* out, 
 // Greedy picks travel as 64-bit argmax keys: the logit's bits mapped to an unsigned integer of
 // the same order in the high half, 0xFFFFFFFF − index in the low half. The largest key is the
 // largest logit with the lowest index among ties, so partial picks combine by a maximum in any
-// order (atomicMax). NaN logits are never picked; a row with nothing else keeps key 0, which
-// reads as index 0.
+// order (atomicMax). A row with a non-finite logit (NaN or ±inf) ends with
+// kNonFiniteArgmaxKey, which no finite logit reaches: a broken model, not a token.
+inline constexpr uint64_t kNonFiniteArgmaxKey = ~uint64_t{0};
 inline int32_t argmax_key_index(uint64_t key) {
   return key == 0 ? 0 : static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(key & 0xFFFFFFFFu));
 }

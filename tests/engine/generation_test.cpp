@@ -143,12 +143,17 @@ TEST(Generation, NonFiniteLogitsAreAnErrorNotAToken) {
   };
   auto decoder = CpuDecoder::create(*config, broken, {});
   ASSERT_TRUE(decoder.ok());
-  GenerationOptions options;
-  options.sampling.min_p = 0.1;
-  const std::vector<int32_t> prompt = {1, 2, 3};
-  const auto result = generate(**decoder, nullptr, prompt, options);
-  ASSERT_FALSE(result.ok());
-  EXPECT_NE(result.error().message.find("non-finite logit"), std::string::npos) << result.error().message;
+  // Sampling checks the logits it draws from; greedy decoding, which asks the decoder for the
+  // argmax alone, gets the decoder's error.
+  for (const double temperature : {1.0, 0.0}) {
+    GenerationOptions options;
+    options.sampling.temperature = temperature;
+    options.sampling.min_p = 0.1;
+    const std::vector<int32_t> prompt = {1, 2, 3};
+    const auto result = generate(**decoder, nullptr, prompt, options);
+    ASSERT_FALSE(result.ok()) << "temperature " << temperature;
+    EXPECT_NE(result.error().message.find("non-finite logit"), std::string::npos) << result.error().message;
+  }
 }
 
 TEST(Generation, DefaultModelTextStopsBeforeTheStopString) {

@@ -417,21 +417,25 @@ TEST_F(CudaOps, ArgmaxPicksTheLowestIndexOfTheLargest) {
     logits[vocab - 1] = 100.0f;
     logits[vocab / 2] = 100.0f;
     if (rows == 2) {
-      // Row 1: NaN is never picked, -0 ties with +0, and a row of NaN reads as index 0.
-      std::fill(logits.begin(), logits.begin() + vocab, std::nanf(""));
-      logits[vocab + 0] = std::nanf("");
+      // Row 0: one NaN marks the row; row 1: -0 ties with +0.
+      logits[3] = std::nanf("");
+      logits[vocab + 0] = -5.0f;
       logits[vocab + 1] = -1.0f;
       logits[vocab + 2] = -0.0f;
       logits[vocab + 3] = 0.0f;
-      logits[vocab + 4] = std::nanf("");
+      logits[vocab + 4] = -2.0f;
     }
     const DeviceBuffer din = upload(logits);
     DeviceBuffer dout = poisoned<uint64_t>(static_cast<size_t>(rows));
     ASSERT_EQ(argmax_rows(din.as<float>(), dout.as<uint64_t>(), rows, vocab, stream_.get()), cudaSuccess);
     const auto keys = download<uint64_t>(dout, static_cast<size_t>(rows));
     for (int r = 0; r < rows; ++r) {
+      if (rows == 2 && r == 0) {
+        EXPECT_EQ(keys[r], kNonFiniteArgmaxKey);
+        continue;
+      }
       const auto begin = logits.begin() + static_cast<int64_t>(r) * vocab;
-      const int64_t expected = rows == 2 ? (r == 0 ? 0 : 2) : std::max_element(begin, begin + vocab) - begin;
+      const int64_t expected = rows == 2 ? 2 : std::max_element(begin, begin + vocab) - begin;
       EXPECT_EQ(argmax_key_index(keys[r]), expected) << "row " << r << " of " << rows << "x" << vocab;
     }
   }

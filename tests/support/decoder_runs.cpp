@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <span>
 
@@ -26,6 +27,31 @@ std::vector<float> logits_in_chunks(Decoder& decoder, const std::vector<int32_t>
   }
   decoder.release_sequence(sequence);
   return all;
+}
+
+WeightLoader broken_final_norm_loader(const ModelWeights& weights) {
+  const WeightLoader real = checkpoint_weight_loader(weights);
+  return [real](const DecoderTensorSpec& spec) -> Expected<std::vector<float>> {
+    auto values = real(spec);
+    if (values.ok() && spec.name == "model.norm.weight") values->assign(values->size(), INFINITY);
+    return values;
+  };
+}
+
+void expect_non_finite_greedy_step_fails_and_rolls_back(Decoder& decoder) {
+  const SequenceId sequence = decoder.create_sequence();
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  const std::vector<int32_t> none;
+  std::vector<int32_t> tokens;
+  ASSERT_TRUE(decoder.forward_greedy(std::vector<ForwardRequest>{{sequence, prompt, none}}, tokens).ok());
+  EXPECT_TRUE(tokens.empty());
+  const std::vector<int32_t> next = {4};
+  const std::vector<int32_t> first = {0};
+  const Status step = decoder.forward_greedy(std::vector<ForwardRequest>{{sequence, next, first}}, tokens);
+  ASSERT_FALSE(step.ok());
+  EXPECT_NE(step.error().message.find("non-finite logit"), std::string::npos) << step.error().message;
+  EXPECT_EQ(decoder.sequence_length(sequence), 3);
+  decoder.release_sequence(sequence);
 }
 
 }  // namespace draftwise::testing

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "target/decoder.h"
+#include "target/model_weights.h"
 
 namespace draftwise::testing {
 
@@ -14,5 +15,13 @@ namespace draftwise::testing {
 // A failed forward is a test failure.
 std::vector<float> logits_in_chunks(Decoder& decoder, const std::vector<int32_t>& tokens,
                                     const std::vector<size_t>& chunks);
+
+// The tiny llama_tied fixture's weights with the final norm's weights all infinite, so that
+// every logit is non-finite: a broken model.
+WeightLoader broken_final_norm_loader(const ModelWeights& weights);
+
+// A greedy step whose logits are non-finite fails with a message naming them and leaves the
+// sequence as it was; a step that asks for no logits still runs.
+void expect_non_finite_greedy_step_fails_and_rolls_back(Decoder& decoder);
 
 }  // namespace draftwise::testing

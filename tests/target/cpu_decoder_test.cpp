@@ -22,6 +22,17 @@ namespace {
 
 using testing::fixtures_dir;
 
+TEST(CpuDecoder, GreedyStepWithNonFiniteLogitsIsAnErrorAndRollsBack) {
+  auto checkpoint = Checkpoint::open((fixtures_dir() / "models/llama_tied").string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto config = load_model_config(*checkpoint);
+  auto weights = ModelWeights::bind(*checkpoint, *config);
+  ASSERT_TRUE(config.ok() && weights.ok());
+  auto decoder = CpuDecoder::create(*config, testing::broken_final_norm_loader(*weights), {});
+  ASSERT_TRUE(decoder.ok()) << decoder.error().message;
+  testing::expect_non_finite_greedy_step_fails_and_rolls_back(**decoder);
+}
+
 std::unique_ptr<CpuDecoder> load_decoder(const std::filesystem::path& path, int threads = 2) {
   auto checkpoint = Checkpoint::open(path.string());
   EXPECT_TRUE(checkpoint.ok()) << checkpoint.error().message;

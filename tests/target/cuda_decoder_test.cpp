@@ -283,6 +283,25 @@ TEST(CudaDecoder, GreedyStepsEqualTheArgmaxOfTheLogits) {
   }
 }
 
+// Non-finite logits are an error of a greedy step, found by the LM head's gemv or by the
+// argmax kernel, and the sequence stays as it was.
+TEST(CudaDecoder, GreedyStepWithNonFiniteLogitsIsAnErrorAndRollsBack) {
+  DW_REQUIRE_GPU();
+  auto checkpoint = Checkpoint::open((fixtures_dir() / "models/llama_tied").string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto config = load_model_config(*checkpoint);
+  auto weights = ModelWeights::bind(*checkpoint, *config);
+  ASSERT_TRUE(config.ok() && weights.ok());
+  for (const bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused small steps" : "cuBLASLt");
+    CudaDecoderOptions options = small_cache();
+    options.fused_small_steps = fused;
+    auto decoder = CudaDecoder::create(*config, testing::broken_final_norm_loader(*weights), options);
+    ASSERT_TRUE(decoder.ok()) << decoder.error().message;
+    testing::expect_non_finite_greedy_step_fails_and_rolls_back(**decoder);
+  }
+}
+
 // Random weights drawn on the GPU: the same seed gives the same model, finite logits.
 TEST(CudaDecoder, RandomWeightsOnTheGpuAreSeededAndFinite) {
   DW_REQUIRE_GPU();
