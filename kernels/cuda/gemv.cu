@@ -251,8 +251,10 @@ __device__ __forceinline__ void write_pair(const GemvParams& p, int r, int pair,
     static_cast<bf16*>(p.y)[static_cast<int64_t>(r) * (p.out / 2) + pair] = __float2bfloat16(value);
     return;
   }
-  a += extra.bias_a;
-  b += extra.bias_b;
+  if (p.bias != nullptr) {
+    a += extra.bias_a;
+    b += extra.bias_b;
+  }
   const int64_t row_start = static_cast<int64_t>(r) * p.out;
   if (p.y_fp32) {
     float* y = static_cast<float*>(p.y) + row_start;
