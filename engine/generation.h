@@ -1,5 +1,8 @@
 // One completion, start to finish, on any Decoder: prefill the prompt, then sample one token
-// per step until EOS, a stop string, max_tokens or the end of the context.
+// per step until EOS, a stop string, max_tokens or the end of the context; or, with a
+// drafter, verify the drafter's block of proposed tokens in each target step and keep the
+// accepted ones and the target's next token (speculative decoding: the output is exactly the
+// target's, token for token when greedy, in distribution when sampling).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +12,9 @@
 #include <string_view>
 #include <vector>
 
+#include "draft/drafter.h"
 #include "engine/sampling.h"
+#include "engine/speculation.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/status.h"
 #include "target/decoder.h"
@@ -21,6 +26,10 @@ struct GenerationOptions {
   SamplingParams sampling;
   std::vector<std::string> stop;       // stop strings (need a tokenizer)
   std::vector<int32_t> stop_token_ids; // EOS and other end-of-turn tokens
+  // Speculative decoding: the drafter (null: none) and its draft length. The drafter must
+  // draft in the target's vocabulary.
+  Drafter* drafter = nullptr;
+  DraftLength draft_length = DraftLength::fixed(4);
 };
 
 enum class FinishReason { stop, length };
@@ -31,6 +40,7 @@ struct GenerationStats {
   int64_t completion_tokens = 0;
   double prefill_seconds = 0;  // prompt forward pass and the first token
   double decode_seconds = 0;   // every later token
+  SpeculationStats speculation;  // target steps and, with a drafter, acceptance
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;  // tokens after the first ÷ decode_seconds
 };

@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "draft/token_distribution.h"
 #include "kernels/random.h"
 #include "kernels/status.h"
 
@@ -33,11 +34,6 @@ Status validate_sampling_params(const SamplingParams& params);
 
 // The tokens sampling may draw and their probabilities (summing to 1), most likely first
 // where a filter needed the order; the order is a deterministic function of the logits.
-struct TokenDistribution {
-  std::vector<int32_t> tokens;
-  std::vector<double> probabilities;
-};
-
 //   logits: [vocab], all finite (check_logits_finite)
 TokenDistribution sampling_distribution(std::span<const float> logits, const SamplingParams& params);
 

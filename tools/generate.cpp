@@ -8,25 +8,17 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template.h"
+#include "engine/draft_spec.h"
 #include "engine/generation.h"
-#include "engine/tokenizer/tokenizer_loader.h"
-#include "kernels/cpu/matmul.h"
 #include "kernels/random.h"
-#include "target/checkpoint.h"
-#include "target/cpu_decoder.h"
-#include "target/random_weights.h"
-#ifdef DRAFTWISE_HAVE_CUDA
-#include "target/cuda_decoder.h"
-#endif
 #include "tools/cli_args.h"
 #include "tools/commands.h"
+#include "tools/model_loader.h"
+#include "tools/speculation_json.h"
 
 namespace draftwise {
 
 namespace {
-
-// Seed of the weights --random-weights builds; fixed so that runs compare.
-constexpr uint64_t kRandomWeightSeed = 1234;
 
 struct GenerateArgs {
   std::string model;
@@ -51,59 +43,16 @@ struct GenerateArgs {
   std::string device = "cpu";
   std::string threads = "0";
   std::string kv_cache_share = "0.5";
+  std::string draft;
+  std::string draft_len = "4";
 };
 
-struct LoadedModel {
-  std::unique_ptr<Decoder> decoder;
-  std::optional<Tokenizer> tokenizer;
-  std::string backend;  // for the stats line, e.g. "cpu (2 threads, avx2+fma)"
-};
-
-std::string backend_name(const CpuDecoder& decoder) {
-  return fmt::format("cpu ({} threads, {})", decoder.num_threads(), cpu::cpu_kernel_isa());
-}
-#ifdef DRAFTWISE_HAVE_CUDA
-std::string backend_name(const CudaDecoder& decoder) { return decoder.device_name(); }
-#endif
-
-// The model of --model or --random-weights on backend D (CpuDecoder or CudaDecoder).
-template <typename D, typename Options>
-Expected<LoadedModel> load_on(const GenerateArgs& args, const Options& options) {
-  LoadedModel loaded;
-  std::unique_ptr<D> decoder;
-  if (!args.random_weights.empty()) {
-    DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(args.random_weights));
-    DW_ASSIGN_OR_RETURN(decoder, D::create(config, random_weight_loader(kRandomWeightSeed), options));
-  } else {
-    DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(args.model));
-    DW_ASSIGN_OR_RETURN(decoder, D::load(checkpoint, options));
-    DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
-  }
-  loaded.backend = backend_name(*decoder);
-  loaded.decoder = std::move(decoder);
-  return loaded;
-}
-
-Expected<LoadedModel> load_model(const GenerateArgs& args, const CpuDecoderOptions& options) {
+Expected<LoadedModel> load_model(const GenerateArgs& args, const BackendOptions& options) {
   if (args.model.empty() == args.random_weights.empty()) {
     return make_error("give exactly one of --model PATH and --random-weights CONFIG.json");
   }
-  DW_ASSIGN_OR_RETURN(const DeviceOption device, parse_device_option(args.device));
-  DW_ASSIGN_OR_RETURN(const double share, parse_number_option("--kv-cache-share", args.kv_cache_share));
-  if (!(share > 0 && share <= 1)) return make_error("--kv-cache-share must be in (0, 1], got {}", share);
-  if (device.cuda) {
-#ifdef DRAFTWISE_HAVE_CUDA
-    CudaDecoderOptions cuda_options;
-    cuda_options.device = device.index;
-    cuda_options.context_length = options.context_length;
-    cuda_options.kv_cache_memory_share = share;
-    return load_on<CudaDecoder>(args, cuda_options);
-#else
-    return make_error("--device {}: this build of draftwise has no CUDA backend (nvcc was not found when it was built)",
-                      args.device);
-#endif
-  }
-  return load_on<CpuDecoder>(args, options);
+  return args.random_weights.empty() ? load_model_file(args.model, options)
+                                     : load_random_model(args.random_weights, options);
 }
 
 // The prompt's token ids, and the extra stop tokens its chat format ends turns with.
@@ -204,6 +153,10 @@ int run_generate(const std::vector<std::string>& cli) {
   parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
   parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
                     "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
+  parser.add_option("draft", &args.draft, "ngram:N|model:PATH|self:E",
+                    "speculative decoding: the drafter that proposes tokens for the model to verify");
+  parser.add_option("draft-len", &args.draft_len, "K|auto",
+                    "with --draft: tokens proposed per step, at most 16, or auto (default 4)");
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   args.prompt_given = parser.given("prompt");
   args.prompt_ids_given = parser.given("prompt-ids");
@@ -222,8 +175,35 @@ int run_generate(const std::vector<std::string>& cli) {
   if (!threads.ok()) return report_error(threads.error());
   if (*threads < 0 || *threads > 1024) return report_error(make_error("--threads must be in [0, 1024]"));
 
-  Expected<LoadedModel> model = load_model(args, CpuDecoderOptions{static_cast<int>(*threads), 0});
+  BackendOptions backend;
+  const Expected<DeviceOption> device = parse_device_option(args.device);
+  if (!device.ok()) return report_error(device.error());
+  backend.device = *device;
+  backend.threads = static_cast<int>(*threads);
+  const Expected<double> share = parse_number_option("--kv-cache-share", args.kv_cache_share);
+  if (!share.ok()) return report_error(share.error());
+  backend.kv_cache_share = *share;
+  std::optional<DraftSpec> draft_spec;
+  if (!args.draft.empty()) {
+    Expected<DraftSpec> spec = parse_draft_spec(args.draft, /*with_length=*/false);
+    if (!spec.ok()) return report_error(make_error("--draft {}", spec.error().message));
+    draft_spec = std::move(*spec);
+    const Expected<DraftLength> length = parse_draft_length(args.draft_len);
+    if (!length.ok()) return report_error(make_error("--draft-len: {}", length.error().message));
+    options->draft_length = *length;
+  } else if (parser.given("draft-len")) {
+    return report_error(make_error("--draft-len needs --draft"));
+  }
+
+  Expected<LoadedModel> model = load_model(args, backend);
   if (!model.ok()) return report_error(model.error());
+  std::unique_ptr<Drafter> drafter;
+  if (draft_spec) {
+    Expected<std::unique_ptr<Drafter>> made = make_drafter(*draft_spec, *model, backend);
+    if (!made.ok()) return report_error(make_error("--draft {}", made.error().message));
+    drafter = std::move(*made);
+    options->drafter = drafter.get();
+  }
   std::vector<int32_t> stop_tokens;
   const Expected<std::vector<int32_t>> prompt = prompt_tokens(args, *model, seed, stop_tokens);
   if (!prompt.ok()) return report_error(prompt.error());
@@ -263,17 +243,23 @@ int run_generate(const std::vector<std::string>& cli) {
          {{"prompt_tokens", stats.prompt_tokens},
           {"completion_tokens", stats.completion_tokens},
           {"prefill_tokens_per_second", stats.prefill_tokens_per_second()},
-          {"decode_tokens_per_second", stats.decode_tokens_per_second()}}}};
+          {"decode_tokens_per_second", stats.decode_tokens_per_second()},
+          {"speculation", speculation_json(stats.speculation, drafter ? drafter->name() : std::string())}}}};
     fmt::print("{}\n", report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   fmt::print("\n");
   std::fflush(stdout);
+  const std::string drafting =
+      drafter ? fmt::format("; {}: τ {:.2f}, acceptance {:.2f}, {:.2f} tokens per target step", drafter->name(),
+                            stats.speculation.mean_acceptance_length(), stats.speculation.acceptance_rate(),
+                            stats.speculation.tokens_per_target_step())
+              : std::string();
   fmt::print(stderr,
              "[{} prompt tokens, {} completion tokens, finish: {}; prefill {:.1f} tokens/s, "
-             "decode {:.1f} tokens/s on {}]\n",
+             "decode {:.1f} tokens/s on {}{}]\n",
              stats.prompt_tokens, stats.completion_tokens, finish_reason_name(result->finish_reason),
-             stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(), model->backend);
+             stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(), model->backend, drafting);
   return 0;
 }
 

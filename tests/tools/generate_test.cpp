@@ -116,6 +116,73 @@ TEST(Generate, BadInputIsRefusedWithAClearError) {
   expect_refused({"--bogus"}, "unknown option '--bogus'", 2);
 }
 
+// Speculative decoding from the command line: the same greedy tokens with a drafter, and the
+// speculation statistics in the JSON report, consistent with their definitions.
+TEST(Generate, DraftingKeepsTheGreedyOutputAndReportsAcceptance) {
+  const std::vector<std::string> base = {"generate", "--model", kTinyModel, "--prompt-ids", "5,6,7,5,6,7",
+                                         "--max-tokens", "24", "--temperature", "0", "--json"};
+  const auto plain = run_json(base);
+  EXPECT_EQ(plain["stats"]["speculation"]["drafts"], 0);
+  EXPECT_EQ(plain["stats"]["speculation"]["tokens_per_target_step"], 1.0);
+  for (const std::vector<std::string>& draft :
+       {std::vector<std::string>{"--draft", "ngram:2"}, {"--draft", "ngram:1", "--draft-len", "auto"},
+        {"--draft", "model:" + kTinyModel, "--draft-len", "3"}}) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), draft.begin(), draft.end());
+    const auto report = run_json(args);
+    EXPECT_EQ(report["token_ids"], plain["token_ids"]) << draft[1];
+    const auto& speculation = report["stats"]["speculation"];
+    EXPECT_EQ(speculation["drafter"], draft[1].substr(0, draft[1].find('@')));
+    const double drafts = speculation["drafts"].get<double>();
+    const double accepted = speculation["accepted_tokens"].get<double>();
+    EXPECT_LE(accepted, speculation["draft_tokens"].get<double>());
+    if (drafts > 0) {
+      EXPECT_DOUBLE_EQ(speculation["mean_acceptance_length"].get<double>(), 1.0 + accepted / drafts);
+    }
+    EXPECT_EQ(speculation["generated_tokens"], 24);
+    EXPECT_DOUBLE_EQ(speculation["tokens_per_target_step"].get<double>(),
+                     24.0 / speculation["target_steps"].get<double>());
+  }
+  // The target as its own draft model: every drafted token is kept.
+  std::vector<std::string> args = base;
+  args.insert(args.end(), {"--draft", "model:" + kTinyModel});
+  const auto self_report = run_json(args);
+  const auto& self = self_report["stats"]["speculation"];
+  EXPECT_EQ(self["accepted_tokens"], self["draft_tokens"]);
+  EXPECT_GT(self["drafts"].get<int>(), 0);
+}
+
+TEST(Generate, BadDraftingOptionsAreRefused) {
+  const std::vector<std::string> model = {"--model", kTinyModel, "--prompt-ids", "1,2"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = model;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  expect_refused(with({"--draft", "eagle:3"}), "unknown drafting kind 'eagle'");
+  expect_refused(with({"--draft", "ngram"}), "expected ngram:N");
+  expect_refused(with({"--draft", "ngram:x"}), "expected ngram:N");
+  expect_refused(with({"--draft", "ngram:0"}), "n must be in [1, 16]");
+  expect_refused(with({"--draft", "ngram:17"}), "n must be in [1, 16]");
+  expect_refused(with({"--draft", "self:0"}), "exit layer must be in [1, 1]");
+  expect_refused(with({"--draft", "self:2"}), "exit layer must be in [1, 1]");
+  expect_refused(with({"--draft", "model:"}), "expected model:PATH");
+  expect_refused(with({"--draft", "model:/nonexistent/draft.gguf"}), "/nonexistent/draft.gguf");
+  expect_refused(with({"--draft", "ngram:2", "--draft-len", "0"}), "draft length '0'");
+  expect_refused(with({"--draft", "ngram:2", "--draft-len", "17"}), "in [1, 16]");
+  expect_refused(with({"--draft", "ngram:2", "--draft-len", "many"}), "or 'auto'");
+  expect_refused(with({"--draft-len", "3"}), "--draft-len needs --draft");
+}
+
+TEST(Generate, DraftModelWithAnotherVocabularyIsRefused) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  const std::string path = testing::default_model_path().string();
+  expect_refused({"--model", path, "--prompt", "hi", "--draft", "model:" + kTinyModel},
+                 "the draft model has 256 vocabulary rows, the target 49152");
+  expect_refused({"--model", kTinyModel, "--prompt-ids", "1", "--draft", "model:" + path},
+                 "the draft model has 49152 vocabulary rows, the target 256");
+}
+
 TEST(Generate, DefaultModelRefusesEmptyAndOverlongTextPrompts) {
   DW_REQUIRE_DEFAULT_MODEL();
   const std::string path = testing::default_model_path().string();

@@ -1,0 +1,48 @@
+// Drafting with a separate model (Leviathan et al. 2023): any model the engine loads, with
+// the target's vocabulary (checked by whoever builds the drafter), proposes the tokens one
+// at a time by the request's sampling rule, every request of a proposal in one batched
+// forward per drafted position. Its key/value cache rolls back like the target's: after
+// verification it keeps exactly the tokens the target kept.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+
+#include "draft/drafter.h"
+#include "target/decoder.h"
+
+namespace draftwise {
+
+class ModelDrafter final : public Drafter {
+ public:
+  // `name` is the spec that made it ("model:PATH").
+  ModelDrafter(std::unique_ptr<Decoder> model, std::string name);
+  ~ModelDrafter() override;
+
+  std::string name() const override { return name_; }
+  Expected<DraftRequestId> begin(std::span<const int32_t> prompt) override;
+  Status advance(DraftRequestId request, int accepted, int32_t next) override;
+  Status propose(std::span<const ProposalRequest> requests, std::vector<std::vector<DraftToken>>& proposals) override;
+  void end(DraftRequestId request) override;
+
+  const Decoder& model() const { return *model_; }
+  // The positions the draft model's cache holds for a request (-1 for an unknown one).
+  int64_t cached_tokens(DraftRequestId request) const;
+
+ private:
+  struct Request {
+    SequenceId sequence = 0;
+    std::vector<int32_t> tokens;    // the sequence: prompt and every appended token
+    int64_t fed = 0;                // how many of `tokens`, then of the proposal, the cache holds
+    std::vector<int32_t> proposal;  // the last one, until advance()
+  };
+  // Runs tokens[fed, size - 1) through the model (prefill in chunks, no logits).
+  Status catch_up(Request& state);
+
+  std::unique_ptr<Decoder> model_;
+  std::string name_;
+  std::unordered_map<DraftRequestId, Request> requests_;
+  DraftRequestId next_id_ = 1;
+};
+
+}  // namespace draftwise

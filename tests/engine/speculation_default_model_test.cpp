@@ -1,0 +1,84 @@
+// Greedy speculative decoding on the default model (CPU reference) equals plain greedy
+// decoding token for token: 20 Spec-Bench dev prompts of the short categories, chat
+// template applied, 64 new tokens each, with n-gram drafting at a fixed and an adaptive
+// draft length, and on a few of them the model drafting for itself.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "draft/model_drafter.h"
+#include "draft/ngram_drafter.h"
+#include "engine/chat_template.h"
+#include "engine/generation.h"
+#include "engine/tokenizer/tokenizer_loader.h"
+#include "target/checkpoint.h"
+#include "target/cpu_decoder.h"
+#include "tests/support/test_paths.h"
+
+namespace draftwise {
+namespace {
+
+constexpr int64_t kNewTokens = 64;
+
+// The first turn of the first two prompts of each short category, rendered as a chat.
+std::vector<std::vector<int32_t>> dev_prompts(const Tokenizer& tokenizer) {
+  std::ifstream file(testing::source_dir() / "data/spec_bench/question_dev.jsonl");
+  EXPECT_TRUE(file.good());
+  const auto chat = ChatTemplate::recognize(*tokenizer.chat_template(), "", tokenizer.token(*tokenizer.eos_id()));
+  EXPECT_TRUE(chat.ok());
+  std::map<std::string, int> taken;
+  std::vector<std::vector<int32_t>> prompts;
+  for (std::string line; std::getline(file, line) && prompts.size() < 20;) {
+    const nlohmann::json question = nlohmann::json::parse(line);
+    const std::string category = question["category"];
+    if (category == "summarization" || category == "rag" || taken[category] >= 2) continue;
+    ++taken[category];
+    const std::vector<ChatMessage> messages = {{"user", question["turns"][0].get<std::string>()}};
+    const auto text = chat->render(messages, /*add_generation_prompt=*/true);
+    EXPECT_TRUE(text.ok());
+    prompts.push_back(tokenizer.encode(*text, EncodeOptions{.add_special = false, .parse_special = true}));
+  }
+  return prompts;
+}
+
+TEST(SpeculationDefaultModel, GreedyDraftingEqualsPlainGreedyOnDevPrompts) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  auto checkpoint = Checkpoint::open(testing::default_model_path().string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto target = CpuDecoder::load(*checkpoint, {});
+  auto tokenizer = load_tokenizer(*checkpoint);
+  ASSERT_TRUE(target.ok() && tokenizer.ok() && tokenizer->has_value());
+  const std::vector<std::vector<int32_t>> prompts = dev_prompts(**tokenizer);
+  ASSERT_EQ(prompts.size(), 20u);
+  auto ngram = std::move(NgramDrafter::create(3)).value();
+  ModelDrafter itself(std::move(CpuDecoder::load(*checkpoint, {})).value(), "model:default");
+  GenerationOptions plain;
+  plain.max_tokens = kNewTokens;
+  plain.sampling.temperature = 0.0;
+  SpeculationStats pooled;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    SCOPED_TRACE("prompt " + std::to_string(p));
+    const auto reference = generate(**target, nullptr, prompts[p], plain);
+    ASSERT_TRUE(reference.ok()) << reference.error().message;
+    std::vector<std::pair<Drafter*, DraftLength>> modes = {{ngram.get(), DraftLength::fixed(4)},
+                                                           {ngram.get(), DraftLength::adaptive()}};
+    if (p % 5 == 0) modes.push_back({&itself, DraftLength::fixed(4)});
+    for (const auto& [drafter, length] : modes) {
+      GenerationOptions options = plain;
+      options.drafter = drafter;
+      options.draft_length = length;
+      const auto speculated = generate(**target, nullptr, prompts[p], options);
+      ASSERT_TRUE(speculated.ok()) << speculated.error().message;
+      EXPECT_EQ(speculated->token_ids, reference->token_ids) << drafter->name();
+      if (drafter == ngram.get() && !length.is_adaptive()) pooled.add(speculated->stats.speculation);
+    }
+  }
+  std::printf("ngram:3@4 over %zu prompts: tau %.2f, acceptance %.2f, %.2f tokens per target step\n", prompts.size(),
+              pooled.mean_acceptance_length(), pooled.acceptance_rate(), pooled.tokens_per_target_step());
+}
+
+}  // namespace
+}  // namespace draftwise

@@ -1,0 +1,116 @@
+#include "tools/model_loader.h"
+
+#include <fmt/format.h>
+
+#include "draft/model_drafter.h"
+#include "draft/ngram_drafter.h"
+#include "engine/tokenizer/tokenizer_loader.h"
+#include "kernels/cpu/matmul.h"
+#include "target/checkpoint.h"
+#include "target/cpu_decoder.h"
+#include "target/random_weights.h"
+#ifdef DRAFTWISE_HAVE_CUDA
+#include "target/cuda_decoder.h"
+#endif
+
+namespace draftwise {
+
+namespace {
+
+std::string backend_name(const CpuDecoder& decoder) {
+  return fmt::format("cpu ({} threads, {})", decoder.num_threads(), cpu::cpu_kernel_isa());
+}
+#ifdef DRAFTWISE_HAVE_CUDA
+std::string backend_name(const CudaDecoder& decoder) { return decoder.device_name(); }
+#endif
+
+// A model file (`config_path` empty) or random weights on backend D.
+template <typename D, typename Options>
+Expected<LoadedModel> load_on(const std::string& path, const std::string& config_path, const Options& options) {
+  LoadedModel loaded;
+  std::unique_ptr<D> decoder;
+  if (!config_path.empty()) {
+    DW_ASSIGN_OR_RETURN(const ModelConfig config, load_hf_config(config_path));
+    DW_ASSIGN_OR_RETURN(decoder, D::create(config, random_weight_loader(kRandomWeightSeed), options));
+  } else {
+    DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(path));
+    DW_ASSIGN_OR_RETURN(decoder, D::load(checkpoint, options));
+    DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
+  }
+  loaded.backend = backend_name(*decoder);
+  loaded.decoder = std::move(decoder);
+  return loaded;
+}
+
+Expected<LoadedModel> load(const std::string& path, const std::string& config_path, const BackendOptions& options) {
+  if (!(options.kv_cache_share > 0 && options.kv_cache_share <= 1)) {
+    return make_error("--kv-cache-share must be in (0, 1], got {}", options.kv_cache_share);
+  }
+  if (options.device.cuda) {
+#ifdef DRAFTWISE_HAVE_CUDA
+    CudaDecoderOptions cuda_options;
+    cuda_options.device = options.device.index;
+    cuda_options.context_length = options.context_length;
+    cuda_options.kv_cache_memory_share = options.kv_cache_share;
+    return load_on<CudaDecoder>(path, config_path, cuda_options);
+#else
+    return make_error("--device cuda: this build of draftwise has no CUDA backend (nvcc was not found when it was built)");
+#endif
+  }
+  return load_on<CpuDecoder>(path, config_path, CpuDecoderOptions{options.threads, options.context_length});
+}
+
+}  // namespace
+
+Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options) {
+  return load(path, "", options);
+}
+
+Expected<LoadedModel> load_random_model(const std::string& config_path, const BackendOptions& options) {
+  return load("", config_path, options);
+}
+
+Expected<std::unique_ptr<Drafter>> make_drafter(const DraftSpec& spec, const LoadedModel& target,
+                                                const BackendOptions& options) {
+  switch (spec.kind) {
+    case DraftSpec::Kind::ngram: {
+      DW_ASSIGN_OR_RETURN(std::unique_ptr<NgramDrafter> drafter, NgramDrafter::create(spec.n));
+      return std::unique_ptr<Drafter>(std::move(drafter));
+    }
+    case DraftSpec::Kind::self: {
+      const int layers = static_cast<int>(target.decoder->config().num_layers);
+      if (spec.exit_layer < 1 || spec.exit_layer > layers - 1) {
+        return make_error("{}: the exit layer must be in [1, {}] for this {}-layer model", spec.name, layers - 1,
+                          layers);
+      }
+      return make_error("{}: the early-exit drafter is not built yet (use ngram:N or model:PATH)", spec.name);
+    }
+    case DraftSpec::Kind::model: {
+      // The draft model keeps its own context; it stops proposing when that is full.
+      BackendOptions draft_options = options;
+      draft_options.context_length = 0;
+      Expected<LoadedModel> draft = load_model_file(spec.path, draft_options);
+      if (!draft.ok()) return make_error("{}: {}", spec.name, draft.error().message);
+      const int64_t draft_vocab = draft->decoder->config().vocab_size;
+      const int64_t target_vocab = target.decoder->config().vocab_size;
+      if (draft_vocab != target_vocab) {
+        return make_error("{}: the draft model has {} vocabulary rows, the target {}", spec.name, draft_vocab,
+                          target_vocab);
+      }
+      if (draft->tokenizer.has_value() != target.tokenizer.has_value()) {
+        return make_error("{}: {} has a tokenizer and {} has none, so their vocabularies cannot be compared",
+                          spec.name, target.tokenizer ? "the target" : "the draft model",
+                          target.tokenizer ? "the draft model" : "the target");
+      }
+      if (target.tokenizer) {
+        if (const Status same = check_same_vocabulary(*target.tokenizer, *draft->tokenizer); !same.ok()) {
+          return make_error("{}: {}", spec.name, same.error().message);
+        }
+      }
+      return std::unique_ptr<Drafter>(std::make_unique<ModelDrafter>(std::move(draft->decoder), spec.name));
+    }
+  }
+  return make_error("{}: unknown drafting kind", spec.name);
+}
+
+}  // namespace draftwise

@@ -1,0 +1,43 @@
+// Loading the models a command runs: a model file or folder, or random weights in a config's
+// shape, on the CPU reference or a GPU; and the drafter a --draft spec names.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "draft/drafter.h"
+#include "engine/draft_spec.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "target/decoder.h"
+#include "tools/cli_args.h"
+
+namespace draftwise {
+
+struct BackendOptions {
+  DeviceOption device;
+  int threads = 0;               // CPU; 0: every core
+  double kv_cache_share = 0.5;   // CUDA
+  int64_t context_length = 0;    // 0: the model's
+};
+
+struct LoadedModel {
+  std::unique_ptr<Decoder> decoder;
+  std::optional<Tokenizer> tokenizer;
+  std::string backend;  // for the stats line, e.g. "cpu (2 threads, avx2+fma)"
+};
+
+// Seed of the weights --random-weights builds; fixed so that runs compare.
+inline constexpr uint64_t kRandomWeightSeed = 1234;
+
+// `path`: a GGUF file or Hugging Face folder; with its tokenizer when it has one.
+Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options);
+// Seeded random weights in the shape of a config.json; no tokenizer.
+Expected<LoadedModel> load_random_model(const std::string& config_path, const BackendOptions& options);
+
+// The drafter of `spec` for `target`, on the target's backend. A draft model must have the
+// target's vocabulary (size, and with tokenizers on both sides every token).
+Expected<std::unique_ptr<Drafter>> make_drafter(const DraftSpec& spec, const LoadedModel& target,
+                                                const BackendOptions& options);
+
+}  // namespace draftwise
