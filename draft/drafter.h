@@ -4,7 +4,7 @@
 // and the drafter rolls its own state back to that. One drafter serves many requests at
 // once: each has a handle, and proposals for several requests are made together.
 //
-// Lifecycle of a request: begin(prompt); then advance(0, first token); then, every step,
+// Lifecycle of a request: begin(prompt, target sequence); then advance(0, first token); then, every step,
 // propose → the target verifies → advance(accepted, next); end() frees it. The sequence the
 // drafter continues is the prompt and every token advance() appended; its last token is, as
 // for the target, not yet in any cache.
@@ -17,6 +17,7 @@
 
 #include "draft/token_distribution.h"
 #include "kernels/status.h"
+#include "target/decoder.h"
 
 namespace draftwise {
 
@@ -54,8 +55,9 @@ class Drafter {
   // "ngram:3", "model:PATH", "self:8": the spec that made it.
   virtual std::string name() const = 0;
 
-  // A new request whose target has prefilled `prompt`.
-  virtual Expected<DraftRequestId> begin(std::span<const int32_t> prompt) = 0;
+  // A new request whose target has prefilled `prompt` into `target_sequence` (which a
+  // drafter that drafts with the target's own layers drafts in).
+  virtual Expected<DraftRequestId> begin(std::span<const int32_t> prompt, SequenceId target_sequence) = 0;
   // The target settled on the first `accepted` tokens of the request's last proposal and
   // then on `next` (without a proposal, accepted is 0): they are appended to its sequence,
   // and whatever the drafter did for the rejected rest is rolled back.

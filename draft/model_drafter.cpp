@@ -1,21 +1,14 @@
 #include "draft/model_drafter.h"
 
 #include <algorithm>
-#include <cmath>
+
+#include "draft/draft_probability.h"
 
 namespace draftwise {
 
 namespace {
 
 constexpr int64_t kPrefillChunk = 512;
-
-// softmax(logits)[token] at temperature 1.
-double softmax_probability(std::span<const float> logits, int32_t token) {
-  const float largest = *std::max_element(logits.begin(), logits.end());
-  double total = 0.0;
-  for (const float logit : logits) total += std::exp(static_cast<double>(logit - largest));
-  return std::exp(static_cast<double>(logits[static_cast<size_t>(token)] - largest)) / total;
-}
 
 }  // namespace
 
@@ -26,7 +19,7 @@ ModelDrafter::~ModelDrafter() {
   for (const auto& [id, state] : requests_) model_->release_sequence(state.sequence);
 }
 
-Expected<DraftRequestId> ModelDrafter::begin(std::span<const int32_t> prompt) {
+Expected<DraftRequestId> ModelDrafter::begin(std::span<const int32_t> prompt, SequenceId) {
   const DraftRequestId id = next_id_++;
   Request& state = requests_[id];
   state.sequence = model_->create_sequence();

@@ -112,7 +112,7 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
   Drafter* const drafter = options.drafter;
   DraftRequestId draft_request = 0;
   if (drafter != nullptr) {
-    DW_ASSIGN_OR_RETURN(draft_request, drafter->begin(prompt));
+    DW_ASSIGN_OR_RETURN(draft_request, drafter->begin(prompt, sequence.id()));
   }
   struct DraftGuard {
     Drafter* drafter;

@@ -127,8 +127,17 @@ Status CpuDecoder::truncate_sequence(SequenceId sequence, int64_t length) {
     return make_error("cannot truncate sequence {} of length {} to {}", sequence,
                       it->second.length, length);
   }
-  it->second.length = length;
+  Sequence& state = it->second;
+  state.length = length;
+  state.pending.clear();
+  state.pending_hidden.clear();
+  state.pending_exit_layer = 0;
   return {};
+}
+
+int64_t CpuDecoder::pending_tokens(SequenceId sequence) const {
+  const auto it = sequences_.find(sequence);
+  return it == sequences_.end() ? -1 : static_cast<int64_t>(it->second.pending.size());
 }
 
 void CpuDecoder::reserve(Sequence& sequence, int64_t length) {
@@ -143,12 +152,50 @@ void CpuDecoder::reserve(Sequence& sequence, int64_t length) {
 }
 
 Status CpuDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
-  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size,
-                             [this](SequenceId id) { return sequence_length(id); }));
+  return checked_pass(batch, nullptr, logits);
+}
+
+Status CpuDecoder::forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
+                                 std::vector<float>& logits) {
+  return checked_pass(batch, &head, logits);
+}
+
+Status CpuDecoder::checked_pass(std::span<const ForwardRequest> batch, const DraftHead* draft,
+                                std::vector<float>& logits) {
+  // A draft pass appends after the pending tokens: they count towards the context.
+  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size, [this, draft](SequenceId id) {
+    const int64_t length = sequence_length(id);
+    return length < 0 || draft == nullptr ? length : length + pending_tokens(id);
+  }));
+  if (draft != nullptr) {
+    if (draft->exit_layer < 1 || draft->exit_layer >= config_.num_layers) {
+      return make_error("exit layer {} is outside [1, {}]", draft->exit_layer, config_.num_layers - 1);
+    }
+    if (!draft->norm_gain.empty() && static_cast<int64_t>(draft->norm_gain.size()) != config_.hidden_size) {
+      return make_error("the draft head's norm gain has {} values, the hidden size is {}", draft->norm_gain.size(),
+                        config_.hidden_size);
+    }
+  }
+  for (const ForwardRequest& request : batch) {
+    const Sequence& sequence = sequences_.at(request.sequence);
+    if (sequence.pending.empty()) continue;
+    if (draft != nullptr) {
+      if (draft->exit_layer != sequence.pending_exit_layer) {
+        return make_error("sequence {} holds tokens pending at exit layer {}, not {}", request.sequence,
+                          sequence.pending_exit_layer, draft->exit_layer);
+      }
+      continue;
+    }
+    if (request.tokens.size() < sequence.pending.size() ||
+        !std::equal(sequence.pending.begin(), sequence.pending.end(), request.tokens.begin())) {
+      return make_error("sequence {}: a forward pass must begin with its {} pending tokens", request.sequence,
+                        sequence.pending.size());
+    }
+  }
   try {
-    run_batch(batch, logits);
+    run_pass(batch, draft, logits);
   } catch (const std::bad_alloc&) {
-    // Sequence lengths change only at the end of run_batch: the caches are as before.
+    // Sequence lengths change only at the end of run_pass: the caches are as before.
     int64_t tokens = 0;
     for (const ForwardRequest& request : batch) tokens += static_cast<int64_t>(request.tokens.size());
     return make_error("out of memory running {} tokens through the model (activations and key/value cache)",
@@ -157,37 +204,14 @@ Status CpuDecoder::forward(std::span<const ForwardRequest> batch, std::vector<fl
   return {};
 }
 
-void CpuDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+void CpuDecoder::run_layer(size_t l, std::span<const Segment> segments, float* x, int64_t rows,
+                           const float* rope_cos, const float* rope_sin) {
   const int64_t hidden = config_.hidden_size;
   const int64_t head_dim = config_.head_dim;
   const int64_t q_dim = config_.num_heads * head_dim;
   const int64_t kv_dim = config_.num_kv_heads * head_dim;
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int64_t ffn = config_.intermediate_size;
-  const int64_t half = head_dim / 2;
-
-  // Every new token of the batch is one row; requests occupy consecutive rows.
-  int64_t rows = 0;
-  std::vector<int64_t> first_row;
-  for (const ForwardRequest& request : batch) {
-    first_row.push_back(rows);
-    rows += static_cast<int64_t>(request.tokens.size());
-  }
-  std::vector<int64_t> positions(static_cast<size_t>(rows));
-  std::vector<float> x(static_cast<size_t>(rows * hidden));          // [rows, hidden]
-  for (size_t r = 0; r < batch.size(); ++r) {
-    Sequence& sequence = sequences_.at(batch[r].sequence);
-    reserve(sequence, sequence.length + static_cast<int64_t>(batch[r].tokens.size()));
-    for (size_t t = 0; t < batch[r].tokens.size(); ++t) {
-      const int64_t row = first_row[r] + static_cast<int64_t>(t);
-      positions[row] = sequence.length + static_cast<int64_t>(t);
-      std::memcpy(&x[row * hidden], &embedding_[batch[r].tokens[t] * hidden], hidden * sizeof(float));
-    }
-  }
-  std::vector<float> rope_cos(static_cast<size_t>(rows * half));    // [rows, half]
-  std::vector<float> rope_sin(static_cast<size_t>(rows * half));
-  cpu::rope_tables(positions.data(), rows, inv_freq_.data(), half, rope_cos.data(), rope_sin.data());
-
   std::vector<float> normed(static_cast<size_t>(rows * hidden));    // [rows, hidden]
   std::vector<float> qkv(static_cast<size_t>(rows * qkv_dim));      // [rows, q | k | v]
   std::vector<float> queries(static_cast<size_t>(rows * q_dim));    // [rows, heads, head_dim]
@@ -199,67 +223,162 @@ void CpuDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<fl
                                   1.0f / std::sqrt(static_cast<float>(head_dim)),
                                   config_.sliding_window.value_or(0)};
   const float eps = static_cast<float>(config_.rms_norm_eps);
+  const Layer& layer = layers_[l];
 
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = layers_[l];
-    cpu::rms_norm(x.data(), layer.input_norm.data(), normed.data(), rows, hidden, eps, pool_);
-    cpu::matmul(normed.data(), layer.qkv_weight.data(),
-                layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(), qkv.data(), rows, hidden,
-                qkv_dim, pool_);
-    cpu::apply_rope(qkv.data(), qkv_dim, rows, config_.num_heads, head_dim, rope_cos.data(),
-                    rope_sin.data(), cpu::RopePairing::half_split);
-    cpu::apply_rope(qkv.data() + q_dim, qkv_dim, rows, config_.num_kv_heads, head_dim,
-                    rope_cos.data(), rope_sin.data(), cpu::RopePairing::half_split);
-    for (int64_t row = 0; row < rows; ++row) {
-      std::memcpy(&queries[row * q_dim], &qkv[row * qkv_dim], q_dim * sizeof(float));
-    }
-    for (size_t r = 0; r < batch.size(); ++r) {
-      Sequence& sequence = sequences_.at(batch[r].sequence);
-      const int64_t new_tokens = static_cast<int64_t>(batch[r].tokens.size());
-      float* keys = sequence.keys[l].data();
-      float* values = sequence.values[l].data();
-      for (int64_t t = 0; t < new_tokens; ++t) {
-        const float* source = &qkv[(first_row[r] + t) * qkv_dim + q_dim];
-        std::memcpy(keys + (sequence.length + t) * kv_dim, source, kv_dim * sizeof(float));
-        std::memcpy(values + (sequence.length + t) * kv_dim, source + kv_dim, kv_dim * sizeof(float));
-      }
-      cpu::attention(&queries[first_row[r] * q_dim], keys, values, &attended[first_row[r] * q_dim],
-                     new_tokens, sequence.length, shape, pool_);
-    }
-    cpu::matmul(attended.data(), layer.o_weight.data(),
-                layer.o_bias.empty() ? nullptr : layer.o_bias.data(), projected.data(), rows, q_dim,
-                hidden, pool_);
-    for (int64_t i = 0; i < rows * hidden; ++i) x[i] += projected[i];
-
-    cpu::rms_norm(x.data(), layer.post_norm.data(), normed.data(), rows, hidden, eps, pool_);
-    cpu::matmul(normed.data(), layer.gate_up.data(), nullptr, gate_up.data(), rows, hidden, 2 * ffn,
-                pool_);
-    for (int64_t row = 0; row < rows; ++row) {
-      cpu::swiglu(&gate_up[row * 2 * ffn], &gate_up[row * 2 * ffn + ffn], &activated[row * ffn], ffn);
-    }
-    cpu::matmul(activated.data(), layer.down.data(), nullptr, projected.data(), rows, ffn, hidden,
-                pool_);
-    for (int64_t i = 0; i < rows * hidden; ++i) x[i] += projected[i];
+  cpu::rms_norm(x, layer.input_norm.data(), normed.data(), rows, hidden, eps, pool_);
+  cpu::matmul(normed.data(), layer.qkv_weight.data(), layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(),
+              qkv.data(), rows, hidden, qkv_dim, pool_);
+  cpu::apply_rope(qkv.data(), qkv_dim, rows, config_.num_heads, head_dim, rope_cos, rope_sin,
+                  cpu::RopePairing::half_split);
+  cpu::apply_rope(qkv.data() + q_dim, qkv_dim, rows, config_.num_kv_heads, head_dim, rope_cos, rope_sin,
+                  cpu::RopePairing::half_split);
+  for (int64_t row = 0; row < rows; ++row) {
+    std::memcpy(&queries[row * q_dim], &qkv[row * qkv_dim], q_dim * sizeof(float));
   }
+  for (const Segment& segment : segments) {
+    float* keys = segment.sequence->keys[l].data();
+    float* values = segment.sequence->values[l].data();
+    for (int64_t t = 0; t < segment.count; ++t) {
+      const float* source = &qkv[(segment.row + t) * qkv_dim + q_dim];
+      std::memcpy(keys + (segment.position + t) * kv_dim, source, kv_dim * sizeof(float));
+      std::memcpy(values + (segment.position + t) * kv_dim, source + kv_dim, kv_dim * sizeof(float));
+    }
+    cpu::attention(&queries[segment.row * q_dim], keys, values, &attended[segment.row * q_dim], segment.count,
+                   segment.position, shape, pool_);
+  }
+  cpu::matmul(attended.data(), layer.o_weight.data(), layer.o_bias.empty() ? nullptr : layer.o_bias.data(),
+              projected.data(), rows, q_dim, hidden, pool_);
+  for (int64_t i = 0; i < rows * hidden; ++i) x[i] += projected[i];
 
+  cpu::rms_norm(x, layer.post_norm.data(), normed.data(), rows, hidden, eps, pool_);
+  cpu::matmul(normed.data(), layer.gate_up.data(), nullptr, gate_up.data(), rows, hidden, 2 * ffn, pool_);
+  for (int64_t row = 0; row < rows; ++row) {
+    cpu::swiglu(&gate_up[row * 2 * ffn], &gate_up[row * 2 * ffn + ffn], &activated[row * ffn], ffn);
+  }
+  cpu::matmul(activated.data(), layer.down.data(), nullptr, projected.data(), rows, ffn, hidden, pool_);
+  for (int64_t i = 0; i < rows * hidden; ++i) x[i] += projected[i];
+}
+
+void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead* draft, std::vector<float>& logits) {
+  const int64_t hidden = config_.hidden_size;
+  const int64_t half = config_.head_dim / 2;
+  const size_t end_layer = draft != nullptr ? static_cast<size_t>(draft->exit_layer) : layers_.size();
+
+  // Every new token of the batch is one row; requests occupy consecutive rows. A full pass
+  // resumes a sequence's pending tokens (its first `resumed` tokens) at their exit layer;
+  // a draft pass appends after them.
+  struct Part {
+    Sequence* sequence;
+    int64_t position;  // of the request's first token
+    int64_t count;
+    int64_t resumed;
+    size_t resume_layer;
+    int64_t first_row;
+  };
+  std::vector<Part> parts;
+  int64_t rows = 0;
   for (const ForwardRequest& request : batch) {
-    sequences_.at(request.sequence).length += static_cast<int64_t>(request.tokens.size());
+    Sequence& sequence = sequences_.at(request.sequence);
+    const int64_t pending = static_cast<int64_t>(sequence.pending.size());
+    Part part{&sequence,
+              sequence.length + (draft != nullptr ? pending : 0),
+              static_cast<int64_t>(request.tokens.size()),
+              draft != nullptr ? 0 : pending,
+              static_cast<size_t>(sequence.pending_exit_layer),
+              rows};
+    reserve(sequence, part.position + part.count);
+    parts.push_back(part);
+    rows += part.count;
+  }
+  std::vector<int64_t> positions(static_cast<size_t>(rows));
+  std::vector<float> x(static_cast<size_t>(rows * hidden));  // [rows, hidden]: the residual stream
+  for (size_t r = 0; r < batch.size(); ++r) {
+    const Part& part = parts[r];
+    for (int64_t t = 0; t < part.count; ++t) {
+      const int64_t row = part.first_row + t;
+      positions[row] = part.position + t;
+      const float* source = t < part.resumed ? &part.sequence->pending_hidden[t * hidden]
+                                             : &embedding_[batch[r].tokens[t] * hidden];
+      std::memcpy(&x[row * hidden], source, hidden * sizeof(float));
+    }
+  }
+  std::vector<float> rope_cos(static_cast<size_t>(rows * half));  // [rows, half]
+  std::vector<float> rope_sin(static_cast<size_t>(rows * half));
+  cpu::rope_tables(positions.data(), rows, inv_freq_.data(), half, rope_cos.data(), rope_sin.data());
+
+  // Layers before a resumed token's exit layer run only the request's other tokens: their
+  // rows are gathered, run and put back (matmul rows are independent, so nothing changes).
+  std::vector<Segment> segments;
+  std::vector<int64_t> active;
+  std::vector<float> gathered, gathered_cos, gathered_sin;
+  for (size_t l = 0; l < end_layer; ++l) {
+    segments.clear();
+    active.clear();
+    for (const Part& part : parts) {
+      const int64_t skip = l < part.resume_layer ? part.resumed : 0;
+      segments.push_back({part.sequence, part.position + skip, part.count - skip, static_cast<int64_t>(active.size())});
+      for (int64_t t = skip; t < part.count; ++t) active.push_back(part.first_row + t);
+    }
+    const int64_t count = static_cast<int64_t>(active.size());
+    if (count == 0) continue;  // every token resumes past this layer
+    if (count == rows) {
+      run_layer(l, segments, x.data(), rows, rope_cos.data(), rope_sin.data());
+      continue;
+    }
+    gathered.resize(static_cast<size_t>(count * hidden));
+    gathered_cos.resize(static_cast<size_t>(count * half));
+    gathered_sin.resize(static_cast<size_t>(count * half));
+    for (int64_t i = 0; i < count; ++i) {
+      std::memcpy(&gathered[i * hidden], &x[active[i] * hidden], hidden * sizeof(float));
+      std::memcpy(&gathered_cos[i * half], &rope_cos[active[i] * half], half * sizeof(float));
+      std::memcpy(&gathered_sin[i * half], &rope_sin[active[i] * half], half * sizeof(float));
+    }
+    run_layer(l, segments, gathered.data(), count, gathered_cos.data(), gathered_sin.data());
+    for (int64_t i = 0; i < count; ++i) {
+      std::memcpy(&x[active[i] * hidden], &gathered[i * hidden], hidden * sizeof(float));
+    }
   }
 
-  // Final norm and LM head for the rows asked for only.
+  // Final norm (the draft head's own gain for a draft pass) and LM head for the rows asked
+  // for only.
   std::vector<float> selected;  // [logit rows, hidden]
   for (size_t r = 0; r < batch.size(); ++r) {
     for (const int32_t row : batch[r].logit_rows) {
-      const float* source = &x[(first_row[r] + row) * hidden];
+      const float* source = &x[(parts[r].first_row + row) * hidden];
       selected.insert(selected.end(), source, source + hidden);
     }
   }
   const int64_t logit_rows = static_cast<int64_t>(selected.size()) / hidden;
-  cpu::rms_norm(selected.data(), final_norm_.data(), selected.data(), logit_rows, hidden, eps, pool_);
-  logits.resize(static_cast<size_t>(logit_rows * config_.vocab_size));
+  const float* gain = draft != nullptr && !draft->norm_gain.empty() ? draft->norm_gain.data() : final_norm_.data();
+  cpu::rms_norm(selected.data(), gain, selected.data(), logit_rows, hidden, static_cast<float>(config_.rms_norm_eps),
+                pool_);
+  std::vector<float> out(static_cast<size_t>(logit_rows * config_.vocab_size));
   const std::vector<float>& head = lm_head_.empty() ? embedding_ : lm_head_;
-  cpu::matmul(selected.data(), head.data(), nullptr, logits.data(), logit_rows, hidden,
-              config_.vocab_size, pool_);
+  cpu::matmul(selected.data(), head.data(), nullptr, out.data(), logit_rows, hidden, config_.vocab_size, pool_);
+
+  // Nothing can throw past this point: the sequences change.
+  for (size_t r = 0; r < batch.size(); ++r) {
+    Sequence& sequence = *parts[r].sequence;
+    if (draft != nullptr) {
+      sequence.pending.reserve(sequence.pending.size() + batch[r].tokens.size());
+      sequence.pending_hidden.reserve(sequence.pending_hidden.size() + batch[r].tokens.size() * hidden);
+    }
+  }
+  for (size_t r = 0; r < batch.size(); ++r) {
+    Sequence& sequence = *parts[r].sequence;
+    if (draft != nullptr) {
+      sequence.pending_exit_layer = draft->exit_layer;
+      sequence.pending.insert(sequence.pending.end(), batch[r].tokens.begin(), batch[r].tokens.end());
+      const float* first = &x[parts[r].first_row * hidden];
+      sequence.pending_hidden.insert(sequence.pending_hidden.end(), first, first + parts[r].count * hidden);
+    } else {
+      sequence.length += parts[r].count;
+      sequence.pending.clear();
+      sequence.pending_hidden.clear();
+      sequence.pending_exit_layer = 0;
+    }
+  }
+  logits.swap(out);
 }
 
 }  // namespace draftwise

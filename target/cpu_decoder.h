@@ -44,6 +44,9 @@ class CpuDecoder final : public Decoder {
   int64_t sequence_length(SequenceId sequence) const override;
   Status truncate_sequence(SequenceId sequence, int64_t length) override;
   Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) override;
+  Status forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
+                       std::vector<float>& logits) override;
+  int64_t pending_tokens(SequenceId sequence) const override;
 
  private:
   struct Layer {
@@ -61,12 +64,32 @@ class CpuDecoder final : public Decoder {
     int64_t capacity = 0;
     std::vector<std::vector<float>> keys;    // per layer [capacity, kv_dim], after RoPE
     std::vector<std::vector<float>> values;  // per layer [capacity, kv_dim]
+    // Early-exit drafting: tokens after `length` cached in layers [0, pending_exit_layer) only,
+    // and their residual stream after those layers.
+    int pending_exit_layer = 0;
+    std::vector<int32_t> pending;
+    std::vector<float> pending_hidden;  // [pending, hidden]
+  };
+  // The tokens of one request that a layer runs: count of them from position `position`,
+  // rows `row` onwards of the layer's input.
+  struct Segment {
+    Sequence* sequence;
+    int64_t position;
+    int64_t count;
+    int64_t row;
   };
 
   CpuDecoder(const ModelConfig& config, const CpuDecoderOptions& options);
   Status load_weights(const WeightLoader& loader);
-  // The forward pass of a checked batch; throws std::bad_alloc when memory runs out.
-  void run_batch(std::span<const ForwardRequest> batch, std::vector<float>& logits);
+  // Checks, then runs a pass; an out-of-memory error leaves the sequences as they were.
+  Status checked_pass(std::span<const ForwardRequest> batch, const DraftHead* draft, std::vector<float>& logits);
+  // The forward pass of a checked batch: every layer, resuming pending tokens at their exit
+  // layer, or (draft) layers [0, exit_layer) and the draft head. Throws std::bad_alloc when
+  // memory runs out, before any sequence changes.
+  void run_pass(std::span<const ForwardRequest> batch, const DraftHead* draft, std::vector<float>& logits);
+  // Layer l on `rows` rows of x ([rows, hidden], updated), the segments' tokens.
+  void run_layer(size_t l, std::span<const Segment> segments, float* x, int64_t rows, const float* rope_cos,
+                 const float* rope_sin);
   void reserve(Sequence& sequence, int64_t length);
 
   ModelConfig config_;

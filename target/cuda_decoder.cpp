@@ -268,6 +268,11 @@ int64_t CudaDecoder::sequence_length(SequenceId sequence) const {
   return it == sequences_.end() ? -1 : it->second.length;
 }
 
+int64_t CudaDecoder::pending_tokens(SequenceId sequence) const {
+  const auto it = sequences_.find(sequence);
+  return it == sequences_.end() ? -1 : static_cast<int64_t>(it->second.pending.size());
+}
+
 Status CudaDecoder::truncate_sequence(SequenceId sequence, int64_t length) {
   const auto it = sequences_.find(sequence);
   if (it == sequences_.end()) return make_error("unknown sequence {}", sequence);
@@ -276,6 +281,8 @@ Status CudaDecoder::truncate_sequence(SequenceId sequence, int64_t length) {
     return make_error("cannot truncate sequence {} of length {} to {}", sequence, state.length, length);
   }
   state.length = length;
+  state.pending.clear();
+  state.pending_exit_layer = 0;
   const size_t keep = static_cast<size_t>((length + options_.kv_block_size - 1) / options_.kv_block_size);
   while (state.blocks.size() > keep) {
     free_blocks_.push_back(state.blocks.back());
@@ -297,41 +304,107 @@ Expected<void*> CudaDecoder::scratch(size_t index, size_t bytes, const char* wha
 }
 
 Status CudaDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
-  return forward_step(batch, &logits, nullptr);
+  return forward_step(batch, nullptr, &logits, nullptr);
 }
 
 Status CudaDecoder::forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) {
-  return forward_step(batch, nullptr, &tokens);
+  return forward_step(batch, nullptr, nullptr, &tokens);
 }
 
-Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, std::vector<float>* logits,
-                                 std::vector<int32_t>* tokens) {
+Status CudaDecoder::forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
+                                  std::vector<float>& logits) {
+  return forward_step(batch, &head, &logits, nullptr);
+}
+
+Status CudaDecoder::forward_draft_greedy(std::span<const ForwardRequest> batch, const DraftHead& head,
+                                         std::vector<int32_t>& tokens) {
+  return forward_step(batch, &head, nullptr, &tokens);
+}
+
+Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, const DraftHead* draft,
+                                 std::vector<float>* logits, std::vector<int32_t>* tokens) {
   // The calling thread may have used another device since: scratch and launches go here.
   DW_CUDA_TRY(cudaSetDevice(options_.device));
-  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size,
-                             [this](SequenceId id) { return sequence_length(id); }));
+  // A draft step appends after the pending tokens: they count towards the context.
+  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size, [this, draft](SequenceId id) {
+    const int64_t length = sequence_length(id);
+    return length < 0 || draft == nullptr ? length : length + pending_tokens(id);
+  }));
+  if (draft != nullptr) {
+    if (draft->exit_layer < 1 || draft->exit_layer >= config_.num_layers) {
+      return make_error("exit layer {} is outside [1, {}]", draft->exit_layer, config_.num_layers - 1);
+    }
+    if (!draft->norm_gain.empty() && static_cast<int64_t>(draft->norm_gain.size()) != config_.hidden_size) {
+      return make_error("the draft head's norm gain has {} values, the hidden size is {}", draft->norm_gain.size(),
+                        config_.hidden_size);
+    }
+  }
+  int resume_layer = 0;
+  for (const ForwardRequest& request : batch) {
+    const Sequence& state = sequences_.at(request.sequence);
+    if (state.pending.empty()) continue;
+    if (draft != nullptr) {
+      if (draft->exit_layer != state.pending_exit_layer) {
+        return make_error("sequence {} holds tokens pending at exit layer {}, not {}", request.sequence,
+                          state.pending_exit_layer, draft->exit_layer);
+      }
+      continue;
+    }
+    if (request.tokens.size() < state.pending.size() ||
+        !std::equal(state.pending.begin(), state.pending.end(), request.tokens.begin())) {
+      return make_error("sequence {}: a forward pass must begin with its {} pending tokens", request.sequence,
+                        state.pending.size());
+    }
+    if (resume_layer != 0 && resume_layer != state.pending_exit_layer) {
+      return make_error("sequences with tokens pending at exit layers {} and {} cannot share a forward pass",
+                        resume_layer, state.pending_exit_layer);
+    }
+    resume_layer = state.pending_exit_layer;
+  }
   const int64_t block_size = options_.kv_block_size;
+  const auto end_of = [&](const ForwardRequest& request) {
+    const Sequence& state = sequences_.at(request.sequence);
+    return state.length + (draft != nullptr ? static_cast<int64_t>(state.pending.size()) : 0) +
+           static_cast<int64_t>(request.tokens.size());
+  };
   int64_t needed = 0;
   for (const ForwardRequest& request : batch) {
     const Sequence& state = sequences_.at(request.sequence);
-    const int64_t blocks = (state.length + static_cast<int64_t>(request.tokens.size()) + block_size - 1) / block_size;
+    const int64_t blocks = (end_of(request) + block_size - 1) / block_size;
     needed += std::max<int64_t>(0, blocks - static_cast<int64_t>(state.blocks.size()));
   }
   if (needed > static_cast<int64_t>(free_blocks_.size())) {
     return make_error("the key/value cache is full: this batch needs {} more blocks of {} positions, {} of {} are free",
                       needed, block_size, free_blocks_.size(), num_blocks_);
   }
+  if (draft != nullptr) {
+    // Room for every pending row after this step; rows kept so far move with a grown buffer.
+    const cudaStream_t stream = stream_.get();
+    const size_t row_bytes = static_cast<size_t>(config_.hidden_size) * sizeof(float);
+    for (const ForwardRequest& request : batch) {
+      Sequence& state = sequences_.at(request.sequence);
+      const size_t rows = state.pending.size() + request.tokens.size();
+      if (state.pending_hidden.bytes() >= rows * row_bytes) continue;
+      DW_ASSIGN_OR_RETURN(DeviceBuffer grown, DeviceBuffer::allocate(std::max<size_t>(rows, 32) * row_bytes,
+                                                                     "the pending rows of early-exit drafting"));
+      if (!state.pending.empty()) {
+        DW_CUDA_TRY(cudaMemcpyAsync(grown.data(), state.pending_hidden.data(), state.pending.size() * row_bytes,
+                                    cudaMemcpyDeviceToDevice, stream));
+      }
+      state.pending_hidden = std::move(grown);
+    }
+  }
   std::vector<size_t> blocks_before;
   for (const ForwardRequest& request : batch) {
     Sequence& state = sequences_.at(request.sequence);
     blocks_before.push_back(state.blocks.size());
-    const int64_t blocks = (state.length + static_cast<int64_t>(request.tokens.size()) + block_size - 1) / block_size;
+    const int64_t blocks = (end_of(request) + block_size - 1) / block_size;
     while (static_cast<int64_t>(state.blocks.size()) < blocks) {
       state.blocks.push_back(free_blocks_.back());
       free_blocks_.pop_back();
     }
   }
-  if (Status ran = run_batch(batch, logits, tokens); !ran.ok()) {
+  if (Status ran = run_batch(batch, draft, logits, tokens); !ran.ok()) {
     // Give back the blocks this batch took: a failed forward changes nothing.
     for (size_t r = 0; r < batch.size(); ++r) {
       Sequence& state = sequences_.at(batch[r].sequence);
@@ -343,13 +416,21 @@ Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, std::vec
     return ran;
   }
   for (const ForwardRequest& request : batch) {
-    sequences_.at(request.sequence).length += static_cast<int64_t>(request.tokens.size());
+    Sequence& state = sequences_.at(request.sequence);
+    if (draft != nullptr) {
+      state.pending_exit_layer = draft->exit_layer;
+      state.pending.insert(state.pending.end(), request.tokens.begin(), request.tokens.end());
+    } else {
+      state.length += static_cast<int64_t>(request.tokens.size());
+      state.pending.clear();
+      state.pending_exit_layer = 0;
+    }
   }
   return {};
 }
 
-Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector<float>* logits,
-                              std::vector<int32_t>* tokens) {
+Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const DraftHead* draft,
+                              std::vector<float>* logits, std::vector<int32_t>* tokens) {
   const cudaStream_t stream = stream_.get();
   const int64_t hidden = config_.hidden_size;
   const int64_t q_dim = config_.num_heads * config_.head_dim;
@@ -357,56 +438,116 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   const int64_t ffn = config_.intermediate_size;
   const int64_t vocab = config_.vocab_size;
   const int64_t block_size = options_.kv_block_size;
+  const int layers = static_cast<int>(config_.num_layers);
+
+  // Which layers each segment runs (StepShape): a plain step is segment A over every layer;
+  // a draft step is A up to the exit layer; a verification that resumes pending tokens is A
+  // (the other tokens) up to their exit layer, then B (every token) from there.
+  int resume_layer = 0;
+  if (draft == nullptr) {
+    for (const ForwardRequest& request : batch) {
+      const Sequence& state = sequences_.at(request.sequence);
+      if (!state.pending.empty()) resume_layer = state.pending_exit_layer;
+    }
+  }
+  const bool resumes = resume_layer > 0;
 
   // Host-side plan: token rows, positions, cache slots, block tables (a fixed row length,
   // so that a captured graph stays valid as sequences grow), attention work.
   std::vector<int32_t> ids, positions, slots, new_tokens, start_positions, logit_rows;
+  std::vector<int32_t> positions_b, slots_b, new_tokens_b, start_positions_b;
+  std::vector<cuda::ResidualRowSource> sources_b;
+  std::vector<float*> stored;
   std::vector<int32_t> tables(batch.size() * static_cast<size_t>(table_stride_), 0);
   int64_t longest = 0;
   int32_t max_new = 0;
+  int32_t max_new_b = 0;
+  const auto slot_of = [&](const Sequence& state, int64_t position) {
+    return static_cast<int32_t>(state.blocks[static_cast<size_t>(position / block_size)] * block_size +
+                                position % block_size);
+  };
   for (size_t r = 0; r < batch.size(); ++r) {
-    const Sequence& state = sequences_.at(batch[r].sequence);
+    Sequence& state = sequences_.at(batch[r].sequence);
     std::copy(state.blocks.begin(), state.blocks.end(), tables.begin() + static_cast<int64_t>(r) * table_stride_);
-    const int32_t first_row = static_cast<int32_t>(ids.size());
-    for (size_t t = 0; t < batch[r].tokens.size(); ++t) {
-      const int64_t position = state.length + static_cast<int64_t>(t);
-      ids.push_back(batch[r].tokens[t]);
-      positions.push_back(static_cast<int32_t>(position));
-      slots.push_back(static_cast<int32_t>(state.blocks[static_cast<size_t>(position / block_size)] * block_size +
-                                           position % block_size));
+    const int64_t count = static_cast<int64_t>(batch[r].tokens.size());
+    const int64_t pending = static_cast<int64_t>(state.pending.size());
+    // Segment A: a draft step's tokens after the pending ones; else the tokens not pending.
+    const int64_t skip = draft != nullptr ? 0 : pending;
+    const int64_t start = state.length + (draft != nullptr ? pending : 0);
+    const int32_t first_row_a = static_cast<int32_t>(ids.size());
+    for (int64_t t = skip; t < count; ++t) {
+      ids.push_back(batch[r].tokens[static_cast<size_t>(t)]);
+      positions.push_back(static_cast<int32_t>(start + t));
+      slots.push_back(slot_of(state, start + t));
+      if (draft != nullptr) {
+        stored.push_back(state.pending_hidden.as<float>() + (pending + t) * hidden);
+      }
+    }
+    new_tokens.push_back(static_cast<int32_t>(count - skip));
+    start_positions.push_back(static_cast<int32_t>(start + skip));
+    max_new = std::max(max_new, new_tokens.back());
+    longest = std::max<int64_t>(longest, start + count);
+    int32_t first_row = first_row_a;
+    if (resumes) {
+      // Segment B: every token, the pending ones from their kept rows.
+      first_row = static_cast<int32_t>(positions_b.size());
+      for (int64_t t = 0; t < count; ++t) {
+        positions_b.push_back(static_cast<int32_t>(state.length + t));
+        slots_b.push_back(slot_of(state, state.length + t));
+        cuda::ResidualRowSource source;
+        if (t < pending) {
+          source.pointer = state.pending_hidden.as<float>() + t * hidden;
+        } else {
+          source.row = first_row_a + static_cast<int32_t>(t - skip);
+        }
+        sources_b.push_back(source);
+      }
+      new_tokens_b.push_back(static_cast<int32_t>(count));
+      start_positions_b.push_back(static_cast<int32_t>(state.length));
+      max_new_b = std::max(max_new_b, new_tokens_b.back());
     }
     for (const int32_t row : batch[r].logit_rows) logit_rows.push_back(first_row + row);
-    new_tokens.push_back(static_cast<int32_t>(batch[r].tokens.size()));
-    start_positions.push_back(static_cast<int32_t>(state.length));
-    max_new = std::max(max_new, new_tokens.back());
-    longest = std::max<int64_t>(longest, state.length + new_tokens.back());
   }
   StepShape shape;
   shape.rows = static_cast<int64_t>(ids.size());
+  shape.rows_b = static_cast<int64_t>(positions_b.size());
   shape.selected_rows = static_cast<int64_t>(logit_rows.size());
   shape.greedy = tokens != nullptr;
+  shape.a_end = draft != nullptr ? draft->exit_layer : resumes ? resume_layer : layers;
+  shape.store_hidden = draft != nullptr;
+  shape.draft_gain = draft != nullptr && !draft->norm_gain.empty();
   const cuda::AttentionGeometry geometry = attention_geometry();
   const int query_tile = cuda::attention_query_tile(geometry);
   // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding):
   // about two blocks per multiprocessor, each slice at least one tile of 64 positions.
-  if (max_new <= cuda::kAttentionQueryTile) {
+  const auto splits_for = [&](const std::vector<int32_t>& counts, int32_t most) {
+    if (most > cuda::kAttentionQueryTile) return 1;
     int64_t tiles = 0;  // work items before splitting
-    for (const int32_t count : new_tokens) tiles += (count + query_tile - 1) / query_tile;
-    const int64_t blocks = tiles * config_.num_kv_heads;
+    for (const int32_t count : counts) tiles += (count + query_tile - 1) / query_tile;
+    const int64_t blocks = std::max<int64_t>(tiles, 1) * config_.num_kv_heads;
     const int64_t for_occupancy = (2 * multiprocessors_ + blocks - 1) / blocks;
-    shape.splits = static_cast<int>(std::clamp<int64_t>(std::min(for_occupancy, (longest + 63) / 64), 1, 32));
-  }
+    return static_cast<int>(std::clamp<int64_t>(std::min(for_occupancy, (longest + 63) / 64), 1, 32));
+  };
+  shape.splits = splits_for(new_tokens, max_new);
   const std::vector<cuda::AttentionWorkItem> items =
       cuda::plan_attention(new_tokens, start_positions, shape.splits, query_tile);
   shape.items = static_cast<int64_t>(items.size());
+  std::vector<cuda::AttentionWorkItem> items_b;
+  if (resumes) {
+    shape.splits_b = splits_for(new_tokens_b, max_new_b);
+    items_b = cuda::plan_attention(new_tokens_b, start_positions_b, shape.splits_b, query_tile);
+    shape.items_b = static_cast<int64_t>(items_b.size());
+  }
   shape.sequences = static_cast<int64_t>(batch.size());
 
-  const int64_t rows = shape.rows;
+  const int64_t rows = std::max(shape.rows, shape.rows_b);
+  const int splits = std::max(shape.splits, shape.splits_b);
   const auto bytes = [](int64_t count, size_t size) { return static_cast<size_t>(std::max<int64_t>(count, 1)) * size; };
   StepBuffers& b = buffers_;
   // Counters for merging attention slices inside the attention kernel: zero when allocated,
   // and every step leaves them zero.
-  const size_t counters = static_cast<size_t>(shape.items / shape.splits * config_.num_kv_heads) * sizeof(int32_t);
+  const int64_t tiles = std::max(shape.items / shape.splits, shape.items_b / shape.splits_b);
+  const size_t counters = static_cast<size_t>(tiles * config_.num_kv_heads) * sizeof(int32_t);
   if (split_counters_.bytes() < counters) {
     const size_t grown = std::max(counters, 2 * split_counters_.bytes());
     split_counters_ = DeviceBuffer();
@@ -416,7 +557,8 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   }
 
   // The plan goes up in one copy from page-locked memory: ids, positions, slots, tables,
-  // attention items, logit rows, argmax keys. Its layout depends only on the step's shape.
+  // attention items, segment B's tables and input rows, where drafted rows are stored, the
+  // draft head's gain, logit rows, argmax keys. Its layout depends only on the step's shape.
   std::vector<int32_t>& plan = plan_;
   plan.clear();
   const size_t ids_at = append_section(plan, ids);
@@ -424,6 +566,13 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   const size_t slots_at = append_section(plan, slots);
   const size_t tables_at = append_section(plan, tables);
   const size_t items_at = append_section(plan, items);
+  const size_t positions_b_at = append_section(plan, positions_b);
+  const size_t slots_b_at = append_section(plan, slots_b);
+  const size_t items_b_at = append_section(plan, items_b);
+  const size_t sources_b_at = append_section(plan, sources_b);
+  const size_t stored_at = append_section(plan, stored);
+  const size_t gain_at = append_section(
+      plan, shape.draft_gain ? std::vector<float>(draft->norm_gain.begin(), draft->norm_gain.end()) : std::vector<float>());
   const size_t logit_rows_at = append_section(plan, logit_rows);
   // Greedy steps: the argmax keys, zero for the LM head's atomicMax.
   const size_t keys_at = append_section(plan, std::vector<uint64_t>(shape.greedy ? logit_rows.size() : 0, 0));
@@ -440,6 +589,12 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   b.slots = plan_base + slots_at;
   b.tables = plan_base + tables_at;
   b.items = plan_base + items_at;
+  b.positions_b = plan_base + positions_b_at;
+  b.slots_b = plan_base + slots_b_at;
+  b.items_b = plan_base + items_b_at;
+  b.sources_b = plan_base + sources_b_at;
+  b.stored = plan_base + stored_at;
+  b.gain = plan_base + gain_at;
   b.logit_rows = plan_base + logit_rows_at;
   b.keys = plan_base + keys_at;
   DW_ASSIGN_OR_RETURN(b.residual[0], scratch(6, bytes(rows * hidden, 4), "the residual stream"));
@@ -450,8 +605,8 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
   DW_ASSIGN_OR_RETURN(b.delta, scratch(10, bytes(rows * hidden, 2), "layer output"));
   DW_ASSIGN_OR_RETURN(b.gate_up, scratch(11, bytes(rows * 2 * ffn, 2), "gate/up"));
   DW_ASSIGN_OR_RETURN(b.activated, scratch(12, bytes(rows * ffn, 2), "MLP activations"));
-  DW_ASSIGN_OR_RETURN(b.partial, scratch(13, bytes(shape.splits * rows * q_dim, 4), "attention partials"));
-  DW_ASSIGN_OR_RETURN(b.stats, scratch(14, bytes(shape.splits * rows * config_.num_heads * 2, 4), "attention statistics"));
+  DW_ASSIGN_OR_RETURN(b.partial, scratch(13, bytes(splits * rows * q_dim, 4), "attention partials"));
+  DW_ASSIGN_OR_RETURN(b.stats, scratch(14, bytes(splits * rows * config_.num_heads * 2, 4), "attention statistics"));
   DW_ASSIGN_OR_RETURN(b.selected, scratch(15, bytes(shape.selected_rows * hidden, 2), "selected rows"));
   DW_ASSIGN_OR_RETURN(b.logits, scratch(16, bytes(shape.selected_rows * vocab, 4), "logits"));
 
@@ -461,7 +616,7 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, std::vector
 
   // Decode and verification steps (few tokens per sequence) run as a CUDA graph, captured
   // once per shape and replayed while the shape repeats; prefill runs eagerly.
-  if (options_.cuda_graphs && max_new <= cuda::kAttentionQueryTile) {
+  if (options_.cuda_graphs && std::max(max_new, max_new_b) <= cuda::kAttentionQueryTile) {
     if (graphs_generation_ != scratch_generation_) {
       graphs_.clear();  // a scratch buffer moved: every captured graph points at old memory
       graphs_generation_ = scratch_generation_;
@@ -557,42 +712,34 @@ Status CudaDecoder::linear(const cuda::LinearSource& source, int64_t rows, const
   return {};
 }
 
-Status CudaDecoder::enqueue_forward(const StepShape& shape) {
+Status CudaDecoder::enqueue_layers(int first, int end, int64_t rows, const LayerPlan& plan, ResidualStream& stream_state) {
   const cudaStream_t stream = stream_.get();
   const StepBuffers& b = buffers_;
-  const int64_t rows = shape.rows;
   const int64_t hidden = config_.hidden_size;
   const int64_t head_dim = config_.head_dim;
   const int64_t q_dim = config_.num_heads * head_dim;
   const int64_t kv_dim = config_.num_kv_heads * head_dim;
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int64_t ffn = config_.intermediate_size;
-  const int64_t vocab = config_.vocab_size;
   auto* qkv = static_cast<bf16*>(b.qkv);
   auto* attended = static_cast<bf16*>(b.attended);
   auto* delta = static_cast<bf16*>(b.delta);
   auto* activated = static_cast<bf16*>(b.activated);
-  auto* logits = static_cast<float*>(b.logits);
-  const auto* positions = static_cast<const int32_t*>(b.positions);
-  const auto* logit_rows = static_cast<const int32_t*>(b.logit_rows);
   const float eps = static_cast<float>(config_.rms_norm_eps);
   const cuda::AttentionGeometry geometry = attention_geometry();
 
   // The residual stream moves between two buffers: a norm that adds a block's output reads
   // one and writes the sum to the other, so that a fused gemv's blocks all read the old sum.
-  float* residual[2] = {static_cast<float*>(b.residual[0]), static_cast<float*>(b.residual[1])};
-  int current = 0;
-  const bf16* pending = nullptr;  // the last block's output, not yet added to the stream
   const auto normed = [&](const DeviceBuffer& weight) {
     cuda::LinearSource source;
-    source.residual = residual[current];
-    source.delta = pending;
+    source.residual = stream_state.buffers[stream_state.current];
+    source.delta = stream_state.pending;
     source.norm_weight = weight.as<float>();
     source.eps = eps;
-    if (pending != nullptr) {
-      source.residual_out = residual[current ^ 1];
-      current ^= 1;
-      pending = nullptr;
+    if (stream_state.pending != nullptr) {
+      source.residual_out = stream_state.buffers[stream_state.current ^ 1];
+      stream_state.current ^= 1;
+      stream_state.pending = nullptr;
     }
     return source;
   };
@@ -601,46 +748,86 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
     source.x = x;
     return source;
   };
-
-  DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<const int32_t*>(b.ids), residual[0],
-                                            rows, hidden, stream),
-                     "embedding_lookup"));
-  for (Layer& layer : layers_) {
-    const cuda::RopeCacheWrite rope{positions,
-                                    inv_freq_.as<float>(),
-                                    static_cast<const int32_t*>(b.slots),
-                                    layer.k_cache.as<bf16>(),
-                                    layer.v_cache.as<bf16>(),
-                                    config_.num_heads,
-                                    config_.num_kv_heads,
-                                    head_dim};
+  for (int l = first; l < end; ++l) {
+    Layer& layer = layers_[static_cast<size_t>(l)];
+    const cuda::RopeCacheWrite rope{plan.positions,        inv_freq_.as<float>(),   plan.slots,
+                                    layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(), config_.num_heads,
+                                    config_.num_kv_heads,  head_dim};
     DW_TRY(linear(normed(layer.input_norm), rows, layer.qkv_weight.as<bf16>(), layer.qkv_bias.as<bf16>(), hidden,
                   qkv_dim, cuda::GemvEpilogue::kRopeWriteKv, qkv, &rope));
     DW_TRY(cuda_status(cuda::attention_paged(qkv, qkv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(),
-                                             static_cast<const int32_t*>(b.tables),
-                                             static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items,
-                                             shape.splits, rows, geometry, static_cast<float*>(b.partial),
+                                             static_cast<const int32_t*>(b.tables), plan.items, plan.item_count,
+                                             plan.splits, rows, geometry, static_cast<float*>(b.partial),
                                              static_cast<float*>(b.stats), split_counters_.as<int32_t>(), attended,
                                              stream),
                        "attention_paged"));
     DW_TRY(linear(given(attended), rows, layer.o_weight.as<bf16>(), layer.o_bias.as<bf16>(), q_dim, hidden,
                   cuda::GemvEpilogue::kStore, delta));
-    pending = delta;
+    stream_state.pending = delta;
     DW_TRY(linear(normed(layer.post_norm), rows, layer.gate_up.as<bf16>(), nullptr, hidden, 2 * ffn,
                   cuda::GemvEpilogue::kSwiglu, activated));
     DW_TRY(linear(given(activated), rows, layer.down.as<bf16>(), nullptr, ffn, hidden, cuda::GemvEpilogue::kStore,
                   delta));
-    pending = delta;
+    stream_state.pending = delta;
   }
+  return {};
+}
 
-  // Final norm of the requested rows, LM head, and for greedy steps the argmax (inside the
-  // LM head's gemv, whose logits are then never stored).
+Status CudaDecoder::enqueue_forward(const StepShape& shape) {
+  const cudaStream_t stream = stream_.get();
+  const StepBuffers& b = buffers_;
+  const int64_t hidden = config_.hidden_size;
+  const int64_t vocab = config_.vocab_size;
+  auto* logits = static_cast<float*>(b.logits);
+  const auto* logit_rows = static_cast<const int32_t*>(b.logit_rows);
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+
+  ResidualStream residual;
+  residual.buffers[0] = static_cast<float*>(b.residual[0]);
+  residual.buffers[1] = static_cast<float*>(b.residual[1]);
+  // Segment A: from the embedding, layers [0, a_end).
+  if (shape.rows > 0) {
+    DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<const int32_t*>(b.ids),
+                                              residual.buffers[0], shape.rows, hidden, stream),
+                       "embedding_lookup"));
+    const LayerPlan plan{static_cast<const int32_t*>(b.positions), static_cast<const int32_t*>(b.slots),
+                         static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items, shape.splits};
+    DW_TRY(enqueue_layers(0, shape.a_end, shape.rows, plan, residual));
+  }
+  // A draft step keeps its rows with their sequences, for the verification to resume.
+  if (shape.store_hidden) {
+    DW_TRY(cuda_status(cuda::store_residual_rows(residual.buffers[residual.current], residual.pending,
+                                                 static_cast<float* const*>(b.stored), shape.rows, hidden, stream),
+                       "store_residual_rows"));
+  }
+  // Segment B: the resumed rows and A's, layers [a_end, L).
+  if (shape.rows_b > 0) {
+    float* input = residual.buffers[residual.current ^ 1];
+    DW_TRY(cuda_status(cuda::assemble_residual_rows(residual.buffers[residual.current], residual.pending,
+                                                    static_cast<const cuda::ResidualRowSource*>(b.sources_b), input,
+                                                    shape.rows_b, hidden, stream),
+                       "assemble_residual_rows"));
+    residual.current ^= 1;
+    residual.pending = nullptr;
+    const LayerPlan plan{static_cast<const int32_t*>(b.positions_b), static_cast<const int32_t*>(b.slots_b),
+                         static_cast<const cuda::AttentionWorkItem*>(b.items_b), shape.items_b, shape.splits_b};
+    DW_TRY(enqueue_layers(shape.a_end, static_cast<int>(config_.num_layers), shape.rows_b, plan, residual));
+  }
+  const int64_t rows = shape.rows_b > 0 ? shape.rows_b : shape.rows;
+
+  // Final norm of the requested rows (the draft head's own gain in a draft step), LM head,
+  // and for greedy steps the argmax (inside the LM head's gemv, whose logits are then never
+  // stored).
   const DeviceBuffer& head = lm_head_.data() != nullptr ? lm_head_ : embedding_;
+  const float* norm_weight = shape.draft_gain ? static_cast<const float*>(b.gain) : final_norm_.as<float>();
   auto* keys = static_cast<uint64_t*>(b.keys);
   if (options_.fused_small_steps && cuda::gemv_supported(shape.selected_rows, hidden)) {
-    cuda::LinearSource source = normed(final_norm_);
-    source.residual_out = nullptr;  // nothing reads the stream after this
-    source.row_index = logit_rows;
+    cuda::LinearSource source;
+    source.residual = residual.buffers[residual.current];
+    source.delta = residual.pending;
+    source.norm_weight = norm_weight;
+    source.eps = eps;
+    source.row_index = logit_rows;  // nothing reads the stream after this: no residual_out
     if (shape.greedy) {
       return cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
                                     cuda::GemvEpilogue::kArgmax, keys, false, stream),
@@ -652,8 +839,8 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
   } else {
     auto* normed_rows = static_cast<bf16*>(b.normed);
     auto* selected = static_cast<bf16*>(b.selected);
-    DW_TRY(cuda_status(cuda::add_rms_norm_to(residual[current], pending, nullptr, final_norm_.as<float>(), normed_rows,
-                                             rows, hidden, eps, stream),
+    DW_TRY(cuda_status(cuda::add_rms_norm_to(residual.buffers[residual.current], residual.pending, nullptr,
+                                             norm_weight, normed_rows, rows, hidden, eps, stream),
                        "add_rms_norm"));
     DW_TRY(cuda_status(cuda::gather_rows(normed_rows, logit_rows, selected, shape.selected_rows, hidden, stream),
                        "gather_rows"));

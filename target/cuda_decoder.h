@@ -60,6 +60,14 @@ class CudaDecoder final : public Decoder {
   Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) override;
   // The argmax runs on the GPU, in the step's graph; only the token ids come back.
   Status forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) override;
+  // Early exit: the drafted tokens' residual rows after the exit layer stay on the GPU, with
+  // their sequence, until the verification pass resumes them. The sequences of one pass
+  // that hold pending tokens must share their exit layer.
+  Status forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
+                       std::vector<float>& logits) override;
+  Status forward_draft_greedy(std::span<const ForwardRequest> batch, const DraftHead& head,
+                              std::vector<int32_t>& tokens) override;
+  int64_t pending_tokens(SequenceId sequence) const override;
 
   // The stream every step runs on (for timing with CUDA events).
   cudaStream_t stream() const { return stream_.get(); }
@@ -83,9 +91,17 @@ class CudaDecoder final : public Decoder {
   struct Sequence {
     int64_t length = 0;
     std::vector<int32_t> blocks;
+    // Early exit: tokens after `length` cached in layers [0, pending_exit_layer) only, and
+    // their residual rows after those layers.
+    int pending_exit_layer = 0;
+    std::vector<int32_t> pending;
+    cuda::DeviceBuffer pending_hidden;  // [capacity, hidden] fp32
   };
 
-  // What a captured graph depends on besides buffer contents.
+  // What a captured graph depends on besides buffer contents. A step runs layers [0, a_end)
+  // on `rows` rows from the embedding (segment A); a verification that resumes pending tokens
+  // then runs layers [a_end, L) on rows_b rows, the resumed ones and A's (segment B); a draft
+  // step stores A's rows with their sequences and ends with the draft head.
   struct StepShape {
     int64_t rows = 0;
     int64_t selected_rows = 0;
@@ -93,10 +109,31 @@ class CudaDecoder final : public Decoder {
     int64_t sequences = 0;
     int splits = 1;
     bool greedy = false;  // ends with the argmax of the logits
-    bool operator<(const StepShape& other) const {
-      return std::tie(rows, selected_rows, items, sequences, splits, greedy) <
-             std::tie(other.rows, other.selected_rows, other.items, other.sequences, other.splits, other.greedy);
+    int a_end = 0;
+    int64_t rows_b = 0;
+    int64_t items_b = 0;
+    int splits_b = 1;
+    bool store_hidden = false;  // a draft step
+    bool draft_gain = false;    // the draft head's own norm gain, in the plan
+    auto key() const {
+      return std::tie(rows, selected_rows, items, sequences, splits, greedy, a_end, rows_b, items_b, splits_b,
+                      store_hidden, draft_gain);
     }
+    bool operator<(const StepShape& other) const { return key() < other.key(); }
+  };
+  // One segment's tables for the layer loop.
+  struct LayerPlan {
+    const int32_t* positions = nullptr;  // [rows]
+    const int32_t* slots = nullptr;      // [rows]
+    const cuda::AttentionWorkItem* items = nullptr;
+    int64_t item_count = 0;
+    int splits = 1;
+  };
+  // The residual stream between layers: buffers[current] + pending (not yet added).
+  struct ResidualStream {
+    float* buffers[2] = {};
+    int current = 0;
+    const cuda::bf16* pending = nullptr;
   };
   // Device pointers of one step (scratch buffers).
   struct StepBuffers {
@@ -105,6 +142,12 @@ class CudaDecoder final : public Decoder {
     void* slots = nullptr;       // [rows] int32
     void* tables = nullptr;      // [sequences, table_stride] int32
     void* items = nullptr;       // [items] AttentionWorkItem
+    void* positions_b = nullptr; // [rows_b] int32 (segment B)
+    void* slots_b = nullptr;     // [rows_b] int32
+    void* items_b = nullptr;     // [items_b] AttentionWorkItem
+    void* sources_b = nullptr;   // [rows_b] ResidualRowSource: B's input rows
+    void* stored = nullptr;      // [rows] float*: where a draft step stores A's rows
+    void* gain = nullptr;        // [hidden] fp32: the draft head's norm gain
     void* logit_rows = nullptr;  // [selected_rows] int32
     void* residual[2] = {};      // [rows, hidden] fp32 each: the stream moves between them
     void* normed = nullptr;      // [rows, hidden] bf16
@@ -144,9 +187,13 @@ class CudaDecoder final : public Decoder {
   Status load_weights(const WeightLoader& host_f32, const DeviceWeightWriter& write_bf16);
   Status allocate_cache();
   // One step; exactly one of logits (all requested rows) and tokens (their argmax) is set.
-  Status forward_step(std::span<const ForwardRequest> batch, std::vector<float>* logits,
+  // With `draft`, an early-exit draft step.
+  Status forward_step(std::span<const ForwardRequest> batch, const DraftHead* draft, std::vector<float>* logits,
                       std::vector<int32_t>* tokens);
-  Status run_batch(std::span<const ForwardRequest> batch, std::vector<float>* logits, std::vector<int32_t>* tokens);
+  Status run_batch(std::span<const ForwardRequest> batch, const DraftHead* draft, std::vector<float>* logits,
+                   std::vector<int32_t>* tokens);
+  // Layers [first, end) of one segment on `rows` rows of the stream.
+  Status enqueue_layers(int first, int end, int64_t rows, const LayerPlan& plan, ResidualStream& stream);
   // y = x · wᵀ (+ bias) for one linear layer of a step, x being `source` (given rows, or the
   // RMS-normed residual): gemv for small steps, else a norm kernel and cuBLASLt.
   // kRopeWriteKv also rotates q and k and writes k and v to the cache (`rope`).

@@ -65,4 +65,18 @@ Status Decoder::forward_greedy(std::span<const ForwardRequest> batch, std::vecto
   return {};
 }
 
+Status Decoder::forward_draft(std::span<const ForwardRequest>, const DraftHead&, std::vector<float>&) {
+  return make_error("the {} backend has no early-exit passes", device_name());
+}
+
+Status Decoder::forward_draft_greedy(std::span<const ForwardRequest> batch, const DraftHead& head,
+                                     std::vector<int32_t>& tokens) {
+  std::vector<float> logits;
+  DW_TRY(forward_draft(batch, head, logits));
+  tokens = argmax_rows(logits, config().vocab_size);
+  return {};
+}
+
+int64_t Decoder::pending_tokens(SequenceId sequence) const { return sequence_length(sequence) < 0 ? -1 : 0; }
+
 }  // namespace draftwise

@@ -25,6 +25,13 @@ struct ForwardRequest {
   std::span<const int32_t> logit_rows;
 };
 
+// The draft head of early-exit drafting (DVI.md): logits = W_lm · rms_norm(h_exit, gain), the
+// LM head being the target's own, frozen and shared.
+struct DraftHead {
+  int exit_layer = 0;                // in [1, num_layers − 1]
+  std::span<const float> norm_gain;  // [hidden]; empty: the target's final norm gain
+};
+
 class Decoder {
  public:
   virtual ~Decoder() = default;
@@ -54,6 +61,23 @@ class Decoder {
   // before the call. Backends that can pick the tokens where the logits are (the GPU)
   // override this.
   virtual Status forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens);
+
+  // Early-exit drafting (self-speculative decoding, DESIGN.md). Runs each request's tokens
+  // through layers [0, head.exit_layer) only and the draft head on its requested rows:
+  // `logits` is resized to [Σ logit_rows, vocab]. The tokens' keys and values enter those
+  // layers' caches *pending*, after the sequence and its earlier pending tokens;
+  // sequence_length() does not change. The next forward() of a sequence with pending tokens
+  // must begin with them, in order: they then run through layers [exit_layer, L) only, from
+  // the hidden states kept from drafting (verification reuses what drafting computed), and
+  // the request's further tokens through every layer. A sequence's pending tokens share one
+  // exit layer; truncate_sequence drops them. Backends without early exit return an error.
+  virtual Status forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
+                               std::vector<float>& logits);
+  // forward_draft keeping each requested row's argmax (the lowest index among ties).
+  virtual Status forward_draft_greedy(std::span<const ForwardRequest> batch, const DraftHead& head,
+                                      std::vector<int32_t>& tokens);
+  // Tokens a sequence holds pending in its first layers; -1 for an unknown sequence.
+  virtual int64_t pending_tokens(SequenceId sequence) const;
 };
 
 // The index of the largest value of each `vocab`-long row of `logits`, the lowest among ties.

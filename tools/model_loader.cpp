@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "draft/early_exit_drafter.h"
 #include "draft/model_drafter.h"
 #include "draft/ngram_drafter.h"
 #include "engine/tokenizer/tokenizer_loader.h"
@@ -78,12 +79,9 @@ Expected<std::unique_ptr<Drafter>> make_drafter(const DraftSpec& spec, const Loa
       return std::unique_ptr<Drafter>(std::move(drafter));
     }
     case DraftSpec::Kind::self: {
-      const int layers = static_cast<int>(target.decoder->config().num_layers);
-      if (spec.exit_layer < 1 || spec.exit_layer > layers - 1) {
-        return make_error("{}: the exit layer must be in [1, {}] for this {}-layer model", spec.name, layers - 1,
-                          layers);
-      }
-      return make_error("{}: the early-exit drafter is not built yet (use ngram:N or model:PATH)", spec.name);
+      DW_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitDrafter> drafter,
+                          EarlyExitDrafter::create(*target.decoder, spec.exit_layer));
+      return std::unique_ptr<Drafter>(std::move(drafter));
     }
     case DraftSpec::Kind::model: {
       // The draft model keeps its own context; it stops proposing when that is full.

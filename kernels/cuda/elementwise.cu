@@ -1,5 +1,6 @@
-// Elementwise and gather kernels: SwiGLU, embedding lookup, row gather, bias add, fp32/bf16
-// conversion. One thread per output element, grid-stride loops, 256 threads per block.
+// Elementwise and gather kernels: SwiGLU, embedding lookup, row gather, residual rows moved
+// for early exit, bias add, fp32/bf16 conversion. One thread per output element, grid-stride
+// loops, 256 threads per block.
 #include "kernels/cuda/launch.cuh"
 
 namespace draftwise::cuda {
@@ -48,6 +49,33 @@ __global__ void gather_rows_kernel(const bf16* x, const int32_t* rows, bf16* out
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count * dim;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = x[static_cast<int64_t>(rows[i / dim]) * dim + i % dim];
+  }
+}
+
+__global__ void assemble_residual_rows_kernel(const float* residual, const bf16* delta, const ResidualRowSource* sources,
+                                             float* out, int64_t count, int64_t dim) {
+  wait_for_prior_grid();
+  release_next_grid();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count * dim;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const ResidualRowSource source = sources[i / dim];
+    const int64_t c = i % dim;
+    if (source.pointer != nullptr) {
+      out[i] = source.pointer[c];
+      continue;
+    }
+    const int64_t at = static_cast<int64_t>(source.row) * dim + c;
+    out[i] = delta != nullptr ? residual[at] + __bfloat162float(delta[at]) : residual[at];
+  }
+}
+
+__global__ void store_residual_rows_kernel(const float* residual, const bf16* delta, float* const* targets,
+                                           int64_t count, int64_t dim) {
+  wait_for_prior_grid();
+  release_next_grid();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count * dim;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    targets[i / dim][i % dim] = delta != nullptr ? residual[i] + __bfloat162float(delta[i]) : residual[i];
   }
 }
 
@@ -103,6 +131,20 @@ cudaError_t gather_rows(const bf16* x, const int32_t* rows, bf16* out, int64_t c
   if (count * dim == 0) return cudaSuccess;
   return launch(gather_rows_kernel, dim3(blocks_for(count * dim)), dim3(kThreads), 0, stream, x, rows, out, count,
                 dim);
+}
+
+cudaError_t assemble_residual_rows(const float* residual, const bf16* delta, const ResidualRowSource* sources,
+                                   float* out, int64_t count, int64_t dim, cudaStream_t stream) {
+  if (count * dim == 0) return cudaSuccess;
+  return launch(assemble_residual_rows_kernel, dim3(blocks_for(count * dim)), dim3(kThreads), 0, stream, residual,
+                delta, sources, out, count, dim);
+}
+
+cudaError_t store_residual_rows(const float* residual, const bf16* delta, float* const* targets, int64_t count,
+                                int64_t dim, cudaStream_t stream) {
+  if (count * dim == 0) return cudaSuccess;
+  return launch(store_residual_rows_kernel, dim3(blocks_for(count * dim)), dim3(kThreads), 0, stream, residual, delta,
+                targets, count, dim);
 }
 
 cudaError_t fill_uniform_bf16(bf16* out, int64_t count, uint64_t seed, float half_width, cudaStream_t stream) {

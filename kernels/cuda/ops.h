@@ -116,6 +116,20 @@ inline int32_t argmax_key_index(uint64_t key) {
 cudaError_t argmax_rows(const float* logits, uint64_t* keys, int64_t rows, int64_t vocab,
                         cudaStream_t stream);
 
+// Early exit moves rows of the residual stream (residual + the pending delta, exactly as the
+// next layer's norm would sum them) between the passes of a step.
+struct ResidualRowSource {
+  const float* pointer = nullptr;  // [dim] fp32: a kept row (a drafted token's h_exit); or, when null,
+  int32_t row = 0;                 // this row of residual + delta
+};
+// out[i] = sources[i]'s row
+//   residual: [*, dim] fp32     delta: [*, dim] bf16 or nullptr     out: [count, dim] fp32
+cudaError_t assemble_residual_rows(const float* residual, const bf16* delta, const ResidualRowSource* sources,
+                                   float* out, int64_t count, int64_t dim, cudaStream_t stream);
+// targets[i][0, dim) = residual[i] + delta[i]
+cudaError_t store_residual_rows(const float* residual, const bf16* delta, float* const* targets, int64_t count,
+                                int64_t dim, cudaStream_t stream);
+
 // y[r, o] += bias[o]
 //   y: [rows, out] bf16     bias: [out] bf16
 cudaError_t add_bias(bf16* y, const bf16* bias, int64_t rows, int64_t out, cudaStream_t stream);

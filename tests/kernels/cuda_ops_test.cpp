@@ -494,6 +494,50 @@ TEST_F(CudaOps, GemvArgmaxEpiloguePicksTheArgmaxOfItsProducts) {
   }
 }
 
+// Early exit's row moves: kept rows copied as they are, others summed from residual + delta
+// exactly as a norm sums them; stored rows scattered to their targets.
+TEST_F(CudaOps, ResidualRowsAreAssembledAndStoredExactly) {
+  const int64_t dim = 80, rows = 5;
+  const auto residual = random_values(static_cast<size_t>(rows * dim), 31);
+  const auto delta = bf16_rounded(random_values(residual.size(), 32));
+  const auto kept = random_values(static_cast<size_t>(2 * dim), 33);
+  const DeviceBuffer dres = upload(residual);
+  const DeviceBuffer ddelta = upload(to_bf16(delta));
+  const DeviceBuffer dkept = upload(kept);
+  std::vector<ResidualRowSource> sources(4);
+  sources[0].pointer = dkept.as<float>() + dim;
+  sources[1].row = 3;
+  sources[2].pointer = dkept.as<float>();
+  sources[3].row = 0;
+  const DeviceBuffer dsources = upload(sources);
+  for (const bool with_delta : {true, false}) {
+    DeviceBuffer out = poisoned<float>(static_cast<size_t>(4 * dim));
+    ASSERT_EQ(assemble_residual_rows(dres.as<float>(), with_delta ? ddelta.as<bf16>() : nullptr,
+                                     dsources.as<ResidualRowSource>(), out.as<float>(), 4, dim, stream_.get()),
+              cudaSuccess);
+    const auto assembled = download<float>(out, static_cast<size_t>(4 * dim));
+    for (int64_t c = 0; c < dim; ++c) {
+      ASSERT_EQ(assembled[c], kept[dim + c]);
+      ASSERT_EQ(assembled[dim + c], residual[3 * dim + c] + (with_delta ? delta[3 * dim + c] : 0.0f));
+      ASSERT_EQ(assembled[2 * dim + c], kept[c]);
+      ASSERT_EQ(assembled[3 * dim + c], residual[c] + (with_delta ? delta[c] : 0.0f));
+    }
+  }
+  DeviceBuffer targets = poisoned<float>(static_cast<size_t>(rows * dim));
+  std::vector<float*> pointers;
+  for (int64_t r = 0; r < rows; ++r) pointers.push_back(targets.as<float>() + (rows - 1 - r) * dim);
+  const DeviceBuffer dpointers = upload(pointers);
+  ASSERT_EQ(store_residual_rows(dres.as<float>(), ddelta.as<bf16>(), dpointers.as<float* const>(), rows, dim,
+                                stream_.get()),
+            cudaSuccess);
+  const auto stored = download<float>(targets, static_cast<size_t>(rows * dim));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < dim; ++c) {
+      ASSERT_EQ(stored[(rows - 1 - r) * dim + c], residual[r * dim + c] + delta[r * dim + c]);
+    }
+  }
+}
+
 TEST_F(CudaOps, AddBiasAndConversionsMatchTheHost) {
   const int rows = 5, out = 333;
   const auto y = bf16_rounded(random_values(static_cast<size_t>(rows * out), 10));

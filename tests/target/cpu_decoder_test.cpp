@@ -22,17 +22,6 @@ namespace {
 
 using testing::fixtures_dir;
 
-TEST(CpuDecoder, GreedyStepWithNonFiniteLogitsIsAnErrorAndRollsBack) {
-  auto checkpoint = Checkpoint::open((fixtures_dir() / "models/llama_tied").string());
-  ASSERT_TRUE(checkpoint.ok());
-  auto config = load_model_config(*checkpoint);
-  auto weights = ModelWeights::bind(*checkpoint, *config);
-  ASSERT_TRUE(config.ok() && weights.ok());
-  auto decoder = CpuDecoder::create(*config, testing::broken_final_norm_loader(*weights), {});
-  ASSERT_TRUE(decoder.ok()) << decoder.error().message;
-  testing::expect_non_finite_greedy_step_fails_and_rolls_back(**decoder);
-}
-
 std::unique_ptr<CpuDecoder> load_decoder(const std::filesystem::path& path, int threads = 2) {
   auto checkpoint = Checkpoint::open(path.string());
   EXPECT_TRUE(checkpoint.ok()) << checkpoint.error().message;
@@ -201,6 +190,97 @@ TEST(CpuDecoder, RefusesAModelWhoseWeightsDoNotFitInMemory) {
   auto decoder = CpuDecoder::create(tiny.config, random_weight_loader(1), {});
   ASSERT_FALSE(decoder.ok());
   EXPECT_NE(decoder.error().message.find("GiB"), std::string::npos) << decoder.error().message;
+}
+
+// Early exit: draft passes through layers [0, e) equal one draft pass over the whole
+// sequence, and a verification pass that resumes the drafted tokens at layer e (reusing their
+// keys, values and hidden states) equals a full pass, bit for bit.
+TEST(CpuDecoder, EarlyExitPassesReuseDraftingAndEqualFullPasses) {
+  // The llama3_rope fixture's shape with four layers, random weights.
+  auto checkpoint = Checkpoint::open((fixtures_dir() / "models/llama3_rope").string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto config = load_model_config(*checkpoint);
+  ASSERT_TRUE(config.ok());
+  config->num_layers = 4;
+  auto decoder = CpuDecoder::create(*config, random_weight_loader(3), CpuDecoderOptions{2, 0});
+  ASSERT_TRUE(decoder.ok());
+  CpuDecoder& model = **decoder;
+  const std::vector<int32_t> prompt = {1, 17, 33, 9, 120, 7};
+  const std::vector<int32_t> drafted = {45, 46, 47};  // the last prompt token's followers
+  const std::vector<int32_t> none;
+  const std::vector<int32_t> first = {0};
+  for (const int exit_layer : {1, 2, 3}) {
+    const DraftHead head{exit_layer, {}};
+    // A: prefill all but the last prompt token, then draft three steps, then verify.
+    const SequenceId a = model.create_sequence();
+    const std::vector<int32_t> head_tokens(prompt.begin(), prompt.end() - 1);
+    std::vector<float> ignored;
+    ASSERT_TRUE(model.forward(std::vector<ForwardRequest>{{a, head_tokens, none}}, ignored).ok());
+    std::vector<int32_t> inputs = {prompt.back(), drafted[0], drafted[1]};
+    std::vector<std::vector<float>> draft_logits;
+    for (const int32_t token : inputs) {
+      const std::vector<int32_t> one = {token};
+      std::vector<float> logits;
+      ASSERT_TRUE(model.forward_draft(std::vector<ForwardRequest>{{a, one, first}}, head, logits).ok());
+      draft_logits.push_back(logits);
+    }
+    EXPECT_EQ(model.pending_tokens(a), 3);
+    EXPECT_EQ(model.sequence_length(a), static_cast<int64_t>(head_tokens.size()));
+    // A verification that does not begin with the pending tokens is refused.
+    const std::vector<int32_t> other = {prompt.back(), drafted[0], 99, drafted[2]};
+    std::vector<float> refused;
+    EXPECT_FALSE(model.forward(std::vector<ForwardRequest>{{a, other, none}}, refused).ok());
+    const std::vector<int32_t> verify = {prompt.back(), drafted[0], drafted[1], drafted[2]};
+    const std::vector<int32_t> all_rows = {0, 1, 2, 3};
+    std::vector<float> reused;
+    ASSERT_TRUE(model.forward(std::vector<ForwardRequest>{{a, verify, all_rows}}, reused).ok());
+    EXPECT_EQ(model.pending_tokens(a), 0);
+    EXPECT_EQ(model.sequence_length(a), static_cast<int64_t>(prompt.size() + drafted.size()));
+
+    // B: the same tokens through every layer.
+    const SequenceId b = model.create_sequence();
+    ASSERT_TRUE(model.forward(std::vector<ForwardRequest>{{b, head_tokens, none}}, ignored).ok());
+    std::vector<float> full;
+    ASSERT_TRUE(model.forward(std::vector<ForwardRequest>{{b, verify, all_rows}}, full).ok());
+    EXPECT_TRUE(bit_identical(reused, full)) << "exit layer " << exit_layer;
+
+    // C: one draft pass over the whole sequence gives the draft steps' logits.
+    const SequenceId c = model.create_sequence();
+    std::vector<int32_t> sequence = prompt;
+    sequence.insert(sequence.end(), drafted.begin(), drafted.begin() + 2);
+    const int32_t last = static_cast<int32_t>(sequence.size()) - 1;
+    const std::vector<int32_t> draft_rows = {last - 2, last - 1, last};
+    std::vector<float> whole;
+    ASSERT_TRUE(model.forward_draft(std::vector<ForwardRequest>{{c, sequence, draft_rows}}, head, whole).ok());
+    const size_t vocab = static_cast<size_t>(model.config().vocab_size);
+    for (size_t step = 0; step < 3; ++step) {
+      const std::vector<float> row(whole.begin() + step * vocab, whole.begin() + (step + 1) * vocab);
+      EXPECT_TRUE(bit_identical(draft_logits[step], row)) << "draft step " << step;
+    }
+    // Truncation drops pending tokens.
+    const std::vector<int32_t> one = {5};
+    ASSERT_TRUE(model.forward_draft(std::vector<ForwardRequest>{{b, one, first}}, head, ignored).ok());
+    EXPECT_EQ(model.pending_tokens(b), 1);
+    ASSERT_TRUE(model.truncate_sequence(b, model.sequence_length(b)).ok());
+    EXPECT_EQ(model.pending_tokens(b), 0);
+    // Bad heads are refused.
+    EXPECT_FALSE(model.forward_draft(std::vector<ForwardRequest>{{b, one, first}}, DraftHead{0, {}}, ignored).ok());
+    const std::vector<float> short_gain(3, 1.0f);
+    EXPECT_FALSE(
+        model.forward_draft(std::vector<ForwardRequest>{{b, one, first}}, DraftHead{1, short_gain}, ignored).ok());
+    for (const SequenceId id : {a, b, c}) model.release_sequence(id);
+  }
+}
+
+TEST(CpuDecoder, GreedyStepWithNonFiniteLogitsIsAnErrorAndRollsBack) {
+  auto checkpoint = Checkpoint::open((fixtures_dir() / "models/llama_tied").string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto config = load_model_config(*checkpoint);
+  auto weights = ModelWeights::bind(*checkpoint, *config);
+  ASSERT_TRUE(config.ok() && weights.ok());
+  auto decoder = CpuDecoder::create(*config, testing::broken_final_norm_loader(*weights), {});
+  ASSERT_TRUE(decoder.ok()) << decoder.error().message;
+  testing::expect_non_finite_greedy_step_fails_and_rolls_back(**decoder);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "target/checkpoint.h"
 #include "target/cpu_decoder.h"
 #include "target/cuda_decoder.h"
+#include "target/random_weights.h"
 #include "tests/support/decoder_runs.h"
 #include "tests/support/numeric.h"
 #include "tests/support/reference_logits.h"
@@ -299,6 +300,92 @@ TEST(CudaDecoder, GreedyStepWithNonFiniteLogitsIsAnErrorAndRollsBack) {
     auto decoder = CudaDecoder::create(*config, testing::broken_final_norm_loader(*weights), options);
     ASSERT_TRUE(decoder.ok()) << decoder.error().message;
     testing::expect_non_finite_greedy_step_fails_and_rolls_back(**decoder);
+  }
+}
+
+// Early exit on the GPU: draft steps through layers [0, e) agree with one draft pass over
+// the whole sequence, and a verification that resumes the drafted tokens at layer e agrees
+// with a full pass (bf16 tolerance, the same argmax) and with the CPU reference's.
+TEST(CudaDecoder, EarlyExitPassesAgreeWithFullPasses) {
+  DW_REQUIRE_GPU();
+  auto config = load_hf_config((fixtures_dir() / "models/llama3_rope/config.json").string());
+  ASSERT_TRUE(config.ok());
+  config->num_layers = 4;
+  auto cpu = CpuDecoder::create(*config, random_weight_loader(3), CpuDecoderOptions{2, 0});
+  ASSERT_TRUE(cpu.ok());
+  for (const bool fused : {true, false}) {
+    CudaDecoderOptions options = small_cache();
+    options.fused_small_steps = fused;
+    auto created = CudaDecoder::create(*config, random_weight_loader(3), options);
+    ASSERT_TRUE(created.ok()) << created.error().message;
+    CudaDecoder& gpu = **created;
+    const std::vector<int32_t> prompt = {1, 17, 33, 9, 120, 7};
+    const std::vector<int32_t> head_tokens(prompt.begin(), prompt.end() - 1);
+    const std::vector<int32_t> drafted = {45, 46, 47, 48, 49};
+    const std::vector<int32_t> none;
+    const std::vector<int32_t> first = {0};
+    const size_t vocab = static_cast<size_t>(config->vocab_size);
+    for (const int exit_layer : {1, 3}) {
+      SCOPED_TRACE((fused ? "fused, exit " : "cuBLASLt, exit ") + std::to_string(exit_layer));
+      const DraftHead head{exit_layer, {}};
+      const SequenceId a = gpu.create_sequence();
+      std::vector<float> ignored;
+      ASSERT_TRUE(gpu.forward(std::vector<ForwardRequest>{{a, head_tokens, none}}, ignored).ok());
+      std::vector<int32_t> inputs = {prompt.back()};
+      inputs.insert(inputs.end(), drafted.begin(), drafted.end() - 1);
+      std::vector<float> draft_logits;
+      for (const int32_t token : inputs) {
+        const std::vector<int32_t> one = {token};
+        std::vector<float> logits;
+        ASSERT_TRUE(gpu.forward_draft(std::vector<ForwardRequest>{{a, one, first}}, head, logits).ok());
+        draft_logits.insert(draft_logits.end(), logits.begin(), logits.end());
+      }
+      EXPECT_EQ(gpu.pending_tokens(a), static_cast<int64_t>(inputs.size()));
+      std::vector<int32_t> verify = {prompt.back()};
+      verify.insert(verify.end(), drafted.begin(), drafted.end());
+      std::vector<int32_t> rows(verify.size());
+      std::iota(rows.begin(), rows.end(), 0);
+      std::vector<float> reused;
+      ASSERT_TRUE(gpu.forward(std::vector<ForwardRequest>{{a, verify, rows}}, reused).ok());
+      EXPECT_EQ(gpu.pending_tokens(a), 0);
+      // The same through every layer, on the GPU and on the CPU.
+      const SequenceId b = gpu.create_sequence();
+      ASSERT_TRUE(gpu.forward(std::vector<ForwardRequest>{{b, head_tokens, none}}, ignored).ok());
+      std::vector<float> full;
+      ASSERT_TRUE(gpu.forward(std::vector<ForwardRequest>{{b, verify, rows}}, full).ok());
+      const SequenceId c = (*cpu)->create_sequence();
+      std::vector<float> reference;
+      ASSERT_TRUE((*cpu)->forward(std::vector<ForwardRequest>{{c, head_tokens, none}}, ignored).ok());
+      ASSERT_TRUE((*cpu)->forward(std::vector<ForwardRequest>{{c, verify, rows}}, reference).ok());
+      EXPECT_LE(relative_l2(reused, full), 1e-2);
+      EXPECT_LE(relative_l2(reused, reference), 3e-2);
+      EXPECT_EQ(argmax_rows(reused, config->vocab_size), argmax_rows(full, config->vocab_size));
+      // The draft steps against one draft pass over the whole sequence, on the CPU.
+      const SequenceId d = (*cpu)->create_sequence();
+      std::vector<int32_t> sequence = head_tokens;
+      sequence.insert(sequence.end(), inputs.begin(), inputs.end());
+      std::vector<int32_t> draft_rows;
+      for (size_t i = 0; i < inputs.size(); ++i) draft_rows.push_back(static_cast<int32_t>(head_tokens.size() + i));
+      std::vector<float> whole;
+      ASSERT_TRUE((*cpu)->forward_draft(std::vector<ForwardRequest>{{d, sequence, draft_rows}}, head, whole).ok());
+      EXPECT_LE(relative_l2(draft_logits, whole), 3e-2);
+      EXPECT_EQ(draft_logits.size(), inputs.size() * vocab);
+      // Greedy draft steps pick on the GPU what the host picks from the logits.
+      const SequenceId e = gpu.create_sequence();
+      ASSERT_TRUE(gpu.forward(std::vector<ForwardRequest>{{e, head_tokens, none}}, ignored).ok());
+      const std::vector<int32_t> last = {prompt.back()};
+      std::vector<int32_t> picked;
+      ASSERT_TRUE(gpu.forward_draft_greedy(std::vector<ForwardRequest>{{e, last, first}}, head, picked).ok());
+      const std::vector<float> first_step(draft_logits.begin(), draft_logits.begin() + static_cast<int64_t>(vocab));
+      EXPECT_EQ(picked, argmax_rows(first_step, config->vocab_size));
+      // Truncation drops pending tokens; a verification must begin with them.
+      EXPECT_FALSE(gpu.forward(std::vector<ForwardRequest>{{e, drafted, none}}, ignored).ok());
+      ASSERT_TRUE(gpu.truncate_sequence(e, gpu.sequence_length(e)).ok());
+      EXPECT_EQ(gpu.pending_tokens(e), 0);
+      for (const SequenceId id : {a, b, e}) gpu.release_sequence(id);
+      (*cpu)->release_sequence(c);
+      (*cpu)->release_sequence(d);
+    }
   }
 }
 

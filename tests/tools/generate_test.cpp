@@ -126,7 +126,7 @@ TEST(Generate, DraftingKeepsTheGreedyOutputAndReportsAcceptance) {
   EXPECT_EQ(plain["stats"]["speculation"]["tokens_per_target_step"], 1.0);
   for (const std::vector<std::string>& draft :
        {std::vector<std::string>{"--draft", "ngram:2"}, {"--draft", "ngram:1", "--draft-len", "auto"},
-        {"--draft", "model:" + kTinyModel, "--draft-len", "3"}}) {
+        {"--draft", "model:" + kTinyModel, "--draft-len", "3"}, {"--draft", "self:1", "--draft-len", "2"}}) {
     std::vector<std::string> args = base;
     args.insert(args.end(), draft.begin(), draft.end());
     const auto report = run_json(args);
