@@ -65,4 +65,18 @@ Expected<GenerationResult> generate(Decoder& decoder, const Tokenizer* tokenizer
                                     const GenerationOptions& options,
                                     const OutputCallback& on_output = {});
 
+struct GenerationRequest {
+  std::span<const int32_t> prompt;
+  GenerationOptions options;  // requests may share a drafter, or have their own
+  OutputCallback on_output;
+};
+
+// Several requests generated together: after each one's prefill, every step is one batched
+// forward pass over all unfinished requests, each with its last token and its drafts, and
+// each keeps its own number of accepted tokens. A request's results do not depend on its
+// batch (on the CPU, bit for bit). results[i] belongs to requests[i]; a request refused by
+// its checks fails alone, a failed batched pass fails the requests it ran.
+std::vector<Expected<GenerationResult>> generate_batch(Decoder& decoder, const Tokenizer* tokenizer,
+                                                       std::span<const GenerationRequest> requests);
+
 }  // namespace draftwise

@@ -128,6 +128,34 @@ TEST(SpeculationCuda, GreedyDraftingEqualsPlainGreedyUpToANearTie) {
               identical_runs, runs);
 }
 
+// Requests with different drafters speculating in one batch on the GPU: each equals its own
+// plain greedy run up to a near-tie (the batch changes the kernels' row counts).
+TEST(SpeculationCuda, BatchedRequestsEqualPlainGreedyUpToANearTie) {
+  DW_REQUIRE_GPU();
+  auto target = load_gpu(testing::fixtures_dir() / "models/llama_tied");
+  auto ngram = std::move(NgramDrafter::create(2)).value();
+  auto early_exit = std::move(EarlyExitDrafter::create(*target, 1)).value();
+  const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7, 5, 6, 7, 5, 6}, {1, 40, 41, 42}, {200}, {9, 8, 7}};
+  std::vector<GenerationRequest> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationRequest request;
+    request.prompt = prompts[i];
+    request.options.max_tokens = 24 + 4 * static_cast<int64_t>(i);
+    request.options.sampling.temperature = 0.0;
+    request.options.drafter = i % 3 == 0 ? static_cast<Drafter*>(ngram.get())
+                              : i % 3 == 1 ? static_cast<Drafter*>(early_exit.get())
+                                           : nullptr;
+    requests.push_back(request);
+  }
+  const auto together = generate_batch(*target, nullptr, requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(together[i].ok()) << together[i].error().message;
+    const Reference reference = greedy_reference(*target, prompts[i], requests[i].options.max_tokens);
+    bool identical = false;
+    EXPECT_TRUE(equal_up_to_a_near_tie(together[i]->token_ids, reference, identical)) << "request " << i;
+  }
+}
+
 TEST(SpeculationCuda, DefaultModelDevPromptsEqualPlainGreedyUpToANearTie) {
   DW_REQUIRE_GPU();
   DW_REQUIRE_DEFAULT_MODEL();

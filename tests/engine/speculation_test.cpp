@@ -151,6 +151,49 @@ TEST(Speculation, GreedyWithAnyDrafterEqualsPlainGreedyTokenForToken) {
   }
 }
 
+// Several requests speculate together, each with its own drafter (or none), draft length,
+// max_tokens and sampling: every one equals itself generated alone, token for token (batch
+// invariance), and each keeps its own number of accepted tokens. A bad request fails alone.
+TEST(Speculation, BatchedRequestsEqualEachRequestAlone) {
+  auto target = fixture_decoder();
+  auto ngram = std::move(NgramDrafter::create(2)).value();
+  auto early_exit = std::move(EarlyExitDrafter::create(*target, 1)).value();
+  ModelDrafter model(random_decoder(7), "model:random");
+  const std::vector<std::vector<int32_t>> prompts = {
+      {5, 6, 7, 5, 6, 7, 5, 6}, {1, 40, 41, 42}, {200}, {9, 9, 9, 9}, {3, 1, 4, 1, 5, 9, 2, 6}, {}};
+  std::vector<GenerationRequest> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationRequest request;
+    request.prompt = prompts[i];
+    request.options = greedy_options(20 + 5 * static_cast<int64_t>(i));
+    requests.push_back(request);
+  }
+  requests[0].options.drafter = ngram.get();
+  requests[1].options.drafter = early_exit.get();
+  requests[1].options.draft_length = DraftLength::fixed(3);
+  requests[2].options.drafter = &model;
+  requests[2].options.draft_length = DraftLength::adaptive();
+  requests[3].options.drafter = ngram.get();
+  requests[3].options.stop_token_ids = {9};
+  requests[4].options.drafter = early_exit.get();
+  requests[4].options.sampling.temperature = 0.9;
+  requests[4].options.sampling.top_k = 20;
+  requests[4].options.sampling.seed = 77;
+  const auto together = generate_batch(*target, nullptr, requests);
+  ASSERT_EQ(together.size(), requests.size());
+  for (size_t i = 0; i + 1 < requests.size(); ++i) {
+    SCOPED_TRACE(i);
+    const auto alone = generate(*target, nullptr, requests[i].prompt, requests[i].options);
+    ASSERT_TRUE(alone.ok() && together[i].ok()) << (together[i].ok() ? "" : together[i].error().message);
+    EXPECT_EQ(together[i]->token_ids, alone->token_ids);
+    EXPECT_EQ(together[i]->finish_reason, alone->finish_reason);
+    EXPECT_EQ(together[i]->stats.speculation.accepted_tokens, alone->stats.speculation.accepted_tokens);
+  }
+  EXPECT_EQ(together[3]->finish_reason, FinishReason::stop);
+  ASSERT_FALSE(together.back().ok());
+  EXPECT_NE(together.back().error().message.find("the prompt is empty"), std::string::npos);
+}
+
 // A drafter whose first `right` tokens of every proposal are the target's and the rest
 // wrong: after every step target and drafter keep exactly the accepted prefix.
 TEST(Speculation, TargetRollsBackAfterEveryAcceptedCount) {
