@@ -20,6 +20,8 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"bench", draftwise::run_bench,
+     "the acceptance-rate benchmark: modes of drafting on the same prompts, results.json"},
     {"generate", draftwise::run_generate,
      "complete one prompt, streaming the text; token counts and speed at the end"},
     {"inspect", draftwise::run_inspect,

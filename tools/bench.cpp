@@ -1,0 +1,311 @@
+// draftwise bench: the acceptance-rate benchmark (engine/benchmark.h). Runs every mode on
+// the same prompts in one process and writes DIR/results.json: the configuration, the
+// model file's SHA-256, the device and date; per prompt, per category and overall for each
+// mode, tokens/s, the speed-up against `ar`, the speculation statistics, and whether its
+// output equals `ar`'s. A summary table goes to stdout, progress to stderr.
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/benchmark.h"
+#include "engine/chat_template.h"
+#include "engine/draft_spec.h"
+#include "kernels/sha256.h"
+#include "tools/cli_args.h"
+#include "tools/commands.h"
+#include "tools/model_loader.h"
+#include "tools/speculation_json.h"
+
+namespace draftwise {
+
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  std::string prompts;
+  std::string modes = "ar";
+  std::string max_tokens = "128";
+  std::string limit = "0";
+  std::string categories;
+  std::string device = "cpu";
+  std::string threads = "0";
+  std::string kv_cache_share = "0.5";
+  std::string out;
+};
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const size_t end = comma == std::string::npos ? text.size() : comma;
+    std::string part = text.substr(start, end - start);
+    while (!part.empty() && part.front() == ' ') part.erase(part.begin());
+    while (!part.empty() && part.back() == ' ') part.pop_back();
+    parts.push_back(part);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return parts;
+}
+
+// The modes, `ar` first (added when not named): each a spec and its drafter's key.
+struct ModeSpec {
+  std::string name;
+  std::optional<DraftSpec> draft;  // none: ar
+};
+Expected<std::vector<ModeSpec>> parse_modes(const std::string& text) {
+  std::vector<ModeSpec> modes = {{"ar", std::nullopt}};
+  std::set<std::string> names = {"ar"};
+  for (const std::string& part : split_commas(text)) {
+    if (part.empty()) return make_error("--modes '{}': an empty mode", text);
+    if (part == "ar") continue;
+    Expected<DraftSpec> spec = parse_draft_spec(part, /*with_length=*/true);
+    if (!spec.ok()) return make_error("--modes {}", spec.error().message);
+    if (!spec->draft_length) spec->draft_length = DraftLength::fixed(4);
+    const std::string name =
+        spec->name + "@" +
+        (spec->draft_length->is_adaptive() ? std::string("auto") : std::to_string(spec->draft_length->current()));
+    if (!names.insert(name).second) return make_error("--modes: '{}' is given twice", name);
+    modes.push_back({name, std::move(*spec)});
+  }
+  return modes;
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm parts{};
+  gmtime_r(&now, &parts);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &parts);
+  return text;
+}
+
+nlohmann::json summary_json(const ModeSummary& summary, const std::string& mode) {
+  return {{"prompts", summary.prompts},
+          {"tokens", summary.tokens},
+          {"seconds", summary.seconds},
+          {"tokens_per_second", summary.mean_tokens_per_second},
+          {"speedup", summary.speedup},
+          {"lossless_prompts", summary.lossless_prompts},
+          {"lossless", summary.lossless_prompts == summary.prompts},
+          {"speculation", speculation_json(summary.speculation, mode == "ar" ? std::string() : mode)}};
+}
+
+// Written to a temporary file and renamed: a killed run never leaves a torn results.json.
+Status write_json(const std::filesystem::path& path, const nlohmann::json& value) {
+  const std::filesystem::path temporary = path.string() + ".tmp";
+  {
+    std::ofstream file(temporary);
+    if (!file) return make_error("{}: cannot be written", temporary.string());
+    file << value.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    if (!file) return make_error("{}: write error", temporary.string());
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, path, error);
+  if (error) return make_error("{}: {}", path.string(), error.message());
+  return {};
+}
+
+int report_error(const Error& error) {
+  print_error("draftwise bench: " + error.message);
+  return 1;
+}
+
+}  // namespace
+
+int run_bench(const std::vector<std::string>& cli) {
+  BenchArgs args;
+  ArgParser parser("bench",
+                   "The acceptance-rate benchmark: every mode (ar, ngram:N, self:E, model:PATH, each with an "
+                   "optional @K draft length) on the same prompts, greedy; writes DIR/results.json.");
+  parser.add_option("model", &args.model, "PATH", "GGUF file or Hugging Face model folder (with a chat template)");
+  parser.add_option("prompts", &args.prompts, "FILE",
+                    "Spec-Bench question.jsonl, or JSONL lines with \"prompt\" or \"messages\"");
+  parser.add_option("modes", &args.modes, "MODES", "comma-separated, e.g. ar,ngram:3@4,self:8@6 (ar is always run)");
+  parser.add_option("max-tokens", &args.max_tokens, "N", "new tokens per turn (default 128)");
+  parser.add_option("limit", &args.limit, "N", "the first N prompts of each category; 0: all (default 0)");
+  parser.add_option("categories", &args.categories, "a,b", "only these categories");
+  parser.add_option("device", &args.device, "cpu|cuda[:N]", "where the model runs (default cpu)");
+  parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
+  parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
+                    "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
+  parser.add_option("out", &args.out, "DIR", "where results.json goes (created if missing)");
+  if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
+  if (args.model.empty()) return report_error(make_error("--model is required"));
+  if (args.prompts.empty()) return report_error(make_error("--prompts is required"));
+  if (args.out.empty()) return report_error(make_error("--out is required"));
+
+  const Expected<int64_t> max_tokens = parse_integer_option("--max-tokens", args.max_tokens);
+  if (!max_tokens.ok()) return report_error(max_tokens.error());
+  if (*max_tokens <= 0) return report_error(make_error("--max-tokens must be positive, got {}", *max_tokens));
+  const Expected<int64_t> limit = parse_integer_option("--limit", args.limit);
+  if (!limit.ok()) return report_error(limit.error());
+  if (*limit < 0) return report_error(make_error("--limit must be ≥ 0, got {}", *limit));
+  const Expected<int64_t> threads = parse_integer_option("--threads", args.threads);
+  if (!threads.ok()) return report_error(threads.error());
+  if (*threads < 0 || *threads > 1024) return report_error(make_error("--threads must be in [0, 1024]"));
+  BackendOptions backend;
+  const Expected<DeviceOption> device = parse_device_option(args.device);
+  if (!device.ok()) return report_error(device.error());
+  backend.device = *device;
+  backend.threads = static_cast<int>(*threads);
+  const Expected<double> share = parse_number_option("--kv-cache-share", args.kv_cache_share);
+  if (!share.ok()) return report_error(share.error());
+  backend.kv_cache_share = *share;
+  Expected<std::vector<ModeSpec>> modes = parse_modes(args.modes);
+  if (!modes.ok()) return report_error(modes.error());
+  std::vector<std::string> categories;
+  if (!args.categories.empty()) categories = split_commas(args.categories);
+  Expected<std::vector<BenchPrompt>> read = read_bench_prompts(args.prompts);
+  if (!read.ok()) return report_error(read.error());
+  Expected<std::vector<BenchPrompt>> prompts = select_bench_prompts(std::move(*read), categories, *limit);
+  if (!prompts.ok()) return report_error(prompts.error());
+
+  Expected<LoadedModel> model = load_model_file(args.model, backend);
+  if (!model.ok()) return report_error(model.error());
+  if (!model->tokenizer || !model->tokenizer->chat_template()) {
+    return report_error(make_error("{}: bench needs a model with a tokenizer and a chat template", args.model));
+  }
+  const Tokenizer& tokenizer = *model->tokenizer;
+  const auto token_text = [&](std::optional<int32_t> id) { return id ? tokenizer.token(*id) : std::string(); };
+  Expected<ChatTemplate> chat = ChatTemplate::recognize(*tokenizer.chat_template(), token_text(tokenizer.bos_id()),
+                                                        token_text(tokenizer.eos_id()));
+  if (!chat.ok()) return report_error(make_error("{}: {}", args.model, chat.error().message));
+  const Expected<std::string> model_hash = sha256_of_path(args.model);
+  if (!model_hash.ok()) return report_error(model_hash.error());
+
+  // One drafter per distinct spec: modes that differ only in the draft length share it.
+  std::map<std::string, std::unique_ptr<Drafter>> drafters;
+  std::vector<BenchMode> bench_modes;
+  for (const ModeSpec& spec : *modes) {
+    BenchMode mode;
+    mode.name = spec.name;
+    if (spec.draft) {
+      std::unique_ptr<Drafter>& drafter = drafters[spec.draft->name];
+      if (!drafter) {
+        Expected<std::unique_ptr<Drafter>> made = make_drafter(*spec.draft, *model, backend);
+        if (!made.ok()) return report_error(make_error("--modes {}", made.error().message));
+        drafter = std::move(*made);
+      }
+      mode.drafter = drafter.get();
+      mode.draft_length = *spec.draft->draft_length;
+    }
+    bench_modes.push_back(std::move(mode));
+  }
+
+  BenchConfig config;
+  config.max_tokens = *max_tokens;
+  config.sampling.temperature = 0.0;
+  for (const int64_t id : model->decoder->config().eos_token_ids) {
+    if (id >= 0 && id < model->decoder->config().vocab_size) config.stop_token_ids.push_back(static_cast<int32_t>(id));
+  }
+  if (tokenizer.eos_id()) config.stop_token_ids.push_back(*tokenizer.eos_id());
+  for (const char* end_of_turn : {"<|im_end|>", "<|eot_id|>"}) {
+    if (const std::optional<int32_t> id = tokenizer.find(end_of_turn)) config.stop_token_ids.push_back(*id);
+  }
+  BenchFormat format;
+  format.render = [&](std::span<const ChatMessage> messages) -> Expected<std::vector<int32_t>> {
+    DW_ASSIGN_OR_RETURN(const std::string text, chat->render(messages, /*add_generation_prompt=*/true));
+    return tokenizer.encode(text, EncodeOptions{.add_special = false, .parse_special = true});
+  };
+  format.answer_text = [&](std::span<const int32_t> tokens) { return tokenizer.decode(tokens, /*skip_special=*/true); };
+
+  const auto started = std::chrono::steady_clock::now();
+  const BenchProgress progress = [&](size_t done, size_t total, const PromptOutcome& last) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::string line = fmt::format("[{}/{}] {} {}:", done, total, (*prompts)[last.prompt].category,
+                                   (*prompts)[last.prompt].id);
+    for (size_t m = 0; m < bench_modes.size(); ++m) {
+      const ModeOutcome& result = last.modes[m];
+      line += fmt::format(" {} {:.0f} tok/s", bench_modes[m].name, result.tokens_per_second());
+      if (m > 0) line += fmt::format(" τ {:.2f}{}", result.speculation.mean_acceptance_length(), result.difference ? " MISMATCH" : "");
+      line += ";";
+    }
+    line += fmt::format(" ETA {:.0f} s", elapsed / static_cast<double>(done) * static_cast<double>(total - done));
+    fmt::print(stderr, "{}\n", line);
+  };
+  Expected<std::vector<PromptOutcome>> outcomes =
+      run_bench(*model->decoder, *prompts, bench_modes, config, format, progress);
+  if (!outcomes.ok()) return report_error(outcomes.error());
+
+  nlohmann::json mode_names = nlohmann::json::array();
+  for (const BenchMode& mode : bench_modes) mode_names.push_back(mode.name);
+  std::set<std::string> category_names;
+  for (const BenchPrompt& prompt : *prompts) category_names.insert(prompt.category);
+  nlohmann::json results = {
+      {"config",
+       {{"model", args.model},
+        {"model_sha256", *model_hash},
+        {"device", model->decoder->device_name()},
+        {"backend", model->backend},
+        {"date", utc_now()},
+        {"prompts_file", args.prompts},
+        {"prompts", prompts->size()},
+        {"categories", category_names},
+        {"limit_per_category", *limit},
+        {"max_tokens", *max_tokens},
+        {"temperature", 0.0},
+        {"modes", mode_names}}},
+      {"overall", nlohmann::json::object()},
+      {"categories", nlohmann::json::object()},
+      {"prompts", nlohmann::json::array()}};
+  const std::vector<ModeSummary> overall = summarize_bench(*outcomes, *prompts, bench_modes.size());
+  for (size_t m = 0; m < bench_modes.size(); ++m) {
+    results["overall"][bench_modes[m].name] = summary_json(overall[m], bench_modes[m].name);
+  }
+  for (const std::string& category : category_names) {
+    const std::vector<ModeSummary> summaries = summarize_bench(*outcomes, *prompts, bench_modes.size(), category);
+    for (size_t m = 0; m < bench_modes.size(); ++m) {
+      results["categories"][category][bench_modes[m].name] = summary_json(summaries[m], bench_modes[m].name);
+    }
+  }
+  for (const PromptOutcome& outcome : *outcomes) {
+    const BenchPrompt& prompt = (*prompts)[outcome.prompt];
+    nlohmann::json entry = {{"id", prompt.id}, {"category", prompt.category}, {"modes", nlohmann::json::object()}};
+    const double reference = outcome.modes.front().tokens_per_second();
+    for (size_t m = 0; m < bench_modes.size(); ++m) {
+      const ModeOutcome& result = outcome.modes[m];
+      nlohmann::json difference = nullptr;
+      if (result.difference) {
+        difference = {{"turn", result.difference->turn}, {"position", result.difference->position}};
+      }
+      entry["modes"][bench_modes[m].name] = {
+          {"tokens", result.tokens},
+          {"turn_tokens", result.turns},
+          {"seconds", result.seconds},
+          {"tokens_per_second", result.tokens_per_second()},
+          {"speedup", reference > 0 ? result.tokens_per_second() / reference : 0.0},
+          {"lossless", !result.difference.has_value()},
+          {"first_difference", difference},
+          {"speculation", speculation_json(result.speculation, m == 0 ? std::string() : bench_modes[m].name)}};
+    }
+    results["prompts"].push_back(std::move(entry));
+  }
+  std::error_code error;
+  std::filesystem::create_directories(args.out, error);
+  if (error) return report_error(make_error("{}: {}", args.out, error.message()));
+  if (const Status written = write_json(std::filesystem::path(args.out) / "results.json", results); !written.ok()) {
+    return report_error(written.error());
+  }
+
+  fmt::print("{} prompts, {} new tokens a turn, greedy, on {}\n\n", prompts->size(), *max_tokens, model->backend);
+  fmt::print("| mode | tokens/s | speed-up | τ | acceptance | lossless prompts |\n|---|---:|---:|---:|---:|---:|\n");
+  for (size_t m = 0; m < bench_modes.size(); ++m) {
+    const ModeSummary& summary = overall[m];
+    fmt::print("| {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {}/{} |\n", bench_modes[m].name,
+               summary.mean_tokens_per_second, summary.speedup, summary.speculation.mean_acceptance_length(),
+               summary.speculation.acceptance_rate(), summary.lossless_prompts, summary.prompts);
+  }
+  return 0;
+}
+
+}  // namespace draftwise
