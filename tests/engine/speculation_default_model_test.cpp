@@ -46,25 +46,43 @@ std::vector<std::vector<int32_t>> dev_prompts(const Tokenizer& tokenizer) {
   return prompts;
 }
 
-TEST(SpeculationDefaultModel, GreedyDraftingEqualsPlainGreedyOnDevPrompts) {
-  DW_REQUIRE_DEFAULT_MODEL();
-  auto checkpoint = Checkpoint::open(testing::default_model_path().string());
-  ASSERT_TRUE(checkpoint.ok());
-  auto target = CpuDecoder::load(*checkpoint, {});
-  auto tokenizer = load_tokenizer(*checkpoint);
-  ASSERT_TRUE(target.ok() && tokenizer.ok() && tokenizer->has_value());
-  const std::vector<std::vector<int32_t>> prompts = dev_prompts(**tokenizer);
-  ASSERT_EQ(prompts.size(), 20u);
+// The default model, a second copy of it to draft for itself, and the 20 prompts.
+class DevPrompts : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DW_REQUIRE_DEFAULT_MODEL();
+    auto checkpoint = Checkpoint::open(testing::default_model_path().string());
+    ASSERT_TRUE(checkpoint.ok());
+    auto target = CpuDecoder::load(*checkpoint, {});
+    auto copy = CpuDecoder::load(*checkpoint, {});
+    auto tokenizer = load_tokenizer(*checkpoint);
+    ASSERT_TRUE(target.ok() && copy.ok() && tokenizer.ok() && tokenizer->has_value());
+    target_ = std::move(*target);
+    itself_ = std::make_unique<ModelDrafter>(std::move(*copy), "model:default");
+    prompts_ = dev_prompts(**tokenizer);
+    ASSERT_EQ(prompts_.size(), 20u);
+    plain_.max_tokens = kNewTokens;
+    plain_.sampling.temperature = 0.0;
+  }
+
+  std::unique_ptr<CpuDecoder> target_;
+  std::unique_ptr<ModelDrafter> itself_;
+  std::vector<std::vector<int32_t>> prompts_;
+  GenerationOptions plain_;
+};
+
+#ifndef DRAFTWISE_SLOW_TESTS
+TEST_F(DevPrompts, GreedyDraftingEqualsPlainGreedy) {
+  auto& target = target_;
+  const auto& prompts = prompts_;
+  const GenerationOptions& plain = plain_;
+  ModelDrafter& itself = *itself_;
   auto ngram = std::move(NgramDrafter::create(3)).value();
-  auto early_exit = std::move(EarlyExitDrafter::create(**target, 20)).value();
-  ModelDrafter itself(std::move(CpuDecoder::load(*checkpoint, {})).value(), "model:default");
-  GenerationOptions plain;
-  plain.max_tokens = kNewTokens;
-  plain.sampling.temperature = 0.0;
+  auto early_exit = std::move(EarlyExitDrafter::create(*target, 20)).value();
   SpeculationStats pooled;
   for (size_t p = 0; p < prompts.size(); ++p) {
     SCOPED_TRACE("prompt " + std::to_string(p));
-    const auto reference = generate(**target, nullptr, prompts[p], plain);
+    const auto reference = generate(*target, nullptr, prompts[p], plain);
     ASSERT_TRUE(reference.ok()) << reference.error().message;
     // The slower drafters on the CPU (every draft step runs most of the model) on some prompts.
     std::vector<std::pair<Drafter*, DraftLength>> modes = {{ngram.get(), DraftLength::fixed(4)},
@@ -75,7 +93,7 @@ TEST(SpeculationDefaultModel, GreedyDraftingEqualsPlainGreedyOnDevPrompts) {
       GenerationOptions options = plain;
       options.drafter = drafter;
       options.draft_length = length;
-      const auto speculated = generate(**target, nullptr, prompts[p], options);
+      const auto speculated = generate(*target, nullptr, prompts[p], options);
       ASSERT_TRUE(speculated.ok()) << speculated.error().message;
       EXPECT_EQ(speculated->token_ids, reference->token_ids) << drafter->name();
       if (drafter == ngram.get() && !length.is_adaptive()) pooled.add(speculated->stats.speculation);
@@ -84,6 +102,35 @@ TEST(SpeculationDefaultModel, GreedyDraftingEqualsPlainGreedyOnDevPrompts) {
   std::printf("ngram:3@4 over %zu prompts: tau %.2f, acceptance %.2f, %.2f tokens per target step\n", prompts.size(),
               pooled.mean_acceptance_length(), pooled.acceptance_rate(), pooled.tokens_per_target_step());
 }
+#else
+// Every drafter at several draft lengths on all 20 prompts (labelled slow: about ten minutes
+// on two cores; scripts/test.sh --slow runs it).
+TEST_F(DevPrompts, EveryDrafterAtSeveralLengthsEqualsPlainGreedy) {
+  auto& target = target_;
+  const auto& prompts = prompts_;
+  const GenerationOptions& plain = plain_;
+  ModelDrafter& itself = *itself_;
+  auto ngram = std::move(NgramDrafter::create(3)).value();
+  auto early_exit = std::move(EarlyExitDrafter::create(*target, 8)).value();
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    SCOPED_TRACE("prompt " + std::to_string(p));
+    const auto reference = generate(*target, nullptr, prompts[p], plain);
+    ASSERT_TRUE(reference.ok()) << reference.error().message;
+    for (Drafter* drafter : {static_cast<Drafter*>(ngram.get()), static_cast<Drafter*>(early_exit.get()),
+                             static_cast<Drafter*>(&itself)}) {
+      for (const DraftLength length : {DraftLength::fixed(2), DraftLength::fixed(6), DraftLength::adaptive()}) {
+        GenerationOptions options = plain;
+        options.drafter = drafter;
+        options.draft_length = length;
+        const auto speculated = generate(*target, nullptr, prompts[p], options);
+        ASSERT_TRUE(speculated.ok()) << speculated.error().message;
+        EXPECT_EQ(speculated->token_ids, reference->token_ids)
+            << drafter->name() << " k " << (length.is_adaptive() ? "auto" : std::to_string(length.current()));
+      }
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace draftwise
