@@ -103,7 +103,7 @@ TEST_F(DevPrompts, GreedyDraftingEqualsPlainGreedy) {
               pooled.mean_acceptance_length(), pooled.acceptance_rate(), pooled.tokens_per_target_step());
 }
 #else
-// Every drafter at several draft lengths on all 20 prompts (labelled slow: about ten minutes
+// Every drafter at several draft lengths on all 20 prompts (labelled slow: about thirteen minutes
 // on two cores; scripts/test.sh --slow runs it).
 TEST_F(DevPrompts, EveryDrafterAtSeveralLengthsEqualsPlainGreedy) {
   auto& target = target_;
