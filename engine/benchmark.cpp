@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -59,6 +60,40 @@ Expected<BenchPrompt> parse_prompt_line(const nlohmann::json& line, size_t numbe
     }
   }
   return prompt;
+}
+
+// The smallest relative top-1/top-2 margin of the decoder's logits over `generated`'s first
+// `count` positions after `prompt` (teacher-forced on those tokens).
+Expected<double> smallest_margin(Decoder& decoder, std::span<const int32_t> prompt, std::span<const int32_t> generated,
+                                 int64_t count) {
+  std::vector<int32_t> tokens(prompt.begin(), prompt.end());
+  tokens.insert(tokens.end(), generated.begin(), generated.begin() + count - 1);
+  std::vector<int32_t> rows;
+  for (int64_t i = 0; i < count; ++i) rows.push_back(static_cast<int32_t>(prompt.size() - 1 + i));
+  const SequenceId sequence = decoder.create_sequence();
+  std::vector<float> logits;
+  const Status ran = decoder.forward(std::vector<ForwardRequest>{{sequence, tokens, rows}}, logits);
+  decoder.release_sequence(sequence);
+  DW_TRY(ran);
+  const size_t vocab = static_cast<size_t>(decoder.config().vocab_size);
+  double smallest = INFINITY;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const std::span<const float> row(logits.data() + r * vocab, vocab);
+    float best = -INFINITY;
+    float second = -INFINITY;
+    float largest = 0.0f;
+    for (const float value : row) {
+      if (value > best) {
+        second = best;
+        best = value;
+      } else if (value > second) {
+        second = value;
+      }
+      largest = std::max(largest, std::fabs(value));
+    }
+    smallest = std::min(smallest, static_cast<double>(best - second) / std::max(largest, 1e-6f));
+  }
+  return smallest;
 }
 
 }  // namespace
@@ -124,6 +159,7 @@ Expected<std::vector<PromptOutcome>> run_bench(Decoder& decoder, std::span<const
         if (!prompt.turns.empty()) conversation.push_back({"user", prompt.turns[turn]});
         Expected<std::vector<int32_t>> tokens = format.render(conversation);
         if (!tokens.ok()) return make_error("prompt {}: {}", prompt.id, tokens.error().message);
+        result.prompts.push_back(*tokens);
         GenerationOptions options;
         options.max_tokens = config.max_tokens;
         options.sampling = config.sampling;
@@ -152,7 +188,17 @@ Expected<std::vector<PromptOutcome>> run_bench(Decoder& decoder, std::span<const
           size_t position = 0;
           while (position < mine.size() && position < theirs.size() && mine[position] == theirs[position]) ++position;
           if (position < mine.size() || position < theirs.size()) {
-            result.difference = OutputDifference{static_cast<int>(turn), static_cast<int64_t>(position)};
+            OutputDifference difference{static_cast<int>(turn), static_cast<int64_t>(position), 0.0, false};
+            // ar's margins up to the difference (its own tokens; a difference past ar's end
+            // has no logits of ar's to read there).
+            const int64_t count = std::min<int64_t>(static_cast<int64_t>(position) + 1,
+                                                    static_cast<int64_t>(theirs.size()));
+            if (count > 0) {
+              DW_ASSIGN_OR_RETURN(difference.reference_margin,
+                                  smallest_margin(decoder, reference.prompts[turn], theirs, count));
+              difference.after_near_tie = difference.reference_margin < config.near_tie;
+            }
+            result.difference = difference;
           }
         }
       }
@@ -177,6 +223,7 @@ std::vector<ModeSummary> summarize_bench(std::span<const PromptOutcome> outcomes
       summary.seconds += result.seconds;
       summary.mean_tokens_per_second += result.tokens_per_second();
       summary.lossless_prompts += result.difference ? 0 : 1;
+      summary.near_tie_prompts += result.difference && result.difference->after_near_tie ? 1 : 0;
       summary.speculation.add(result.speculation);
     }
   }

@@ -53,6 +53,10 @@ struct BenchConfig {
   int64_t max_tokens = 128;  // per turn
   SamplingParams sampling;   // greedy unless set
   std::vector<int32_t> stop_token_ids;
+  // A difference from `ar`'s output that comes after a position where `ar`'s top-1/top-2
+  // logit margin is below this share of the row's largest |logit| is a near-tie (DESIGN.md,
+  // Numerics: on the GPU, greedy speculation is identical up to the first near-tie).
+  double near_tie = 0.02;
 };
 
 // How a conversation becomes the prompt's tokens (the chat template, ready for the assistant's
@@ -62,14 +66,19 @@ struct BenchFormat {
   std::function<std::string(std::span<const int32_t> tokens)> answer_text;
 };
 
-// Where a mode's output first differs from `ar`'s.
+// Where a mode's output first differs from `ar`'s, and whether `ar` passed a near-tie on the
+// way: the smallest of its relative top-1/top-2 margins at positions [0, position] of that
+// turn (one extra forward pass over `ar`'s own tokens, outside the timed generation).
 struct OutputDifference {
   int turn = 0;
   int64_t position = 0;  // in the turn's generated tokens
+  double reference_margin = 0.0;
+  bool after_near_tie = false;
 };
 
 struct ModeOutcome {
-  std::vector<std::vector<int32_t>> turns;  // generated tokens, per turn
+  std::vector<std::vector<int32_t>> prompts;  // the rendered prompt, per turn
+  std::vector<std::vector<int32_t>> turns;    // generated tokens, per turn
   int64_t tokens = 0;
   double seconds = 0;  // wall time of the generate calls (prefill and decode)
   SpeculationStats speculation;
@@ -97,7 +106,8 @@ struct ModeSummary {
   double seconds = 0;
   double mean_tokens_per_second = 0;  // the mean of the per-prompt tokens/s
   double speedup = 0;                 // mean_tokens_per_second ÷ `ar`'s
-  int64_t lossless_prompts = 0;
+  int64_t lossless_prompts = 0;         // equal to `ar`'s output to the end
+  int64_t near_tie_prompts = 0;         // different, but only after a near-tie of `ar`'s
   SpeculationStats speculation;  // pooled
 };
 // Summaries of each mode over the outcomes whose prompt is in `category` (every one when empty).

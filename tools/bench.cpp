@@ -96,7 +96,9 @@ nlohmann::json summary_json(const ModeSummary& summary, const std::string& mode)
           {"tokens_per_second", summary.mean_tokens_per_second},
           {"speedup", summary.speedup},
           {"lossless_prompts", summary.lossless_prompts},
+          {"near_tie_prompts", summary.near_tie_prompts},
           {"lossless", summary.lossless_prompts == summary.prompts},
+          {"lossless_up_to_near_ties", summary.lossless_prompts + summary.near_tie_prompts == summary.prompts},
           {"speculation", speculation_json(summary.speculation, mode == "ar" ? std::string() : mode)}};
 }
 
@@ -276,7 +278,10 @@ int run_bench(const std::vector<std::string>& cli) {
       const ModeOutcome& result = outcome.modes[m];
       nlohmann::json difference = nullptr;
       if (result.difference) {
-        difference = {{"turn", result.difference->turn}, {"position", result.difference->position}};
+        difference = {{"turn", result.difference->turn},
+                      {"position", result.difference->position},
+                      {"reference_margin", result.difference->reference_margin},
+                      {"after_near_tie", result.difference->after_near_tie}};
       }
       entry["modes"][bench_modes[m].name] = {
           {"tokens", result.tokens},
@@ -298,12 +303,14 @@ int run_bench(const std::vector<std::string>& cli) {
   }
 
   fmt::print("{} prompts, {} new tokens a turn, greedy, on {}\n\n", prompts->size(), *max_tokens, model->backend);
-  fmt::print("| mode | tokens/s | speed-up | τ | acceptance | lossless prompts |\n|---|---:|---:|---:|---:|---:|\n");
+  fmt::print("| mode | tokens/s | speed-up | τ | acceptance | equal to ar | differing after a near-tie |\n"
+             "|---|---:|---:|---:|---:|---:|---:|\n");
   for (size_t m = 0; m < bench_modes.size(); ++m) {
     const ModeSummary& summary = overall[m];
-    fmt::print("| {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {}/{} |\n", bench_modes[m].name,
+    fmt::print("| {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {}/{} | {} |\n", bench_modes[m].name,
                summary.mean_tokens_per_second, summary.speedup, summary.speculation.mean_acceptance_length(),
-               summary.speculation.acceptance_rate(), summary.lossless_prompts, summary.prompts);
+               summary.speculation.acceptance_rate(), summary.lossless_prompts, summary.prompts,
+               summary.near_tie_prompts);
   }
   return 0;
 }

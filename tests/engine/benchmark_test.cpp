@@ -153,6 +153,9 @@ TEST(Benchmark, EveryFigureOfATinyRunFollowsItsDefinition) {
         ASSERT_TRUE(result.difference.has_value());
         EXPECT_EQ(result.difference->turn, 0);
         EXPECT_EQ(result.difference->position, 2);
+        // ar's smallest margin over positions 0..2, read teacher-forced on its own tokens.
+        EXPECT_GT(result.difference->reference_margin, 0.0);
+        EXPECT_EQ(result.difference->after_near_tie, result.difference->reference_margin < config.near_tie);
       }
     }
   }
@@ -162,6 +165,13 @@ TEST(Benchmark, EveryFigureOfATinyRunFollowsItsDefinition) {
   EXPECT_EQ(overall[0].lossless_prompts, 4);
   EXPECT_EQ(overall[1].lossless_prompts, 4);
   EXPECT_EQ(overall[3].lossless_prompts, 0);
+  EXPECT_EQ(overall[1].near_tie_prompts, 0);
+  // With every margin counted as a near-tie, every broken prompt differs only after one.
+  BenchConfig lenient = config;
+  lenient.near_tie = 1e9;
+  const auto again = run_bench(**decoder, *prompts, modes, lenient, byte_format());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(summarize_bench(*again, *prompts, modes.size())[3].near_tie_prompts, 4);
   EXPECT_GT(overall[1].speculation.drafts, 0);
   int64_t by_category = 0;
   for (const std::string& category : categories) {

@@ -36,6 +36,7 @@ TEST(Bench, DefaultModelWritesResults) {
                      "--out", (dir.path() / "run").string()});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("| ngram:3@2 |"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("differing after a near-tie"), std::string::npos) << result.out;
   EXPECT_NE(result.err.find("[2/2]"), std::string::npos) << result.err;
   std::ifstream file(dir.path() / "run/results.json");
   const nlohmann::json results = nlohmann::json::parse(file);
@@ -49,7 +50,8 @@ TEST(Bench, DefaultModelWritesResults) {
     const nlohmann::json& summary = results["overall"][mode];
     EXPECT_EQ(summary["prompts"], 2);
     EXPECT_TRUE(summary["lossless"].get<bool>()) << mode;
-    for (const char* field : {"tokens", "seconds", "tokens_per_second", "speedup", "lossless_prompts"}) {
+    for (const char* field : {"tokens", "seconds", "tokens_per_second", "speedup", "lossless_prompts",
+                              "near_tie_prompts", "lossless_up_to_near_ties"}) {
       EXPECT_TRUE(summary.contains(field)) << mode << " " << field;
     }
     for (const char* field : {"drafts", "draft_tokens", "accepted_tokens", "acceptance_rate", "mean_acceptance_length",
