@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "draft/draft_probability.h"
+#include "draft/stepwise_drafting.h"
 
 namespace draftwise {
 
@@ -56,56 +56,22 @@ Status EarlyExitDrafter::propose(std::span<const ProposalRequest> requests,
   }
   const DraftHead head{exit_layer_, norm_gain_};
   const int64_t context = target_.context_length();
-  // Each active request feeds one token a step through layers [0, E): the sequence's last
-  // token, then each draft but the final one.
-  std::vector<size_t> active;
-  std::vector<int32_t> inputs(requests.size());
-  const auto has_room = [&](size_t i) {
-    const SequenceId sequence = states[i]->sequence;
+  const auto has_room = [this, context](SequenceId sequence) {
     return target_.sequence_length(sequence) + target_.pending_tokens(sequence) + 1 <= context;
   };
+  std::vector<StepwiseRequest> active;
   for (size_t i = 0; i < requests.size(); ++i) {
-    if (requests[i].max_tokens <= 0 || states[i]->tokens.empty() || !has_room(i)) continue;
-    inputs[i] = states[i]->tokens.back();
-    active.push_back(i);
+    if (requests[i].max_tokens <= 0 || states[i]->tokens.empty() || !has_room(states[i]->sequence)) continue;
+    active.push_back({i, states[i]->sequence, states[i]->tokens.back()});
   }
-  static const std::vector<int32_t> first_row = {0};
-  std::vector<ForwardRequest> batch;
-  std::vector<float> logits;
-  std::vector<int32_t> argmax;
-  while (!active.empty()) {
-    batch.clear();
-    bool greedy = true;
-    for (const size_t i : active) {
-      batch.push_back({states[i]->sequence, std::span(&inputs[i], 1), first_row});
-      greedy = greedy && requests[i].picker->greedy() && requests[i].min_probability <= 0.0;
-    }
-    if (greedy) {
-      DW_TRY(target_.forward_draft_greedy(batch, head, argmax));
-    } else {
-      DW_TRY(target_.forward_draft(batch, head, logits));
-    }
-    const size_t vocab = static_cast<size_t>(target_.config().vocab_size);
-    std::vector<size_t> still_active;
-    for (size_t row = 0; row < active.size(); ++row) {
-      const size_t i = active[row];
-      DraftToken drafted;
-      bool confident = true;
-      if (greedy) {
-        drafted = {argmax[row], TokenDistribution::one_hot(argmax[row])};
-      } else {
-        const std::span<const float> row_logits(logits.data() + row * vocab, vocab);
-        DW_ASSIGN_OR_RETURN(drafted, requests[i].picker->pick(row_logits));
-        confident = softmax_probability(row_logits, drafted.token) >= requests[i].min_probability;
-      }
-      states[i]->proposal.push_back(drafted.token);
-      proposals[i].push_back(std::move(drafted));
-      if (confident && has_room(i) && static_cast<int>(proposals[i].size()) < requests[i].max_tokens) {
-        inputs[i] = states[i]->proposal.back();
-        still_active.push_back(i);
-      }
-    }
-    active.swap(still_active);
+  // Drafting passes run layers [0, E) and the draft head; their tokens stay pending.
+  const DraftPass pass = [this, &head](std::span<const ForwardRequest> batch, bool greedy,
+                                       std::vector<int32_t>& argmax, std::vector<float>& logits) {
+    return greedy ? target_.forward_draft_greedy(batch, head, argmax) : target_.forward_draft(batch, head, logits);
+  };
+  DW_TRY(draft_stepwise(requests, std::move(active), target_.config().vocab_size, has_room, pass, proposals));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    for (const DraftToken& draft : proposals[i]) states[i]->proposal.push_back(draft.token);
   }
   return {};
 }

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "draft/draft_probability.h"
+#include "draft/stepwise_drafting.h"
 
 namespace draftwise {
 
@@ -41,9 +41,9 @@ Status ModelDrafter::advance(DraftRequestId request, int accepted, int32_t next)
   }
   // The cache holds the sequence's tokens but its last, then the proposal's but its last:
   // what stays valid is the sequence and the accepted drafts.
-  const int64_t valid = std::min(state.fed, static_cast<int64_t>(state.tokens.size()) + accepted);
+  const int64_t valid =
+      std::min(model_->sequence_length(state.sequence), static_cast<int64_t>(state.tokens.size()) + accepted);
   DW_TRY(model_->truncate_sequence(state.sequence, valid));
-  state.fed = valid;
   state.tokens.insert(state.tokens.end(), state.proposal.begin(), state.proposal.begin() + accepted);
   state.tokens.push_back(next);
   state.proposal.clear();
@@ -52,13 +52,12 @@ Status ModelDrafter::advance(DraftRequestId request, int accepted, int32_t next)
 
 Status ModelDrafter::catch_up(Request& state) {
   const int64_t end = static_cast<int64_t>(state.tokens.size()) - 1;
-  while (state.fed < end) {
-    const int64_t size = std::min(kPrefillChunk, end - state.fed);
-    const std::span<const int32_t> chunk(state.tokens.data() + state.fed, static_cast<size_t>(size));
+  for (int64_t fed = model_->sequence_length(state.sequence); fed < end; fed = model_->sequence_length(state.sequence)) {
+    const int64_t size = std::min(kPrefillChunk, end - fed);
+    const std::span<const int32_t> chunk(state.tokens.data() + fed, static_cast<size_t>(size));
     const ForwardRequest request{state.sequence, chunk, {}};
     std::vector<float> ignored;
     DW_TRY(model_->forward(std::span(&request, 1), ignored));
-    state.fed += size;
   }
   return {};
 }
@@ -73,56 +72,22 @@ Status ModelDrafter::propose(std::span<const ProposalRequest> requests, std::vec
     it->second.proposal.clear();
     states.push_back(&it->second);
   }
-  // Each active request feeds one token a step: its sequence's last, then its last draft.
-  std::vector<size_t> active;
-  std::vector<int32_t> inputs(requests.size());
+  const auto has_room = [this](SequenceId sequence) {
+    return model_->sequence_length(sequence) + 1 <= model_->context_length();
+  };
+  std::vector<StepwiseRequest> active;
   for (size_t i = 0; i < requests.size(); ++i) {
     if (requests[i].max_tokens <= 0 || states[i]->tokens.empty()) continue;
     DW_TRY(catch_up(*states[i]));
-    if (states[i]->fed + 1 > model_->context_length()) continue;
-    inputs[i] = states[i]->tokens.back();
-    active.push_back(i);
+    if (has_room(states[i]->sequence)) active.push_back({i, states[i]->sequence, states[i]->tokens.back()});
   }
-  static const std::vector<int32_t> first_row = {0};
-  std::vector<ForwardRequest> batch;
-  std::vector<float> logits;
-  std::vector<int32_t> argmax;
-  while (!active.empty()) {
-    batch.clear();
-    bool greedy = true;
-    for (const size_t i : active) {
-      batch.push_back({states[i]->sequence, std::span(&inputs[i], 1), first_row});
-      greedy = greedy && requests[i].picker->greedy() && requests[i].min_probability <= 0.0;
-    }
-    if (greedy) {
-      DW_TRY(model_->forward_greedy(batch, argmax));
-    } else {
-      DW_TRY(model_->forward(batch, logits));
-    }
-    const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
-    std::vector<size_t> still_active;
-    for (size_t row = 0; row < active.size(); ++row) {
-      const size_t i = active[row];
-      Request& state = *states[i];
-      ++state.fed;
-      DraftToken drafted;
-      bool confident = true;
-      if (greedy) {
-        drafted = {argmax[row], TokenDistribution::one_hot(argmax[row])};
-      } else {
-        const std::span<const float> row_logits(logits.data() + row * vocab, vocab);
-        DW_ASSIGN_OR_RETURN(drafted, requests[i].picker->pick(row_logits));
-        confident = softmax_probability(row_logits, drafted.token) >= requests[i].min_probability;
-      }
-      state.proposal.push_back(drafted.token);
-      proposals[i].push_back(std::move(drafted));
-      const bool room = state.fed + 1 <= model_->context_length();
-      if (confident && room && static_cast<int>(proposals[i].size()) < requests[i].max_tokens) {
-        inputs[i] = state.proposal.back();
-        still_active.push_back(i);
-      }
-    }
-    active.swap(still_active);
+  const DraftPass pass = [this](std::span<const ForwardRequest> batch, bool greedy, std::vector<int32_t>& argmax,
+                                std::vector<float>& logits) {
+    return greedy ? model_->forward_greedy(batch, argmax) : model_->forward(batch, logits);
+  };
+  DW_TRY(draft_stepwise(requests, std::move(active), model_->config().vocab_size, has_room, pass, proposals));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    for (const DraftToken& draft : proposals[i]) states[i]->proposal.push_back(draft.token);
   }
   return {};
 }

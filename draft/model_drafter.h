@@ -32,11 +32,12 @@ class ModelDrafter final : public Drafter {
  private:
   struct Request {
     SequenceId sequence = 0;
-    std::vector<int32_t> tokens;    // the sequence: prompt and every appended token
-    int64_t fed = 0;                // how many of `tokens`, then of the proposal, the cache holds
+    // The sequence: prompt and every appended token. The draft model's cache holds a prefix
+    // of it (and after a proposal, the drafts but the last).
+    std::vector<int32_t> tokens;
     std::vector<int32_t> proposal;  // the last one, until advance()
   };
-  // Runs tokens[fed, size - 1) through the model (prefill in chunks, no logits).
+  // Runs the tokens the cache lacks, but the last, through the model (in chunks, no logits).
   Status catch_up(Request& state);
 
   std::unique_ptr<Decoder> model_;

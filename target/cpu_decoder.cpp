@@ -162,36 +162,12 @@ Status CpuDecoder::forward_draft(std::span<const ForwardRequest> batch, const Dr
 
 Status CpuDecoder::checked_pass(std::span<const ForwardRequest> batch, const DraftHead* draft,
                                 std::vector<float>& logits) {
-  // A draft pass appends after the pending tokens: they count towards the context.
-  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size, [this, draft](SequenceId id) {
-    const int64_t length = sequence_length(id);
-    return length < 0 || draft == nullptr ? length : length + pending_tokens(id);
-  }));
-  if (draft != nullptr) {
-    if (draft->exit_layer < 1 || draft->exit_layer >= config_.num_layers) {
-      return make_error("exit layer {} is outside [1, {}]", draft->exit_layer, config_.num_layers - 1);
-    }
-    if (!draft->norm_gain.empty() && static_cast<int64_t>(draft->norm_gain.size()) != config_.hidden_size) {
-      return make_error("the draft head's norm gain has {} values, the hidden size is {}", draft->norm_gain.size(),
-                        config_.hidden_size);
-    }
-  }
-  for (const ForwardRequest& request : batch) {
-    const Sequence& sequence = sequences_.at(request.sequence);
-    if (sequence.pending.empty()) continue;
-    if (draft != nullptr) {
-      if (draft->exit_layer != sequence.pending_exit_layer) {
-        return make_error("sequence {} holds tokens pending at exit layer {}, not {}", request.sequence,
-                          sequence.pending_exit_layer, draft->exit_layer);
-      }
-      continue;
-    }
-    if (request.tokens.size() < sequence.pending.size() ||
-        !std::equal(sequence.pending.begin(), sequence.pending.end(), request.tokens.begin())) {
-      return make_error("sequence {}: a forward pass must begin with its {} pending tokens", request.sequence,
-                        sequence.pending.size());
-    }
-  }
+  DW_TRY(check_early_exit_batch(
+      batch, draft, config_, context_length_, [this](SequenceId id) { return sequence_length(id); },
+      [this](SequenceId id) {
+        const Sequence& sequence = sequences_.at(id);
+        return PendingTokens{sequence.pending, sequence.pending_exit_layer};
+      }));
   try {
     run_pass(batch, draft, logits);
   } catch (const std::bad_alloc&) {
@@ -205,20 +181,27 @@ Status CpuDecoder::checked_pass(std::span<const ForwardRequest> batch, const Dra
 }
 
 void CpuDecoder::run_layer(size_t l, std::span<const Segment> segments, float* x, int64_t rows,
-                           const float* rope_cos, const float* rope_sin) {
+                           const float* rope_cos, const float* rope_sin, LayerScratch& scratch) {
   const int64_t hidden = config_.hidden_size;
   const int64_t head_dim = config_.head_dim;
   const int64_t q_dim = config_.num_heads * head_dim;
   const int64_t kv_dim = config_.num_kv_heads * head_dim;
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int64_t ffn = config_.intermediate_size;
-  std::vector<float> normed(static_cast<size_t>(rows * hidden));    // [rows, hidden]
-  std::vector<float> qkv(static_cast<size_t>(rows * qkv_dim));      // [rows, q | k | v]
-  std::vector<float> queries(static_cast<size_t>(rows * q_dim));    // [rows, heads, head_dim]
-  std::vector<float> attended(static_cast<size_t>(rows * q_dim));   // [rows, heads, head_dim]
-  std::vector<float> projected(static_cast<size_t>(rows * hidden)); // [rows, hidden]
-  std::vector<float> gate_up(static_cast<size_t>(rows * 2 * ffn));  // [rows, gate | up]
-  std::vector<float> activated(static_cast<size_t>(rows * ffn));    // [rows, ffn]
+  std::vector<float>& normed = scratch.normed;        // [rows, hidden]
+  std::vector<float>& qkv = scratch.qkv;              // [rows, q | k | v]
+  std::vector<float>& queries = scratch.queries;      // [rows, heads, head_dim]
+  std::vector<float>& attended = scratch.attended;    // [rows, heads, head_dim]
+  std::vector<float>& projected = scratch.projected;  // [rows, hidden]
+  std::vector<float>& gate_up = scratch.gate_up;      // [rows, gate | up]
+  std::vector<float>& activated = scratch.activated;  // [rows, ffn]
+  normed.resize(static_cast<size_t>(rows * hidden));
+  qkv.resize(static_cast<size_t>(rows * qkv_dim));
+  queries.resize(static_cast<size_t>(rows * q_dim));
+  attended.resize(static_cast<size_t>(rows * q_dim));
+  projected.resize(static_cast<size_t>(rows * hidden));
+  gate_up.resize(static_cast<size_t>(rows * 2 * ffn));
+  activated.resize(static_cast<size_t>(rows * ffn));
   const cpu::AttentionShape shape{config_.num_heads, config_.num_kv_heads, head_dim,
                                   1.0f / std::sqrt(static_cast<float>(head_dim)),
                                   config_.sliding_window.value_or(0)};
@@ -310,6 +293,7 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
   // rows are gathered, run and put back (matmul rows are independent, so nothing changes).
   std::vector<Segment> segments;
   std::vector<int64_t> active;
+  LayerScratch scratch;
   std::vector<float> gathered, gathered_cos, gathered_sin;
   for (size_t l = 0; l < end_layer; ++l) {
     segments.clear();
@@ -322,7 +306,7 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
     const int64_t count = static_cast<int64_t>(active.size());
     if (count == 0) continue;  // every token resumes past this layer
     if (count == rows) {
-      run_layer(l, segments, x.data(), rows, rope_cos.data(), rope_sin.data());
+      run_layer(l, segments, x.data(), rows, rope_cos.data(), rope_sin.data(), scratch);
       continue;
     }
     gathered.resize(static_cast<size_t>(count * hidden));
@@ -333,7 +317,7 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
       std::memcpy(&gathered_cos[i * half], &rope_cos[active[i] * half], half * sizeof(float));
       std::memcpy(&gathered_sin[i * half], &rope_sin[active[i] * half], half * sizeof(float));
     }
-    run_layer(l, segments, gathered.data(), count, gathered_cos.data(), gathered_sin.data());
+    run_layer(l, segments, gathered.data(), count, gathered_cos.data(), gathered_sin.data(), scratch);
     for (int64_t i = 0; i < count; ++i) {
       std::memcpy(&x[active[i] * hidden], &gathered[i * hidden], hidden * sizeof(float));
     }

@@ -87,9 +87,13 @@ class CpuDecoder final : public Decoder {
   // layer, or (draft) layers [0, exit_layer) and the draft head. Throws std::bad_alloc when
   // memory runs out, before any sequence changes.
   void run_pass(std::span<const ForwardRequest> batch, const DraftHead* draft, std::vector<float>& logits);
+  // A pass's per-layer buffers, sized for the rows of each layer run, reused across layers.
+  struct LayerScratch {
+    std::vector<float> normed, qkv, queries, attended, projected, gate_up, activated;
+  };
   // Layer l on `rows` rows of x ([rows, hidden], updated), the segments' tokens.
   void run_layer(size_t l, std::span<const Segment> segments, float* x, int64_t rows, const float* rope_cos,
-                 const float* rope_sin);
+                 const float* rope_sin, LayerScratch& scratch);
   void reserve(Sequence& sequence, int64_t length);
 
   ModelConfig config_;

@@ -325,36 +325,17 @@ Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, const Dr
                                  std::vector<float>* logits, std::vector<int32_t>* tokens) {
   // The calling thread may have used another device since: scratch and launches go here.
   DW_CUDA_TRY(cudaSetDevice(options_.device));
-  // A draft step appends after the pending tokens: they count towards the context.
-  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size, [this, draft](SequenceId id) {
-    const int64_t length = sequence_length(id);
-    return length < 0 || draft == nullptr ? length : length + pending_tokens(id);
-  }));
-  if (draft != nullptr) {
-    if (draft->exit_layer < 1 || draft->exit_layer >= config_.num_layers) {
-      return make_error("exit layer {} is outside [1, {}]", draft->exit_layer, config_.num_layers - 1);
-    }
-    if (!draft->norm_gain.empty() && static_cast<int64_t>(draft->norm_gain.size()) != config_.hidden_size) {
-      return make_error("the draft head's norm gain has {} values, the hidden size is {}", draft->norm_gain.size(),
-                        config_.hidden_size);
-    }
-  }
+  DW_TRY(check_early_exit_batch(
+      batch, draft, config_, context_length_, [this](SequenceId id) { return sequence_length(id); },
+      [this](SequenceId id) {
+        const Sequence& state = sequences_.at(id);
+        return PendingTokens{state.pending, state.pending_exit_layer};
+      }));
+  // One pass resumes pending tokens at one exit layer (the two segments of run_batch).
   int resume_layer = 0;
   for (const ForwardRequest& request : batch) {
     const Sequence& state = sequences_.at(request.sequence);
-    if (state.pending.empty()) continue;
-    if (draft != nullptr) {
-      if (draft->exit_layer != state.pending_exit_layer) {
-        return make_error("sequence {} holds tokens pending at exit layer {}, not {}", request.sequence,
-                          state.pending_exit_layer, draft->exit_layer);
-      }
-      continue;
-    }
-    if (request.tokens.size() < state.pending.size() ||
-        !std::equal(state.pending.begin(), state.pending.end(), request.tokens.begin())) {
-      return make_error("sequence {}: a forward pass must begin with its {} pending tokens", request.sequence,
-                        state.pending.size());
-    }
+    if (draft != nullptr || state.pending.empty()) continue;
     if (resume_layer != 0 && resume_layer != state.pending_exit_layer) {
       return make_error("sequences with tokens pending at exit layers {} and {} cannot share a forward pass",
                         resume_layer, state.pending_exit_layer);

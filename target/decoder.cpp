@@ -1,5 +1,6 @@
 #include "target/decoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <unordered_set>
 
@@ -32,6 +33,42 @@ Status check_forward_batch(std::span<const ForwardRequest> batch, int64_t contex
         return make_error("sequence {}: logit row {} is outside its {} new tokens",
                           request.sequence, row, request.tokens.size());
       }
+    }
+  }
+  return {};
+}
+
+Status check_early_exit_batch(std::span<const ForwardRequest> batch, const DraftHead* draft,
+                              const ModelConfig& config, int64_t context_length,
+                              const std::function<int64_t(SequenceId)>& length_of,
+                              const std::function<PendingTokens(SequenceId)>& pending_of) {
+  DW_TRY(check_forward_batch(batch, context_length, config.vocab_size, [&](SequenceId id) {
+    const int64_t length = length_of(id);
+    return length < 0 || draft == nullptr ? length : length + static_cast<int64_t>(pending_of(id).tokens.size());
+  }));
+  if (draft != nullptr) {
+    if (draft->exit_layer < 1 || draft->exit_layer >= config.num_layers) {
+      return make_error("exit layer {} is outside [1, {}]", draft->exit_layer, config.num_layers - 1);
+    }
+    if (!draft->norm_gain.empty() && static_cast<int64_t>(draft->norm_gain.size()) != config.hidden_size) {
+      return make_error("the draft head's norm gain has {} values, the hidden size is {}", draft->norm_gain.size(),
+                        config.hidden_size);
+    }
+  }
+  for (const ForwardRequest& request : batch) {
+    const PendingTokens pending = pending_of(request.sequence);
+    if (pending.tokens.empty()) continue;
+    if (draft != nullptr) {
+      if (draft->exit_layer != pending.exit_layer) {
+        return make_error("sequence {} holds tokens pending at exit layer {}, not {}", request.sequence,
+                          pending.exit_layer, draft->exit_layer);
+      }
+      continue;
+    }
+    if (request.tokens.size() < pending.tokens.size() ||
+        !std::equal(pending.tokens.begin(), pending.tokens.end(), request.tokens.begin())) {
+      return make_error("sequence {}: a forward pass must begin with its {} pending tokens", request.sequence,
+                        pending.tokens.size());
     }
   }
   return {};

@@ -83,6 +83,21 @@ class Decoder {
 // The index of the largest value of each `vocab`-long row of `logits`, the lowest among ties.
 std::vector<int32_t> argmax_rows(std::span<const float> logits, int64_t vocab);
 
+// A sequence's pending tokens (Decoder::forward_draft) as a backend keeps them.
+struct PendingTokens {
+  std::span<const int32_t> tokens;
+  int exit_layer = 0;
+};
+
+// check_forward_batch for a pass that may involve early exit: a draft pass (`draft` set; its
+// tokens go after the pending ones, which count towards the context) needs a head with an
+// exit layer in [1, L − 1], a gain of the hidden size or none, and the sequences' pending
+// tokens at that exit layer; a full pass must begin each sequence with its pending tokens.
+Status check_early_exit_batch(std::span<const ForwardRequest> batch, const DraftHead* draft,
+                              const ModelConfig& config, int64_t context_length,
+                              const std::function<int64_t(SequenceId)>& length_of,
+                              const std::function<PendingTokens(SequenceId)>& pending_of);
+
 // The checks every Decoder::forward makes before touching state: known, distinct
 // sequences (length_of returns -1 for unknown ones), at least one token each, token ids in
 // [0, vocab_size), room in the context, logit rows inside each request's tokens.

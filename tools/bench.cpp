@@ -152,17 +152,10 @@ int run_bench(const std::vector<std::string>& cli) {
   const Expected<int64_t> limit = parse_integer_option("--limit", args.limit);
   if (!limit.ok()) return report_error(limit.error());
   if (*limit < 0) return report_error(make_error("--limit must be ≥ 0, got {}", *limit));
-  const Expected<int64_t> threads = parse_integer_option("--threads", args.threads);
-  if (!threads.ok()) return report_error(threads.error());
-  if (*threads < 0 || *threads > 1024) return report_error(make_error("--threads must be in [0, 1024]"));
-  BackendOptions backend;
-  const Expected<DeviceOption> device = parse_device_option(args.device);
-  if (!device.ok()) return report_error(device.error());
-  backend.device = *device;
-  backend.threads = static_cast<int>(*threads);
-  const Expected<double> share = parse_number_option("--kv-cache-share", args.kv_cache_share);
-  if (!share.ok()) return report_error(share.error());
-  backend.kv_cache_share = *share;
+  const Expected<BackendOptions> backend_options =
+      parse_backend_options(args.device, args.threads, args.kv_cache_share);
+  if (!backend_options.ok()) return report_error(backend_options.error());
+  const BackendOptions& backend = *backend_options;
   Expected<std::vector<ModeSpec>> modes = parse_modes(args.modes);
   if (!modes.ok()) return report_error(modes.error());
   std::vector<std::string> categories;

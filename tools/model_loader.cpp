@@ -63,6 +63,17 @@ Expected<LoadedModel> load(const std::string& path, const std::string& config_pa
 
 }  // namespace
 
+Expected<BackendOptions> parse_backend_options(std::string_view device, std::string_view threads,
+                                               std::string_view kv_cache_share) {
+  BackendOptions options;
+  DW_ASSIGN_OR_RETURN(const int64_t thread_count, parse_integer_option("--threads", threads));
+  if (thread_count < 0 || thread_count > 1024) return make_error("--threads must be in [0, 1024]");
+  options.threads = static_cast<int>(thread_count);
+  DW_ASSIGN_OR_RETURN(options.device, parse_device_option(device));
+  DW_ASSIGN_OR_RETURN(options.kv_cache_share, parse_number_option("--kv-cache-share", kv_cache_share));
+  return options;
+}
+
 Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options) {
   return load(path, "", options);
 }

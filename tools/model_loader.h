@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "draft/drafter.h"
 #include "engine/draft_spec.h"
@@ -26,6 +27,11 @@ struct LoadedModel {
   std::optional<Tokenizer> tokenizer;
   std::string backend;  // for the stats line, e.g. "cpu (2 threads, avx2+fma)"
 };
+
+// The backend options as --device, --threads and --kv-cache-share give them; errors name the
+// option.
+Expected<BackendOptions> parse_backend_options(std::string_view device, std::string_view threads,
+                                               std::string_view kv_cache_share);
 
 // Seed of the weights --random-weights builds; fixed so that runs compare.
 inline constexpr uint64_t kRandomWeightSeed = 1234;

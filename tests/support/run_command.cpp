@@ -7,6 +7,8 @@
 
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+
 #include "tests/support/test_paths.h"
 
 extern char** environ;
@@ -43,6 +45,18 @@ CommandResult run_draftwise(const std::vector<std::string>& args) {
   result.out = read_file(out_path);
   result.err = read_file(err_path);
   return result;
+}
+
+void expect_command_refused(const std::string& command, const std::vector<std::string>& args,
+                            const std::string& problem, int exit_code) {
+  std::vector<std::string> full = {command};
+  full.insert(full.end(), args.begin(), args.end());
+  const CommandResult result = run_draftwise(full);
+  EXPECT_EQ(result.signal, 0);
+  EXPECT_EQ(result.exit_code, exit_code) << result.err;
+  ASSERT_FALSE(result.err.empty());
+  EXPECT_EQ(result.err.find('\n'), result.err.size() - 1) << result.err;
+  EXPECT_NE(result.err.find(problem), std::string::npos) << "expected '" << problem << "' in: " << result.err;
 }
 
 }  // namespace draftwise::testing

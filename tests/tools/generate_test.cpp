@@ -73,14 +73,7 @@ TEST(Generate, DefaultModelChatCompletion) {
 
 // A one-line error naming `problem`, exit code 1 (2 for usage errors), no crash.
 void expect_refused(const std::vector<std::string>& args, const std::string& problem, int exit_code = 1) {
-  std::vector<std::string> full = {"generate"};
-  full.insert(full.end(), args.begin(), args.end());
-  const testing::CommandResult result = run_draftwise(full);
-  EXPECT_EQ(result.signal, 0);
-  EXPECT_EQ(result.exit_code, exit_code) << result.err;
-  ASSERT_FALSE(result.err.empty());
-  EXPECT_EQ(result.err.find('\n'), result.err.size() - 1) << result.err;
-  EXPECT_NE(result.err.find(problem), std::string::npos) << "expected '" << problem << "' in: " << result.err;
+  testing::expect_command_refused("generate", args, problem, exit_code);
 }
 
 TEST(Generate, BadInputIsRefusedWithAClearError) {
