@@ -19,7 +19,7 @@ ModelDrafter::~ModelDrafter() {
   for (const auto& [id, state] : requests_) model_->release_sequence(state.sequence);
 }
 
-Expected<DraftRequestId> ModelDrafter::begin(std::span<const int32_t> prompt, SequenceId) {
+Expected<DraftRequestId> ModelDrafter::begin(std::span<const int32_t> prompt, SequenceId, std::string_view) {
   const DraftRequestId id = next_id_++;
   Request& state = requests_[id];
   state.sequence = model_->create_sequence();

@@ -20,7 +20,8 @@ class ModelDrafter final : public Drafter {
   ~ModelDrafter() override;
 
   std::string name() const override { return name_; }
-  Expected<DraftRequestId> begin(std::span<const int32_t> prompt, SequenceId target_sequence) override;
+  Expected<DraftRequestId> begin(std::span<const int32_t> prompt, SequenceId target_sequence,
+                                 std::string_view learning_key) override;
   Status advance(DraftRequestId request, int accepted, int32_t next) override;
   Status propose(std::span<const ProposalRequest> requests, std::vector<std::vector<DraftToken>>& proposals) override;
   void end(DraftRequestId request) override;

@@ -27,7 +27,7 @@ Expected<std::unique_ptr<NgramDrafter>> NgramDrafter::create(int n) {
 
 std::string NgramDrafter::name() const { return fmt::format("ngram:{}", n_); }
 
-Expected<DraftRequestId> NgramDrafter::begin(std::span<const int32_t> prompt, SequenceId) {
+Expected<DraftRequestId> NgramDrafter::begin(std::span<const int32_t> prompt, SequenceId, std::string_view) {
   const DraftRequestId id = next_id_++;
   requests_[id].sequence.assign(prompt.begin(), prompt.end());
   return id;

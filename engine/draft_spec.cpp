@@ -48,6 +48,13 @@ Expected<DraftSpec> parse_draft_spec(std::string_view text, bool with_length) {
       body = body.substr(0, at);
     }
   }
+  for (const std::string_view suffix : {std::string_view("+learn"), std::string_view("+learn-kl")}) {
+    if (body.size() > suffix.size() && body.ends_with(suffix)) {
+      spec.learn = true;
+      spec.kl_only = suffix == "+learn-kl";
+      body = body.substr(0, body.size() - suffix.size());
+    }
+  }
   spec.name = std::string(body);
   const size_t colon = body.find(':');
   const std::string_view kind = body.substr(0, colon);
@@ -68,6 +75,9 @@ Expected<DraftSpec> parse_draft_spec(std::string_view text, bool with_length) {
     spec.path = std::string(argument);
   } else {
     return make_error("'{}': unknown drafting kind '{}' (expected ngram:N, self:E or model:PATH)", text, kind);
+  }
+  if (spec.learn && spec.kind != DraftSpec::Kind::self) {
+    return make_error("'{}': only self:E drafters learn online (+learn)", text);
   }
   return spec;
 }

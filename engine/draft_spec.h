@@ -1,5 +1,6 @@
 // Drafting modes as users name them (`generate --draft`, `bench --modes`): "ngram:N",
-// "self:E", "model:PATH", in bench modes optionally followed by "@K", the draft length.
+// "self:E", "model:PATH", optionally followed by "+learn" (online learning, KL → RL) or
+// "+learn-kl" (distillation only), and in bench modes by "@K", the draft length.
 #pragma once
 
 #include <optional>
@@ -19,7 +20,9 @@ struct DraftSpec {
   int exit_layer = 0;  // self:E (checked against the model's layers when the drafter is built)
   std::string path;    // model:PATH
   std::optional<DraftLength> draft_length;  // "@K" / "@auto"
-  std::string name;    // the spec without the length suffix
+  bool learn = false;    // "+learn" or "+learn-kl"
+  bool kl_only = false;  // "+learn-kl"
+  std::string name;    // the spec without the learning and length suffixes
 };
 
 // `with_length`: whether a trailing "@K" or "@auto" is the draft length (bench modes);

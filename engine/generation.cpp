@@ -97,7 +97,7 @@ class RequestRun {
     }
     result_.stats.speculation.add_step(0, 0);
     if (options_.drafter != nullptr) {
-      DW_ASSIGN_OR_RETURN(draft_request_, options_.drafter->begin(prompt_, sequence_));
+      DW_ASSIGN_OR_RETURN(draft_request_, options_.drafter->begin(prompt_, sequence_, options_.learning_key));
       draft_started_ = true;
       DW_TRY(options_.drafter->advance(draft_request_, 0, first));
     }
@@ -144,7 +144,13 @@ class RequestRun {
   }
   int64_t input_rows() const { return static_cast<int64_t>(step_rows_.size()); }
 
-  // The step's outcome: the argmax of its rows when greedy, else their logits ([rows, vocab]).
+  // Whether this step's verification needs the target's logits, not only their argmax.
+  bool needs_logits() const {
+    return !greedy() || (!drafts_.empty() && options_.drafter->wants_target_logits());
+  }
+
+  // The step's outcome: the argmax of its rows when greedy, and their logits ([rows, vocab])
+  // when needs_logits().
   Status finish_step(std::span<const int32_t> argmax, std::span<const float> logits) {
     Verdict verdict;
     if (greedy()) {
@@ -160,6 +166,9 @@ class RequestRun {
     const int proposed = static_cast<int>(drafts_.size());
     result_.stats.speculation.add_step(proposed, verdict.accepted);
     draft_length_.update(proposed, verdict.accepted);
+    if (proposed > 0 && options_.drafter->wants_target_logits()) {
+      DW_TRY(options_.drafter->observe_verification(draft_request_, verdict.accepted, logits));
+    }
     if (options_.drafter != nullptr) DW_TRY(options_.drafter->advance(draft_request_, verdict.accepted, verdict.next));
     produced_.clear();
     for (int i = 0; i < verdict.accepted; ++i) produced_.push_back(drafts_[static_cast<size_t>(i)].token);
@@ -276,15 +285,16 @@ Status step(Decoder& decoder, std::span<RequestRun* const> runs) {
     for (size_t m = 0; m < members.size(); ++m) DW_TRY(runs[members[m]]->set_drafts(std::move(proposals[m]), wanted[members[m]]));
   }
   std::vector<ForwardRequest> batch;
-  bool all_greedy = true;
+  bool argmax_only = true;
   for (RequestRun* run : runs) {
     batch.push_back(run->input());
-    all_greedy = all_greedy && run->greedy();
+    argmax_only = argmax_only && !run->needs_logits();
   }
-  // Greedy requests alone ask for the argmax only (a GPU keeps the logits to itself).
+  // Greedy requests alone ask for the argmax only (a GPU keeps the logits to itself), unless
+  // a learning drafter wants to see the target's logits.
   std::vector<int32_t> argmax;
   std::vector<float> logits;
-  if (all_greedy) {
+  if (argmax_only) {
     DW_TRY(decoder.forward_greedy(batch, argmax));
   } else {
     DW_TRY(decoder.forward(batch, logits));
@@ -293,7 +303,7 @@ Status step(Decoder& decoder, std::span<RequestRun* const> runs) {
   size_t row = 0;
   for (RequestRun* run : runs) {
     const size_t rows = static_cast<size_t>(run->input_rows());
-    if (all_greedy) {
+    if (argmax_only) {
       DW_TRY(run->finish_step(std::span(argmax).subspan(row, rows), {}));
     } else {
       const std::span<const float> own = std::span(logits).subspan(row * vocab, rows * vocab);
@@ -303,6 +313,8 @@ Status step(Decoder& decoder, std::span<RequestRun* const> runs) {
     }
     row += rows;
   }
+  // Learning drafters update between steps, never inside one.
+  for (const auto& [drafter, members] : by_drafter) DW_TRY(drafter->between_steps());
   return {};
 }
 

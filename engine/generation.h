@@ -30,6 +30,8 @@ struct GenerationOptions {
   // draft in the target's vocabulary.
   Drafter* drafter = nullptr;
   DraftLength draft_length = DraftLength::fixed(4);
+  // Which adapter a learning drafter with per-key scope uses for this request.
+  std::string learning_key;
 };
 
 enum class FinishReason { stop, length };

@@ -333,12 +333,22 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
     }
   }
   const int64_t logit_rows = static_cast<int64_t>(selected.size()) / hidden;
+  const int64_t vocab = config_.vocab_size;
+  std::vector<float> exit_hidden;
+  if (draft != nullptr && draft->exit_hidden != nullptr) exit_hidden = selected;
   const float* gain = draft != nullptr && !draft->norm_gain.empty() ? draft->norm_gain.data() : final_norm_.data();
   cpu::rms_norm(selected.data(), gain, selected.data(), logit_rows, hidden, static_cast<float>(config_.rms_norm_eps),
                 pool_);
-  std::vector<float> out(static_cast<size_t>(logit_rows * config_.vocab_size));
-  const std::vector<float>& head = lm_head_.empty() ? embedding_ : lm_head_;
-  cpu::matmul(selected.data(), head.data(), nullptr, out.data(), logit_rows, hidden, config_.vocab_size, pool_);
+  std::vector<float> out(static_cast<size_t>(logit_rows * vocab));
+  cpu::matmul(selected.data(), lm_head().data(), nullptr, out.data(), logit_rows, hidden, vocab, pool_);
+  if (const LowRankAdapter* adapter = draft != nullptr ? draft->adapter : nullptr; adapter != nullptr) {
+    // logits += γ · B (A n), row by row: u = A n, then B u.
+    std::vector<float> down(static_cast<size_t>(logit_rows * adapter->rank));  // [rows, rank]
+    std::vector<float> up(out.size());                                          // [rows, vocab]
+    cpu::matmul(selected.data(), adapter->a.data(), nullptr, down.data(), logit_rows, hidden, adapter->rank, pool_);
+    cpu::matmul(down.data(), adapter->b.data(), nullptr, up.data(), logit_rows, adapter->rank, vocab, pool_);
+    for (size_t i = 0; i < out.size(); ++i) out[i] += adapter->scale * up[i];
+  }
 
   // Nothing can throw past this point: the sequences change.
   for (size_t r = 0; r < batch.size(); ++r) {
@@ -363,6 +373,7 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
     }
   }
   logits.swap(out);
+  if (draft != nullptr && draft->exit_hidden != nullptr) draft->exit_hidden->swap(exit_hidden);
 }
 
 }  // namespace draftwise

@@ -48,6 +48,13 @@ class CpuDecoder final : public Decoder {
                        std::vector<float>& logits) override;
   int64_t pending_tokens(SequenceId sequence) const override;
 
+  // The frozen output head, for the draft-head learner: W_lm [vocab, hidden] (the embedding
+  // when tied) and the final norm's gain [hidden]; and the pool the passes run on (not
+  // reentrant: use it between passes only).
+  std::span<const float> lm_head() const { return lm_head_.empty() ? embedding_ : lm_head_; }
+  std::span<const float> final_norm_gain() const { return final_norm_; }
+  cpu::ThreadPool& thread_pool() { return pool_; }
+
  private:
   struct Layer {
     std::vector<float> input_norm;   // [hidden]

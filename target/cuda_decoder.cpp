@@ -331,6 +331,11 @@ Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, const Dr
         const Sequence& state = sequences_.at(id);
         return PendingTokens{state.pending, state.pending_exit_layer};
       }));
+  if (draft != nullptr && (draft->adapter != nullptr || draft->exit_hidden != nullptr)) {
+    return make_error("{}: draft-head adapters and the learner's exit hidden states are not on the CUDA backend yet; "
+                      "run online learning with --device cpu",
+                      device_name());
+  }
   // One pass resumes pending tokens at one exit layer (the two segments of run_batch).
   int resume_layer = 0;
   for (const ForwardRequest& request : batch) {

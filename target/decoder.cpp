@@ -54,6 +54,14 @@ Status check_early_exit_batch(std::span<const ForwardRequest> batch, const Draft
       return make_error("the draft head's norm gain has {} values, the hidden size is {}", draft->norm_gain.size(),
                         config.hidden_size);
     }
+    if (const LowRankAdapter* adapter = draft->adapter; adapter != nullptr) {
+      if (adapter->rank < 1 || static_cast<int64_t>(adapter->a.size()) != adapter->rank * config.hidden_size ||
+          static_cast<int64_t>(adapter->b.size()) != config.vocab_size * adapter->rank) {
+        return make_error("the draft head's adapter has {} + {} values; rank {} needs [{}, {}] and [{}, {}]",
+                          adapter->a.size(), adapter->b.size(), adapter->rank, adapter->rank, config.hidden_size,
+                          config.vocab_size, adapter->rank);
+      }
+    }
   }
   for (const ForwardRequest& request : batch) {
     const PendingTokens pending = pending_of(request.sequence);

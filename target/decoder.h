@@ -25,11 +25,23 @@ struct ForwardRequest {
   std::span<const int32_t> logit_rows;
 };
 
-// The draft head of early-exit drafting (DVI.md): logits = W_lm · rms_norm(h_exit, gain), the
-// LM head being the target's own, frozen and shared.
+// The low-rank adapter of a draft head (DVI.md): B A is added to the frozen LM head, scaled.
+struct LowRankAdapter {
+  int64_t rank = 0;          // ≥ 1
+  float scale = 0.0f;        // γ = α / rank
+  std::span<const float> a;  // [rank, hidden]
+  std::span<const float> b;  // [vocab, rank]
+};
+
+// The draft head of early-exit drafting (DVI.md): logits = (W_lm + γ B A) · rms_norm(h_exit,
+// gain), the LM head being the target's own, frozen and shared.
 struct DraftHead {
-  int exit_layer = 0;                // in [1, num_layers − 1]
-  std::span<const float> norm_gain;  // [hidden]; empty: the target's final norm gain
+  int exit_layer = 0;                        // in [1, num_layers − 1]
+  std::span<const float> norm_gain;          // [hidden]; empty: the target's final norm gain
+  const LowRankAdapter* adapter = nullptr;   // none: W_lm alone
+  // When set, resized to [Σ logit_rows, hidden]: each requested row's h_exit before the norm
+  // (what the learner trains the head on).
+  std::vector<float>* exit_hidden = nullptr;
 };
 
 class Decoder {
@@ -91,7 +103,8 @@ struct PendingTokens {
 
 // check_forward_batch for a pass that may involve early exit: a draft pass (`draft` set; its
 // tokens go after the pending ones, which count towards the context) needs a head with an
-// exit layer in [1, L − 1], a gain of the hidden size or none, and the sequences' pending
+// exit layer in [1, L − 1], a gain of the hidden size or none, an adapter of matching shapes
+// or none, and the sequences' pending
 // tokens at that exit layer; a full pass must begin each sequence with its pending tokens.
 Status check_early_exit_batch(std::span<const ForwardRequest> batch, const DraftHead* draft,
                               const ModelConfig& config, int64_t context_length,

@@ -15,12 +15,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "draft/early_exit_drafter.h"
 #include "engine/benchmark.h"
 #include "engine/chat_template.h"
 #include "engine/draft_spec.h"
 #include "kernels/sha256.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
+#include "tools/learn_args.h"
 #include "tools/model_loader.h"
 #include "tools/speculation_json.h"
 
@@ -39,6 +41,8 @@ struct BenchArgs {
   std::string threads = "0";
   std::string kv_cache_share = "0.5";
   std::string out;
+  std::string holdout = "0";
+  LearnArgs learn;
 };
 
 std::vector<std::string> split_commas(const std::string& text) {
@@ -72,7 +76,7 @@ Expected<std::vector<ModeSpec>> parse_modes(const std::string& text) {
     if (!spec.ok()) return make_error("--modes {}", spec.error().message);
     if (!spec->draft_length) spec->draft_length = DraftLength::fixed(4);
     const std::string name =
-        spec->name + "@" +
+        spec->name + (spec->learn ? (spec->kl_only ? "+learn-kl" : "+learn") : "") + "@" +
         (spec->draft_length->is_adaptive() ? std::string("auto") : std::to_string(spec->draft_length->current()));
     if (!names.insert(name).second) return make_error("--modes: '{}' is given twice", name);
     modes.push_back({name, std::move(*spec)});
@@ -141,7 +145,25 @@ int run_bench(const std::vector<std::string>& cli) {
   parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
                     "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
   parser.add_option("out", &args.out, "DIR", "where results.json goes (created if missing)");
+  parser.add_option("holdout", &args.holdout, "N",
+                    "with +learn modes: hold back every N-th prompt of each category, run them before and after "
+                    "learning on the rest (default 0: no hold-out)");
+  add_learn_options(parser, args.learn);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
+  for (const char* flag : {"learn", "learn-key", "save-adapter"}) {
+    if (parser.given(flag)) {
+      return report_error(make_error("--{} is for generate; bench modes learn with a +learn suffix "
+                                     "(self:8+learn@6) and their adapters are saved under DIR/adapters",
+                                     flag));
+    }
+  }
+  Expected<LearningConfig> learning = parse_learn_args(args.learn);
+  if (!learning.ok()) return report_error(learning.error());
+  const Expected<int64_t> holdout = parse_integer_option("--holdout", args.holdout);
+  if (!holdout.ok()) return report_error(holdout.error());
+  if (*holdout < 0 || *holdout == 1) {
+    return report_error(make_error("--holdout must be 0 (none) or at least 2, got {}", *holdout));
+  }
   if (args.model.empty()) return report_error(make_error("--model is required"));
   if (args.prompts.empty()) return report_error(make_error("--prompts is required"));
   if (args.out.empty()) return report_error(make_error("--out is required"));
@@ -178,23 +200,37 @@ int run_bench(const std::vector<std::string>& cli) {
   const Expected<std::string> model_hash = sha256_of_path(args.model);
   if (!model_hash.ok()) return report_error(model_hash.error());
 
-  // One drafter per distinct spec: modes that differ only in the draft length share it.
+  // One drafter per distinct spec: modes that differ only in the draft length share it; a
+  // learning mode has its own, whose adapter it carries from prompt to prompt.
   std::map<std::string, std::unique_ptr<Drafter>> drafters;
   std::vector<BenchMode> bench_modes;
+  std::vector<std::pair<size_t, EarlyExitDrafter*>> learning_modes;  // mode index, its drafter
   for (const ModeSpec& spec : *modes) {
     BenchMode mode;
     mode.name = spec.name;
     if (spec.draft) {
-      std::unique_ptr<Drafter>& drafter = drafters[spec.draft->name];
+      std::unique_ptr<Drafter>& drafter = drafters[spec.draft->learn ? spec.name : spec.draft->name];
       if (!drafter) {
         Expected<std::unique_ptr<Drafter>> made = make_drafter(*spec.draft, *model, backend);
         if (!made.ok()) return report_error(make_error("--modes {}", made.error().message));
         drafter = std::move(*made);
+        LearningConfig own = *learning;
+        own.scope = spec.draft->learn ? LearnScope::global : LearnScope::off;
+        own.options.policy_gradient = !spec.draft->kl_only;
+        if (spec.draft->kind == DraftSpec::Kind::self) {
+          if (Status attached = attach_learning(*drafter, *model->decoder, own); !attached.ok()) {
+            return report_error(make_error("--modes {}: {}", spec.name, attached.error().message));
+          }
+        }
       }
+      if (spec.draft->learn) learning_modes.push_back({bench_modes.size(), dynamic_cast<EarlyExitDrafter*>(drafter.get())});
       mode.drafter = drafter.get();
       mode.draft_length = *spec.draft->draft_length;
     }
     bench_modes.push_back(std::move(mode));
+  }
+  if (*holdout > 0 && learning_modes.empty()) {
+    return report_error(make_error("--holdout needs at least one +learn mode"));
   }
 
   BenchConfig config;
@@ -214,28 +250,83 @@ int run_bench(const std::vector<std::string>& cli) {
   };
   format.answer_text = [&](std::span<const int32_t> tokens) { return tokenizer.decode(tokens, /*skip_special=*/true); };
 
-  const auto started = std::chrono::steady_clock::now();
-  const BenchProgress progress = [&](size_t done, size_t total, const PromptOutcome& last) {
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    std::string line = fmt::format("[{}/{}] {} {}:", done, total, (*prompts)[last.prompt].category,
-                                   (*prompts)[last.prompt].id);
-    for (size_t m = 0; m < bench_modes.size(); ++m) {
-      const ModeOutcome& result = last.modes[m];
-      line += fmt::format(" {} {:.0f} tok/s", bench_modes[m].name, result.tokens_per_second());
-      if (m > 0) line += fmt::format(" τ {:.2f}{}", result.speculation.mean_acceptance_length(), result.difference ? " MISMATCH" : "");
-      line += ";";
-    }
-    line += fmt::format(" ETA {:.0f} s", elapsed / static_cast<double>(done) * static_cast<double>(total - done));
-    fmt::print(stderr, "{}\n", line);
+  // Phases: every prompt once; or, with a hold-out, the held-back prompts with the heads as
+  // they start, learning over the rest, and the held-back prompts again with the learned heads
+  // (learning off while held-back prompts run).
+  struct Phase {
+    std::string name;
+    std::vector<BenchPrompt> prompts;
+    bool learn = true;
+    std::vector<PromptOutcome> outcomes;
   };
-  Expected<std::vector<PromptOutcome>> outcomes =
-      run_bench(*model->decoder, *prompts, bench_modes, config, format, progress);
-  if (!outcomes.ok()) return report_error(outcomes.error());
+  std::vector<Phase> phases;
+  if (*holdout == 0) {
+    phases.push_back({"all", *prompts, true, {}});
+  } else {
+    std::vector<BenchPrompt> learning_part, held_back;
+    std::map<std::string, int64_t> seen;
+    for (const BenchPrompt& prompt : *prompts) {
+      (++seen[prompt.category] % *holdout == 0 ? held_back : learning_part).push_back(prompt);
+    }
+    if (held_back.empty() || learning_part.empty()) {
+      return report_error(make_error("--holdout {} leaves no prompts in one of the two parts", *holdout));
+    }
+    phases.push_back({"heldout_before", held_back, false, {}});
+    phases.push_back({"learning", learning_part, true, {}});
+    phases.push_back({"heldout_after", held_back, false, {}});
+  }
+  // τ over processed tokens of each learning mode: one point per prompt of a learning phase.
+  std::map<std::string, nlohmann::json> curves;
+  std::map<size_t, int64_t> processed;
+  const auto started = std::chrono::steady_clock::now();
+  size_t total_prompts = 0;
+  for (const Phase& phase : phases) total_prompts += phase.prompts.size();
+  size_t prompts_done = 0;
+  for (Phase& phase : phases) {
+    for (const auto& [m, drafter] : learning_modes) drafter->learning()->set_enabled(phase.learn);
+    const BenchProgress progress = [&](size_t done, size_t, const PromptOutcome& last) {
+      ++prompts_done;
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      std::string line = fmt::format("[{}/{}] {}{} {}:", prompts_done, total_prompts,
+                                     phases.size() > 1 ? phase.name + " " : std::string(),
+                                     phase.prompts[last.prompt].category, phase.prompts[last.prompt].id);
+      for (size_t m = 0; m < bench_modes.size(); ++m) {
+        const ModeOutcome& result = last.modes[m];
+        line += fmt::format(" {} {:.0f} tok/s", bench_modes[m].name, result.tokens_per_second());
+        if (m > 0) {
+          line += fmt::format(" τ {:.2f}{}", result.speculation.mean_acceptance_length(),
+                              result.difference ? " MISMATCH" : "");
+        }
+        line += ";";
+      }
+      line += fmt::format(" ETA {:.0f} s", elapsed / static_cast<double>(prompts_done) *
+                                               static_cast<double>(total_prompts - prompts_done));
+      fmt::print(stderr, "{}\n", line);
+      if (!phase.learn) return;
+      for (const auto& [m, drafter] : learning_modes) {
+        const ModeOutcome& result = last.modes[m];
+        processed[m] += result.speculation.generated_tokens;
+        const LearnerStats stats = drafter->learning()->stats();
+        curves[bench_modes[m].name].push_back({{"prompt", phase.prompts[last.prompt].id},
+                                                {"prompt_number", done},
+                                                {"tokens", processed[m]},
+                                                {"tau", result.speculation.mean_acceptance_length()},
+                                                {"acceptance_rate", result.speculation.acceptance_rate()},
+                                                {"updates", stats.updates},
+                                                {"learner_seconds", stats.seconds}});
+      }
+    };
+    Expected<std::vector<PromptOutcome>> outcomes =
+        run_bench(*model->decoder, phase.prompts, bench_modes, config, format, progress);
+    if (!outcomes.ok()) return report_error(outcomes.error());
+    phase.outcomes = std::move(*outcomes);
+  }
 
   nlohmann::json mode_names = nlohmann::json::array();
   for (const BenchMode& mode : bench_modes) mode_names.push_back(mode.name);
   std::set<std::string> category_names;
   for (const BenchPrompt& prompt : *prompts) category_names.insert(prompt.category);
+  LearnerOptions learner_defaults = learning->options;
   nlohmann::json results = {
       {"config",
        {{"model", args.model},
@@ -249,44 +340,90 @@ int run_bench(const std::vector<std::string>& cli) {
         {"limit_per_category", *limit},
         {"max_tokens", *max_tokens},
         {"temperature", 0.0},
+        {"holdout_every", *holdout},
         {"modes", mode_names}}},
       {"overall", nlohmann::json::object()},
       {"categories", nlohmann::json::object()},
       {"prompts", nlohmann::json::array()}};
-  const std::vector<ModeSummary> overall = summarize_bench(*outcomes, *prompts, bench_modes.size());
-  for (size_t m = 0; m < bench_modes.size(); ++m) {
-    results["overall"][bench_modes[m].name] = summary_json(overall[m], bench_modes[m].name);
+  if (!learning_modes.empty()) {
+    results["config"]["learner"] = {{"rank", learner_defaults.rank},
+                                    {"alpha", learner_defaults.alpha},
+                                    {"learning_rate", learner_defaults.learning_rate},
+                                    {"batch_size", learner_defaults.batch_size},
+                                    {"update_interval", learner_defaults.update_interval},
+                                    {"buffer_size", learner_defaults.buffer_size},
+                                    {"top_k", learner_defaults.top_k},
+                                    {"temperature", learner_defaults.temperature},
+                                    {"cross_entropy_weight", learner_defaults.cross_entropy_weight},
+                                    {"policy_gradient_weight", learner_defaults.policy_gradient_weight},
+                                    {"distillation_floor", learner_defaults.distillation_floor},
+                                    {"warmup_updates", learner_defaults.warmup_updates},
+                                    {"ramp_updates", learner_defaults.ramp_updates},
+                                    {"time_share", learner_defaults.time_share},
+                                    {"adapter", learning->adapter_path}};
   }
-  for (const std::string& category : category_names) {
-    const std::vector<ModeSummary> summaries = summarize_bench(*outcomes, *prompts, bench_modes.size(), category);
+  const auto phase_summaries = [&](const Phase& phase, nlohmann::json& overall_json, nlohmann::json& categories_json) {
+    const std::vector<ModeSummary> overall = summarize_bench(phase.outcomes, phase.prompts, bench_modes.size());
     for (size_t m = 0; m < bench_modes.size(); ++m) {
-      results["categories"][category][bench_modes[m].name] = summary_json(summaries[m], bench_modes[m].name);
+      overall_json[bench_modes[m].name] = summary_json(overall[m], bench_modes[m].name);
     }
-  }
-  for (const PromptOutcome& outcome : *outcomes) {
-    const BenchPrompt& prompt = (*prompts)[outcome.prompt];
-    nlohmann::json entry = {{"id", prompt.id}, {"category", prompt.category}, {"modes", nlohmann::json::object()}};
-    const double reference = outcome.modes.front().tokens_per_second();
-    for (size_t m = 0; m < bench_modes.size(); ++m) {
-      const ModeOutcome& result = outcome.modes[m];
-      nlohmann::json difference = nullptr;
-      if (result.difference) {
-        difference = {{"turn", result.difference->turn},
-                      {"position", result.difference->position},
-                      {"reference_margin", result.difference->reference_margin},
-                      {"after_near_tie", result.difference->after_near_tie}};
+    std::set<std::string> names;
+    for (const BenchPrompt& prompt : phase.prompts) names.insert(prompt.category);
+    for (const std::string& category : names) {
+      const std::vector<ModeSummary> summaries =
+          summarize_bench(phase.outcomes, phase.prompts, bench_modes.size(), category);
+      for (size_t m = 0; m < bench_modes.size(); ++m) {
+        categories_json[category][bench_modes[m].name] = summary_json(summaries[m], bench_modes[m].name);
       }
-      entry["modes"][bench_modes[m].name] = {
-          {"tokens", result.tokens},
-          {"turn_tokens", result.turns},
-          {"seconds", result.seconds},
-          {"tokens_per_second", result.tokens_per_second()},
-          {"speedup", reference > 0 ? result.tokens_per_second() / reference : 0.0},
-          {"lossless", !result.difference.has_value()},
-          {"first_difference", difference},
-          {"speculation", speculation_json(result.speculation, m == 0 ? std::string() : bench_modes[m].name)}};
     }
-    results["prompts"].push_back(std::move(entry));
+    return overall;
+  };
+  std::map<std::string, std::vector<ModeSummary>> overall_by_phase;
+  for (const Phase& phase : phases) {
+    if (phase.name == "all" || phase.name == "learning") {
+      overall_by_phase[phase.name] = phase_summaries(phase, results["overall"], results["categories"]);
+    } else {
+      nlohmann::json& section = results["holdout"][phase.name == "heldout_before" ? "before" : "after"];
+      section["prompts"] = phase.prompts.size();
+      section["overall"] = nlohmann::json::object();
+      section["categories"] = nlohmann::json::object();
+      overall_by_phase[phase.name] = phase_summaries(phase, section["overall"], section["categories"]);
+    }
+  }
+  for (const auto& [m, drafter] : learning_modes) {
+    results["overall"][bench_modes[m].name]["learner"] = learner_json(*drafter->learning());
+    const ModeSummary& summary = overall_by_phase[phases.size() > 1 ? "learning" : "all"][m];
+    results["overall"][bench_modes[m].name]["learner_time_share"] =
+        summary.seconds > 0 ? drafter->learning()->stats().seconds / summary.seconds : 0.0;
+    results["learning_curves"][bench_modes[m].name] = curves[bench_modes[m].name];
+  }
+  for (const Phase& phase : phases) {
+    for (const PromptOutcome& outcome : phase.outcomes) {
+      const BenchPrompt& prompt = phase.prompts[outcome.prompt];
+      nlohmann::json entry = {{"id", prompt.id}, {"category", prompt.category}, {"modes", nlohmann::json::object()}};
+      if (phases.size() > 1) entry["phase"] = phase.name;
+      const double reference = outcome.modes.front().tokens_per_second();
+      for (size_t m = 0; m < bench_modes.size(); ++m) {
+        const ModeOutcome& result = outcome.modes[m];
+        nlohmann::json difference = nullptr;
+        if (result.difference) {
+          difference = {{"turn", result.difference->turn},
+                        {"position", result.difference->position},
+                        {"reference_margin", result.difference->reference_margin},
+                        {"after_near_tie", result.difference->after_near_tie}};
+        }
+        entry["modes"][bench_modes[m].name] = {
+            {"tokens", result.tokens},
+            {"turn_tokens", result.turns},
+            {"seconds", result.seconds},
+            {"tokens_per_second", result.tokens_per_second()},
+            {"speedup", reference > 0 ? result.tokens_per_second() / reference : 0.0},
+            {"lossless", !result.difference.has_value()},
+            {"first_difference", difference},
+            {"speculation", speculation_json(result.speculation, m == 0 ? std::string() : bench_modes[m].name)}};
+      }
+      results["prompts"].push_back(std::move(entry));
+    }
   }
   std::error_code error;
   std::filesystem::create_directories(args.out, error);
@@ -295,7 +432,34 @@ int run_bench(const std::vector<std::string>& cli) {
     return report_error(written.error());
   }
 
-  fmt::print("{} prompts, {} new tokens a turn, greedy, on {}\n\n", prompts->size(), *max_tokens, model->backend);
+  for (const auto& [m, drafter] : learning_modes) {
+    const std::filesystem::path folder = std::filesystem::path(args.out) / "adapters";
+    std::filesystem::create_directories(folder, error);
+    std::string file = bench_modes[m].name;
+    for (char& c : file) {
+      if (c == ':' || c == '@' || c == '+') c = '_';
+    }
+    const Status saved = save_draft_adapter(*drafter->learning()->global_learner()->adapter(),
+                                            folder / (file + ".safetensors"));
+    if (!saved.ok()) return report_error(saved.error());
+  }
+  const std::vector<ModeSummary>& overall = overall_by_phase[phases.size() > 1 ? "learning" : "all"];
+  if (phases.size() > 1) {
+    const std::vector<ModeSummary>& before = overall_by_phase["heldout_before"];
+    const std::vector<ModeSummary>& after = overall_by_phase["heldout_after"];
+    fmt::print("held-back prompts ({} of {}), before and after learning on the rest\n\n", phases[0].prompts.size(),
+               prompts->size());
+    fmt::print("| mode | τ before | τ after | ratio | speed-up before | speed-up after |\n"
+               "|---|---:|---:|---:|---:|---:|\n");
+    for (size_t m = 1; m < bench_modes.size(); ++m) {
+      const double tau_before = before[m].speculation.mean_acceptance_length();
+      const double tau_after = after[m].speculation.mean_acceptance_length();
+      fmt::print("| {} | {:.3f} | {:.3f} | {:.3f} | {:.2f} | {:.2f} |\n", bench_modes[m].name, tau_before, tau_after,
+                 tau_before > 0 ? tau_after / tau_before : 0.0, before[m].speedup, after[m].speedup);
+    }
+    fmt::print("\nlearning part:\n");
+  }
+  fmt::print("{} prompts, {} new tokens a turn, greedy, on {}\n\n", phases.size() > 1 ? phases[1].prompts.size() : prompts->size(), *max_tokens, model->backend);
   fmt::print("| mode | tokens/s | speed-up | τ | acceptance | equal to ar | differing after a near-tie |\n"
              "|---|---:|---:|---:|---:|---:|---:|\n");
   for (size_t m = 0; m < bench_modes.size(); ++m) {

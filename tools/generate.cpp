@@ -7,12 +7,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "draft/early_exit_drafter.h"
 #include "engine/chat_template.h"
 #include "engine/draft_spec.h"
 #include "engine/generation.h"
 #include "kernels/random.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
+#include "tools/learn_args.h"
 #include "tools/model_loader.h"
 #include "tools/speculation_json.h"
 
@@ -45,6 +47,7 @@ struct GenerateArgs {
   std::string kv_cache_share = "0.5";
   std::string draft;
   std::string draft_len = "4";
+  LearnArgs learn;
 };
 
 Expected<LoadedModel> load_model(const GenerateArgs& args, const BackendOptions& options) {
@@ -157,6 +160,7 @@ int run_generate(const std::vector<std::string>& cli) {
                     "speculative decoding: the drafter that proposes tokens for the model to verify");
   parser.add_option("draft-len", &args.draft_len, "K|auto",
                     "with --draft: tokens proposed per step, at most 16, or auto (default 4)");
+  add_learn_options(parser, args.learn);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   args.prompt_given = parser.given("prompt");
   args.prompt_ids_given = parser.given("prompt-ids");
@@ -186,6 +190,17 @@ int run_generate(const std::vector<std::string>& cli) {
   } else if (parser.given("draft-len")) {
     return report_error(make_error("--draft-len needs --draft"));
   }
+  Expected<LearningConfig> learning = parse_learn_args(args.learn);
+  if (!learning.ok()) return report_error(learning.error());
+  if (draft_spec && draft_spec->learn) {
+    if (parser.given("learn")) return report_error(make_error("give either --draft {} or --learn", args.draft));
+    learning->scope = LearnScope::global;
+    learning->options.policy_gradient = !draft_spec->kl_only;
+  }
+  const bool learning_asked = learning->scope != LearnScope::off || !learning->adapter_path.empty() ||
+                              !learning->save_path.empty();
+  if (learning_asked && !draft_spec) return report_error(make_error("--learn and --adapter need --draft self:E"));
+  options->learning_key = learning->key;
 
   Expected<LoadedModel> model = load_model(args, backend);
   if (!model.ok()) return report_error(model.error());
@@ -195,6 +210,9 @@ int run_generate(const std::vector<std::string>& cli) {
     if (!made.ok()) return report_error(make_error("--draft {}", made.error().message));
     drafter = std::move(*made);
     options->drafter = drafter.get();
+    if (Status attached = attach_learning(*drafter, *model->decoder, *learning); !attached.ok()) {
+      return report_error(attached.error());
+    }
   }
   std::vector<int32_t> stop_tokens;
   const Expected<std::vector<int32_t>> prompt = prompt_tokens(args, *model, seed, stop_tokens);
@@ -222,6 +240,11 @@ int run_generate(const std::vector<std::string>& cli) {
   const Expected<GenerationResult> result =
       generate(*model->decoder, tokenizer, *prompt, *options, args.json ? OutputCallback() : stream);
   if (!result.ok()) return report_error(result.error());
+  if (drafter) {
+    if (Status saved = save_learned_adapter(*drafter, *learning); !saved.ok()) return report_error(saved.error());
+  }
+  const auto* early_exit = dynamic_cast<const EarlyExitDrafter*>(drafter.get());
+  const DraftLearning* learner = early_exit != nullptr ? early_exit->learning() : nullptr;
 
   const GenerationStats& stats = result->stats;
   if (args.json) {
@@ -237,6 +260,7 @@ int run_generate(const std::vector<std::string>& cli) {
           {"prefill_tokens_per_second", stats.prefill_tokens_per_second()},
           {"decode_tokens_per_second", stats.decode_tokens_per_second()},
           {"speculation", speculation_json(stats.speculation, drafter ? drafter->name() : std::string())}}}};
+    if (learner != nullptr) report["stats"]["learner"] = learner_json(*learner);
     fmt::print("{}\n", report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
@@ -247,11 +271,18 @@ int run_generate(const std::vector<std::string>& cli) {
                             stats.speculation.mean_acceptance_length(), stats.speculation.acceptance_rate(),
                             stats.speculation.tokens_per_target_step())
               : std::string();
+  const LearnerStats learned = learner != nullptr ? learner->stats() : LearnerStats{};
+  const std::string learning_line =
+      learner != nullptr && learner->learns()
+          ? fmt::format("; learner: {} updates ({} skipped, {} reverted) in {:.2f} s", learned.updates,
+                        learned.skipped, learned.reverted, learned.seconds)
+          : std::string();
   fmt::print(stderr,
              "[{} prompt tokens, {} completion tokens, finish: {}; prefill {:.1f} tokens/s, "
-             "decode {:.1f} tokens/s on {}{}]\n",
+             "decode {:.1f} tokens/s on {}{}{}]\n",
              stats.prompt_tokens, stats.completion_tokens, finish_reason_name(result->finish_reason),
-             stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(), model->backend, drafting);
+             stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(), model->backend, drafting,
+             learning_line);
   return 0;
 }
 

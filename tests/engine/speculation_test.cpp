@@ -58,7 +58,7 @@ class FunctionDrafter final : public Drafter {
   FunctionDrafter(std::string name, Propose propose) : name_(std::move(name)), propose_(std::move(propose)) {}
 
   std::string name() const override { return name_; }
-  Expected<DraftRequestId> begin(std::span<const int32_t> prompt, SequenceId) override {
+  Expected<DraftRequestId> begin(std::span<const int32_t> prompt, SequenceId, std::string_view) override {
     sequence_.assign(prompt.begin(), prompt.end());
     return 1;
   }
@@ -243,7 +243,7 @@ TEST(Speculation, ModelDrafterRollsBackAfterEveryAcceptedCount) {
   for (int accepted = 0; accepted <= kDraftLength; ++accepted) {
     SCOPED_TRACE(accepted);
     ModelDrafter drafter(random_decoder(11), "model:random");
-    const DraftRequestId id = drafter.begin(prompt, 0).value();
+    const DraftRequestId id = drafter.begin(prompt, 0, "").value();
     ASSERT_TRUE(drafter.advance(id, 0, 42).ok());
     std::vector<std::vector<DraftToken>> proposals;
     const ProposalRequest request{id, kDraftLength, &picker, 0.0};
@@ -261,7 +261,7 @@ TEST(Speculation, ModelDrafterRollsBackAfterEveryAcceptedCount) {
     const std::vector<DraftToken> after_rollback = proposals.front();
 
     ModelDrafter fresh(random_decoder(11), "model:random");
-    const DraftRequestId fresh_id = fresh.begin(std::span(kept).first(kept.size() - 1), 0).value();
+    const DraftRequestId fresh_id = fresh.begin(std::span(kept).first(kept.size() - 1), 0, "").value();
     ASSERT_TRUE(fresh.advance(fresh_id, 0, kept.back()).ok());
     const ProposalRequest fresh_request{fresh_id, kDraftLength, &picker, 0.0};
     ASSERT_TRUE(fresh.propose(std::span(&fresh_request, 1), proposals).ok());
@@ -282,7 +282,7 @@ TEST(Speculation, NgramDrafterProposesWhatFollowedTheLastOccurrence) {
   EXPECT_FALSE(NgramDrafter::create(NgramDrafter::kMaxN + 1).ok());
   // Its state rolls back with the accepted count: the sequence is what was kept.
   auto drafter = std::move(NgramDrafter::create(2)).value();
-  const DraftRequestId id = drafter->begin(std::vector<int32_t>{4, 5, 6, 4}, 0).value();
+  const DraftRequestId id = drafter->begin(std::vector<int32_t>{4, 5, 6, 4}, 0, "").value();
   ASSERT_TRUE(drafter->advance(id, 0, 5).ok());
   std::vector<std::vector<DraftToken>> proposals;
   const ProposalRequest request{id, 3, nullptr, 0.0};

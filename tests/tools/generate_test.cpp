@@ -3,6 +3,8 @@
 // input with a non-zero exit and no crash.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/support/run_command.h"
@@ -165,6 +167,53 @@ TEST(Generate, BadDraftingOptionsAreRefused) {
   expect_refused(with({"--draft", "ngram:2", "--draft-len", "17"}), "in [1, 16]");
   expect_refused(with({"--draft", "ngram:2", "--draft-len", "many"}), "or 'auto'");
   expect_refused(with({"--draft-len", "3"}), "--draft-len needs --draft");
+}
+
+// Online learning from the command line: the learner's counters in --json, the adapter
+// saved and loaded back, the same greedy tokens as without learning.
+TEST(Generate, LearningReportsItsCountersAndSavesTheAdapter) {
+  const auto folder = std::filesystem::temp_directory_path() / "draftwise_generate_learn";
+  std::filesystem::create_directories(folder);
+  const std::string adapter = (folder / "head.safetensors").string();
+  const std::vector<std::string> base = {"generate", "--model", kTinyModel, "--prompt-ids", "5,6,7,5,6,7",
+                                         "--max-tokens", "40", "--temperature", "0", "--json"};
+  std::vector<std::string> learning = base;
+  learning.insert(learning.end(), {"--draft", "self:1", "--learn", "global", "--learn-batch", "8", "--learn-interval",
+                                   "2", "--learn-time-share", "1", "--save-adapter", adapter});
+  const auto learned = run_json(learning);
+  EXPECT_EQ(learned["token_ids"], run_json(base)["token_ids"]);
+  const auto& learner = learned["stats"]["learner"];
+  EXPECT_EQ(learner["scope"], "global");
+  EXPECT_GT(learner["records"].get<int>(), 0);
+  EXPECT_GT(learner["updates"].get<int>(), 0);
+  EXPECT_EQ(learner["skipped"], 0);
+  for (const char* field : {"reverted", "seconds", "last_loss"}) EXPECT_TRUE(learner.contains(field)) << field;
+  ASSERT_TRUE(std::filesystem::exists(adapter));
+  std::vector<std::string> loading = base;
+  loading.insert(loading.end(), {"--draft", "self:1", "--adapter", adapter});
+  const auto frozen = run_json(loading);
+  EXPECT_EQ(frozen["token_ids"], learned["token_ids"]);
+  EXPECT_EQ(frozen["stats"]["learner"]["scope"], "off");
+  EXPECT_EQ(frozen["stats"]["learner"]["updates"], 0);
+  std::filesystem::remove_all(folder);
+}
+
+TEST(Generate, BadLearningOptionsAreRefused) {
+  const std::vector<std::string> model = {"--model", kTinyModel, "--prompt-ids", "1,2"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = model;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  expect_refused(with({"--draft", "self:1", "--learn", "everyone"}), "unknown learning scope \"everyone\"");
+  expect_refused(with({"--learn", "global"}), "--learn and --adapter need --draft self:E");
+  expect_refused(with({"--draft", "ngram:2", "--learn", "global"}), "n-gram drafting has no weights");
+  expect_refused(with({"--draft", "ngram:2+learn"}), "only self:E drafters learn online");
+  expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-rank", "0"}), "--learn-rank must be in");
+  expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-lr", "-1"}), "--learn-lr must be positive");
+  expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-batch", "x"}), "--learn-batch");
+  expect_refused(with({"--draft", "self:1", "--learn-key", "k"}), "--learn-key needs --learn key");
+  expect_refused(with({"--draft", "self:1", "--adapter", "/nonexistent/a.safetensors"}), "/nonexistent/a.safetensors");
 }
 
 TEST(Generate, DraftModelWithAnotherVocabularyIsRefused) {

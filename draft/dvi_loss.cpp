@@ -1,0 +1,194 @@
+#include "draft/dvi_loss.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/matmul.h"
+
+namespace draftwise {
+
+namespace {
+
+constexpr int64_t kVocabChunk = 2048;
+
+// log Σ exp(x[i] · scale)
+double log_sum_exp(const float* x, int64_t n, double scale) {
+  double largest = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) largest = std::max(largest, x[i] * scale);
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += std::exp(x[i] * scale - largest);
+  return largest + std::log(total);
+}
+
+}  // namespace
+
+Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
+    std::span<const DraftRecord* const> records, const DraftAdapter& adapter,
+    const DviLossWeights& weights, DviGradients& gradients) {
+  const int64_t count = static_cast<int64_t>(records.size());
+  const int64_t hidden = hidden_;
+  const int64_t vocab = adapter.shape.vocab;
+  const int64_t rank = adapter.shape.rank;
+  const float scale = adapter.scale();
+  if (count == 0) return make_error("the learner's loss needs at least one record");
+  if (adapter.shape.hidden != hidden || static_cast<int64_t>(lm_head_.size()) != vocab * hidden) {
+    return make_error(
+        "the adapter ([{}, {}]) does not fit this LM head ({} values for hidden size {})",
+        adapter.shape.vocab, adapter.shape.hidden, lm_head_.size(), hidden);
+  }
+  if (!(weights.temperature > 0.0f))
+    return make_error("the distillation temperature must be positive");
+  for (const DraftRecord* record : records) {
+    if (static_cast<int64_t>(record->hidden.size()) != hidden || record->token < 0 ||
+        record->token >= vocab ||
+        record->verifier_tokens.size() != record->verifier_logits.size()) {
+      return make_error("a learner record does not fit the model (hidden {}, token {})",
+                        record->hidden.size(), record->token);
+    }
+  }
+
+  // Forward: n = rms_norm(h, gain), u = A n, z = W_lm n + γ B u.
+  std::vector<float> h(static_cast<size_t>(count * hidden));   // [N, hidden]
+  std::vector<float> normed(h.size());                         // [N, hidden]
+  std::vector<float> inverse_rms(static_cast<size_t>(count));  // [N]
+  for (int64_t i = 0; i < count; ++i) {
+    const float* source = records[static_cast<size_t>(i)]->hidden.data();
+    double squares = 0.0;
+    for (int64_t k = 0; k < hidden; ++k) squares += static_cast<double>(source[k]) * source[k];
+    inverse_rms[i] =
+        static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(hidden) + eps_));
+    for (int64_t k = 0; k < hidden; ++k) {
+      h[i * hidden + k] = source[k];
+      normed[i * hidden + k] = source[k] * inverse_rms[i] * adapter.gain[k];
+    }
+  }
+  std::vector<float> logits(static_cast<size_t>(count * vocab));  // [N, vocab]
+  std::vector<float> down(static_cast<size_t>(count * rank));     // [N, rank]: u
+  std::vector<float> up(logits.size());                           // [N, vocab]: B u
+  cpu::matmul(normed.data(), lm_head_.data(), nullptr, logits.data(), count, hidden, vocab, pool_);
+  cpu::matmul(normed.data(), adapter.a.data(), nullptr, down.data(), count, hidden, rank, pool_);
+  cpu::matmul(down.data(), adapter.b.data(), nullptr, up.data(), count, rank, vocab, pool_);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] += scale * up[i];
+
+  // ∂L/∂z row by row (in place of the logits), and the loss terms.
+  const double temperature = weights.temperature;
+  const double inverse_count = 1.0 / static_cast<double>(count);
+  std::vector<DviLossTerms> terms(static_cast<size_t>(count));
+  pool_.parallel_for(count, [&](int64_t i) {
+    const DraftRecord& record = *records[static_cast<size_t>(i)];
+    float* z = &logits[static_cast<size_t>(i * vocab)];
+    const double log_normalizer = log_sum_exp(z, vocab, 1.0);
+    const double log_p_token = z[record.token] - log_normalizer;
+    DviLossTerms& own = terms[static_cast<size_t>(i)];
+    own.cross_entropy = record.reward * -log_p_token;
+    double importance = 1.0;
+    if (weights.importance_clip > 0.0f) {
+      importance = std::min<double>(weights.importance_clip,
+                                    std::exp(log_p_token - record.draft_log_probability));
+    }
+    const double advantage = (record.reward - weights.baseline) * importance;
+    own.policy_gradient = advantage * -log_p_token;
+    const double token_coefficient =
+        weights.cross_entropy * record.reward + weights.policy_gradient * advantage;
+
+    const size_t top = record.verifier_tokens.size();
+    const bool distil = weights.distillation != 0.0f && top > 0;
+    double log_normalizer_t = 0.0;
+    std::vector<double> teacher(top);  // q over S
+    if (distil) {
+      log_normalizer_t = log_sum_exp(z, vocab, 1.0 / temperature);
+      const double teacher_normalizer =
+          log_sum_exp(record.verifier_logits.data(), static_cast<int64_t>(top), 1.0 / temperature);
+      double kl = 0.0;
+      for (size_t k = 0; k < top; ++k) {
+        const double log_q = record.verifier_logits[k] / temperature - teacher_normalizer;
+        teacher[k] = std::exp(log_q);
+        const double log_p = z[record.verifier_tokens[k]] / temperature - log_normalizer_t;
+        kl += teacher[k] * (log_q - log_p);
+      }
+      own.distillation = temperature * temperature * kl;
+    }
+    for (int64_t v = 0; v < vocab; ++v) {
+      double gradient = token_coefficient * std::exp(z[v] - log_normalizer);
+      if (distil)
+        gradient +=
+            weights.distillation * temperature * std::exp(z[v] / temperature - log_normalizer_t);
+      z[v] = static_cast<float>(gradient);
+    }
+    z[record.token] -= static_cast<float>(token_coefficient);
+    if (distil) {
+      for (size_t k = 0; k < top; ++k) {
+        z[record.verifier_tokens[k]] -=
+            static_cast<float>(weights.distillation * temperature * teacher[k]);
+      }
+    }
+    for (int64_t v = 0; v < vocab; ++v) z[v] = static_cast<float>(z[v] * inverse_count);
+  });
+  const std::vector<float>& dz = logits;  // [N, vocab]
+
+  // Backward through the vocabulary in fixed chunks (partial sums added in chunk order, so
+  // that the result does not depend on the threads): ∂n from W_lm, Bᵀ ∂z, and ∂B.
+  gradients.b.assign(static_cast<size_t>(vocab * rank), 0.0f);
+  const int64_t chunks = (vocab + kVocabChunk - 1) / kVocabChunk;
+  std::vector<float> partial_dn(static_cast<size_t>(chunks * count * hidden),
+                                0.0f);  // [chunks, N, hidden]
+  std::vector<float> partial_bt(static_cast<size_t>(chunks * count * rank),
+                                0.0f);  // [chunks, N, rank]
+  pool_.parallel_for(chunks, [&](int64_t c) {
+    const int64_t first = c * kVocabChunk;
+    const int64_t last = std::min(vocab, first + kVocabChunk);
+    float* dn = &partial_dn[static_cast<size_t>(c * count * hidden)];
+    float* bt = &partial_bt[static_cast<size_t>(c * count * rank)];
+    for (int64_t v = first; v < last; ++v) {
+      const float* w_row = &lm_head_[static_cast<size_t>(v * hidden)];
+      const float* b_row = &adapter.b[static_cast<size_t>(v * rank)];
+      float* db_row = &gradients.b[static_cast<size_t>(v * rank)];
+      for (int64_t i = 0; i < count; ++i) {
+        const float g = dz[static_cast<size_t>(i * vocab + v)];
+        cpu::axpy(g, w_row, dn + i * hidden, hidden);
+        for (int64_t j = 0; j < rank; ++j) {
+          bt[i * rank + j] += g * b_row[j];
+          db_row[j] += scale * g * down[static_cast<size_t>(i * rank + j)];
+        }
+      }
+    }
+  });
+  std::vector<float> dn(static_cast<size_t>(count * hidden), 0.0f);  // [N, hidden]
+  std::vector<float> du(static_cast<size_t>(count * rank), 0.0f);    // [N, rank]: γ Bᵀ ∂z
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (size_t k = 0; k < dn.size(); ++k)
+      dn[k] += partial_dn[static_cast<size_t>(c) * dn.size() + k];
+    for (size_t k = 0; k < du.size(); ++k)
+      du[k] += partial_bt[static_cast<size_t>(c) * du.size() + k];
+  }
+  for (float& value : du) value *= scale;
+
+  // ∂A = Σ_i du_i n_iᵀ; ∂n += Aᵀ du; ∂gain = Σ_i ∂n_i ⊙ h_i / rms(h_i).
+  gradients.a.assign(static_cast<size_t>(rank * hidden), 0.0f);
+  gradients.gain.assign(static_cast<size_t>(hidden), 0.0f);
+  for (int64_t i = 0; i < count; ++i) {
+    for (int64_t j = 0; j < rank; ++j) {
+      const float g = du[static_cast<size_t>(i * rank + j)];
+      cpu::axpy(g, &normed[static_cast<size_t>(i * hidden)],
+                &gradients.a[static_cast<size_t>(j * hidden)], hidden);
+      cpu::axpy(g, &adapter.a[static_cast<size_t>(j * hidden)],
+                &dn[static_cast<size_t>(i * hidden)], hidden);
+    }
+    for (int64_t k = 0; k < hidden; ++k) {
+      gradients.gain[k] += dn[i * hidden + k] * h[i * hidden + k] * inverse_rms[i];
+    }
+  }
+
+  DviLossTerms mean;
+  for (const DviLossTerms& own : terms) {
+    mean.distillation += own.distillation * inverse_count;
+    mean.cross_entropy += own.cross_entropy * inverse_count;
+    mean.policy_gradient += own.policy_gradient * inverse_count;
+  }
+  mean.total = weights.distillation * mean.distillation +
+               weights.cross_entropy * mean.cross_entropy +
+               weights.policy_gradient * mean.policy_gradient;
+  return mean;
+}
+
+}  // namespace draftwise

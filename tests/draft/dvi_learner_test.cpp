@@ -1,0 +1,325 @@
+// The DVI learner on the tiny fixture model: learning never changes greedy output (token for
+// token on the CPU) and sampled output keeps the target's distribution with a trained
+// adapter; the safety rails skip non-finite updates and revert destructive ones; adapters
+// save and load byte for byte and draft identically; scopes keep their adapters apart.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "draft/dvi_learning.h"
+#include "draft/early_exit_drafter.h"
+#include "engine/generation.h"
+#include "engine/speculation.h"
+#include "target/checkpoint.h"
+#include "target/cpu_decoder.h"
+#include "tests/support/statistics.h"
+#include "tests/support/test_paths.h"
+
+namespace draftwise {
+namespace {
+
+// The fixture's shape.
+constexpr int64_t kHidden = 64;
+constexpr int64_t kVocab = 256;
+
+std::unique_ptr<CpuDecoder> fixture_decoder() {
+  auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models/llama_tied").string());
+  EXPECT_TRUE(checkpoint.ok());
+  auto decoder = CpuDecoder::load(*checkpoint, CpuDecoderOptions{2, 0});
+  EXPECT_TRUE(decoder.ok());
+  return std::move(decoder).value();
+}
+
+// Small batches and frequent updates, so that a few short generations learn.
+LearnerOptions quick_options() {
+  LearnerOptions options;
+  options.rank = 4;
+  options.batch_size = 8;
+  options.update_interval = 2;
+  options.buffer_size = 256;
+  options.top_k = 16;
+  options.warmup_updates = 4;
+  options.ramp_updates = 8;
+  options.time_share = 1.0f;
+  options.learning_rate = 1e-2f;
+  return options;
+}
+
+std::unique_ptr<EarlyExitDrafter> learning_drafter(
+    CpuDecoder& target, LearnScope scope, const LearnerOptions& options,
+    std::optional<DraftAdapter> adapter = std::nullopt) {
+  auto drafter = std::move(EarlyExitDrafter::create(target, 1)).value();
+  auto learning = make_draft_learning(target, scope, options, std::move(adapter));
+  EXPECT_TRUE(learning.ok()) << learning.error().message;
+  drafter->set_learning(std::move(learning).value());
+  return drafter;
+}
+
+const std::vector<std::vector<int32_t>> kPrompts = {
+    {1, 40, 41, 42}, {5, 6, 7, 5, 6, 7, 5, 6}, {200}, {9, 8, 7, 6}, {3, 3, 3}, {12, 30, 12, 31}};
+
+std::vector<int32_t> greedy(CpuDecoder& target, const std::vector<int32_t>& prompt,
+                            Drafter* drafter, std::string key = "") {
+  GenerationOptions options;
+  options.max_tokens = 40;
+  options.sampling.temperature = 0.0;
+  options.drafter = drafter;
+  options.draft_length = DraftLength::fixed(4);
+  options.learning_key = std::move(key);
+  auto result = generate(target, nullptr, prompt, options);
+  EXPECT_TRUE(result.ok()) << result.error().message;
+  return result.ok() ? result->token_ids : std::vector<int32_t>{};
+}
+
+TEST(DviLearning, GreedyOutputWithLearningEqualsPlainGreedyTokenForToken) {
+  auto target = fixture_decoder();
+  auto drafter = learning_drafter(*target, LearnScope::global, quick_options());
+  for (int round = 0; round < 3; ++round) {
+    for (const std::vector<int32_t>& prompt : kPrompts) {
+      EXPECT_EQ(greedy(*target, prompt, drafter.get()), greedy(*target, prompt, nullptr));
+    }
+  }
+  const LearnerStats stats = drafter->learning()->stats();
+  EXPECT_GT(stats.updates, 10);
+  EXPECT_GT(stats.records, 100);
+  EXPECT_GT(stats.seconds, 0.0);
+  // It learned something: the adapter moved away from where it started.
+  const DraftAdapter initial =
+      DraftAdapter::initial({kHidden, kVocab, 4, 32.0f}, target->final_norm_gain(),
+                            quick_options().seed)
+          .value();
+  EXPECT_FALSE(*drafter->learning()->global_learner()->adapter() == initial);
+}
+
+// Rejection sampling with an early-exit draft through a trained adapter, held fixed: at a
+// fixed position the emitted tokens follow the target's distribution (chi-square, p > 0.01).
+TEST(DviLearning, SampledTokensKeepTheTargetsDistributionWithATrainedAdapter) {
+  auto target = fixture_decoder();
+  auto trainer = learning_drafter(*target, LearnScope::global, quick_options());
+  for (const std::vector<int32_t>& prompt : kPrompts) greedy(*target, prompt, trainer.get());
+  ASSERT_GT(trainer->learning()->stats().updates, 0);
+  auto drafter = learning_drafter(*target, LearnScope::off, quick_options(),
+                                  *trainer->learning()->global_learner()->adapter());
+
+  const int64_t vocab = target->config().vocab_size;
+  const std::vector<int32_t> prompt = {1, 40, 41, 42, 43};
+  SamplingParams params;
+  params.temperature = 1.0;
+  params.seed = 9;
+  const SequenceId sequence = target->create_sequence();
+  const std::vector<int32_t> head(prompt.begin(), prompt.end() - 1);
+  std::vector<float> logits;
+  ASSERT_TRUE(target->forward(std::vector<ForwardRequest>{{sequence, head, {}}}, logits).ok());
+  const int64_t cached = target->sequence_length(sequence);
+  const std::vector<int32_t> last = {prompt.back()};
+  const std::vector<int32_t> first_row = {0};
+  ASSERT_TRUE(
+      target->forward(std::vector<ForwardRequest>{{sequence, last, first_row}}, logits).ok());
+  ASSERT_TRUE(target->truncate_sequence(sequence, cached).ok());
+  const TokenDistribution p = sampling_distribution(logits, params);
+
+  SamplingPicker picker(params, 77);
+  Rng rng(2025);
+  std::vector<int64_t> emitted(static_cast<size_t>(vocab), 0);
+  constexpr int kTrials = 20000;
+  const std::vector<int32_t> rows = {0, 1};
+  std::vector<std::vector<DraftToken>> proposals;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    const DraftRequestId id = drafter->begin(head, sequence, "").value();
+    ASSERT_TRUE(drafter->advance(id, 0, prompt.back()).ok());
+    const ProposalRequest request{id, 1, &picker, 0.0};
+    ASSERT_TRUE(drafter->propose(std::span(&request, 1), proposals).ok());
+    ASSERT_EQ(proposals[0].size(), 1u);
+    const DraftToken draft = proposals[0][0];
+    const std::vector<int32_t> tokens = {prompt.back(), draft.token};
+    ASSERT_TRUE(
+        target->forward(std::vector<ForwardRequest>{{sequence, tokens, rows}}, logits).ok());
+    ASSERT_TRUE(target->truncate_sequence(sequence, cached).ok());
+    drafter->end(id);
+    const Verdict verdict = verify_sampled(std::span(&draft, 1), logits, vocab, params, rng);
+    ++emitted[static_cast<size_t>(verdict.accepted == 1 ? draft.token : verdict.next)];
+  }
+  std::vector<double> expected(static_cast<size_t>(vocab), 0.0);
+  for (size_t i = 0; i < p.tokens.size(); ++i)
+    expected[static_cast<size_t>(p.tokens[i])] = p.probabilities[i];
+  const double p_value = testing::chi_square_p_value(emitted, expected);
+  EXPECT_GT(p_value, 0.01);
+  std::printf("chi-square p-value with a trained adapter: %.3f\n", p_value);
+}
+
+DraftRecord record_of(int64_t hidden, float value, int32_t token, float reward) {
+  DraftRecord record;
+  record.hidden.assign(static_cast<size_t>(hidden), value);
+  record.hidden[0] = -value;
+  record.token = token;
+  record.draft_log_probability = -1.0f;
+  record.verifier_tokens = {token, token + 1};
+  record.verifier_logits = {2.0f, 1.0f};
+  record.reward = reward;
+  return record;
+}
+
+TEST(DviLearner, NonFiniteGradientIsSkippedAndCounted) {
+  auto target = fixture_decoder();
+  CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, 1e-5f, target->thread_pool());
+  LearnerOptions options = quick_options();
+  options.batch_size = 2;
+  const DraftAdapter initial =
+      DraftAdapter::initial({kHidden, kVocab, 4, 8.0f}, target->final_norm_gain(), 1).value();
+  OnlineLearner learner(trainer, initial, options);
+  learner.add_record(record_of(kHidden, 0.5f, 3, 1.0f));
+  learner.add_record(record_of(kHidden, INFINITY, 4, 0.0f));
+  ASSERT_TRUE(learner.update().ok());
+  EXPECT_EQ(learner.stats().skipped, 1);
+  EXPECT_EQ(learner.stats().updates, 0);
+  EXPECT_TRUE(*learner.adapter() == initial);
+}
+
+// An update that wrecks acceptance (a huge learning rate) is reverted to the last good
+// adapter after two low windows.
+TEST(DviLearner, DestructiveUpdateIsDetectedAndReverted) {
+  auto target = fixture_decoder();
+  CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, 1e-5f, target->thread_pool());
+  LearnerOptions options = quick_options();
+  options.batch_size = 2;
+  options.learning_rate = 1e3f;
+  options.revert_window = 16;
+  const DraftAdapter initial =
+      DraftAdapter::initial({kHidden, kVocab, 4, 8.0f}, target->final_norm_gain(), 1).value();
+  OnlineLearner learner(trainer, initial, options);
+  learner.observe_verification(16, 12);  // the level: 0.75
+  const DraftAdapter good = *learner.adapter();
+  learner.add_record(record_of(kHidden, 0.5f, 3, 1.0f));
+  learner.add_record(record_of(kHidden, 0.7f, 5, 0.0f));
+  ASSERT_TRUE(learner.update().ok());
+  ASSERT_EQ(learner.stats().updates, 1);
+  EXPECT_FALSE(*learner.adapter() == good);
+  learner.observe_verification(16, 1);
+  EXPECT_EQ(learner.stats().reverted, 0);  // one low window is not enough
+  learner.observe_verification(16, 0);
+  EXPECT_EQ(learner.stats().reverted, 1);
+  EXPECT_TRUE(*learner.adapter() == good);
+  // A window within the margin keeps the adapter.
+  learner.observe_verification(16, 11);
+  EXPECT_EQ(learner.stats().reverted, 1);
+}
+
+TEST(DviLearner, LearningCanBeSwitchedOff) {
+  auto target = fixture_decoder();
+  auto drafter = learning_drafter(*target, LearnScope::global, quick_options());
+  greedy(*target, kPrompts[1], drafter.get());
+  drafter->learning()->set_enabled(false);
+  const LearnerStats before = drafter->learning()->stats();
+  const DraftAdapter adapter = *drafter->learning()->global_learner()->adapter();
+  for (const std::vector<int32_t>& prompt : kPrompts) greedy(*target, prompt, drafter.get());
+  EXPECT_EQ(drafter->learning()->stats().records, before.records);
+  EXPECT_EQ(drafter->learning()->stats().updates, before.updates);
+  EXPECT_TRUE(*drafter->learning()->global_learner()->adapter() == adapter);
+}
+
+TEST(DviAdapter, SaveThenLoadGivesIdenticalBytesAndDrafts) {
+  auto target = fixture_decoder();
+  auto trainer = learning_drafter(*target, LearnScope::global, quick_options());
+  for (const std::vector<int32_t>& prompt : kPrompts) greedy(*target, prompt, trainer.get());
+  const DraftAdapter trained = *trainer->learning()->global_learner()->adapter();
+  const auto folder = std::filesystem::temp_directory_path() / "draftwise_dvi_adapter_test";
+  std::filesystem::create_directories(folder);
+  const auto path = folder / "adapter.safetensors";
+  ASSERT_TRUE(save_draft_adapter(trained, path).ok());
+  EXPECT_FALSE(std::filesystem::exists(path.string() + ".tmp"));
+  const auto loaded = load_draft_adapter(path, kHidden, kVocab);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_TRUE(*loaded == trained);
+  const auto second = folder / "again.safetensors";
+  ASSERT_TRUE(save_draft_adapter(*loaded, second).ok());
+  std::ifstream first_file(path, std::ios::binary), second_file(second, std::ios::binary);
+  const std::string first_bytes{std::istreambuf_iterator<char>(first_file), {}};
+  const std::string second_bytes{std::istreambuf_iterator<char>(second_file), {}};
+  EXPECT_EQ(first_bytes, second_bytes);
+
+  // Identical drafts: frozen drafters with the trained and the loaded adapter.
+  auto with_trained = learning_drafter(*target, LearnScope::off, quick_options(), trained);
+  auto with_loaded = learning_drafter(*target, LearnScope::off, quick_options(), *loaded);
+  for (const std::vector<int32_t>& prompt : kPrompts) {
+    GenerationOptions options;
+    options.max_tokens = 30;
+    options.sampling.temperature = 0.0;
+    options.drafter = with_trained.get();
+    const auto a = generate(*target, nullptr, prompt, options);
+    options.drafter = with_loaded.get();
+    const auto b = generate(*target, nullptr, prompt, options);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->token_ids, b->token_ids);
+    EXPECT_EQ(a->stats.speculation.accepted_per_position,
+              b->stats.speculation.accepted_per_position);
+  }
+  std::filesystem::remove_all(folder);
+}
+
+TEST(DviAdapter, FilesThatDoNotFitAreRefusedWithTheReason) {
+  auto target = fixture_decoder();
+  const DraftAdapter adapter =
+      DraftAdapter::initial({kHidden, kVocab, 4, 8.0f}, target->final_norm_gain(), 1).value();
+  const auto folder = std::filesystem::temp_directory_path() / "draftwise_dvi_adapter_bad";
+  std::filesystem::create_directories(folder);
+  const auto path = folder / "adapter.safetensors";
+  ASSERT_TRUE(save_draft_adapter(adapter, path).ok());
+  const auto wrong_vocab = load_draft_adapter(path, kHidden, kVocab + 1);
+  ASSERT_FALSE(wrong_vocab.ok());
+  EXPECT_NE(wrong_vocab.error().message.find("draft_head.lora_B"), std::string::npos)
+      << wrong_vocab.error().message;
+  const auto missing = load_draft_adapter(folder / "absent.safetensors", kHidden, kVocab);
+  EXPECT_FALSE(missing.ok());
+  std::filesystem::resize_file(path, 100);
+  const auto truncated = load_draft_adapter(path, kHidden, kVocab);
+  EXPECT_FALSE(truncated.ok());
+  std::filesystem::remove_all(folder);
+}
+
+TEST(DviLearning, RequestScopeLeavesTheGlobalAdapterUntouched) {
+  auto target = fixture_decoder();
+  auto drafter = learning_drafter(*target, LearnScope::request, quick_options());
+  const DraftAdapter global = *drafter->learning()->global_learner()->adapter();
+  for (const std::vector<int32_t>& prompt : kPrompts) greedy(*target, prompt, drafter.get());
+  EXPECT_GT(drafter->learning()->stats().updates, 0);
+  EXPECT_TRUE(*drafter->learning()->global_learner()->adapter() == global);
+  EXPECT_EQ(drafter->learning()->global_learner()->stats().updates, 0);
+}
+
+TEST(DviLearning, KeyScopesNeverMix) {
+  auto target = fixture_decoder();
+  auto drafter = learning_drafter(*target, LearnScope::key, quick_options());
+  for (const std::vector<int32_t>& prompt : kPrompts)
+    greedy(*target, prompt, drafter.get(), "alice");
+  const OnlineLearner* alice = drafter->learning()->key_learner("alice");
+  ASSERT_NE(alice, nullptr);
+  EXPECT_GT(alice->stats().updates, 0);
+  EXPECT_EQ(drafter->learning()->key_learner("bob"), nullptr);
+  const DraftAdapter alice_adapter = *alice->adapter();
+  const LearnerStats alice_stats = alice->stats();
+  for (const std::vector<int32_t>& prompt : kPrompts)
+    greedy(*target, std::vector<int32_t>(prompt.rbegin(), prompt.rend()), drafter.get(), "bob");
+  const OnlineLearner* bob = drafter->learning()->key_learner("bob");
+  ASSERT_NE(bob, nullptr);
+  EXPECT_GT(bob->stats().updates, 0);
+  EXPECT_TRUE(*alice->adapter() == alice_adapter);
+  EXPECT_EQ(alice->stats().records, alice_stats.records);
+  EXPECT_FALSE(*bob->adapter() == alice_adapter);
+}
+
+TEST(DviLearning, BadOptionsAndBackendsAreRefused) {
+  auto target = fixture_decoder();
+  LearnerOptions options = quick_options();
+  options.rank = 0;
+  EXPECT_FALSE(make_draft_learning(*target, LearnScope::global, options, std::nullopt).ok());
+  options = quick_options();
+  options.buffer_size = 4;  // below the batch size
+  EXPECT_FALSE(make_draft_learning(*target, LearnScope::global, options, std::nullopt).ok());
+  EXPECT_FALSE(parse_learn_scope("everyone").ok());
+  EXPECT_EQ(*parse_learn_scope("key"), LearnScope::key);
+}
+
+}  // namespace
+}  // namespace draftwise
