@@ -1,5 +1,6 @@
 #include "draft/dvi_adapter.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -59,6 +60,17 @@ Expected<DraftAdapter> DraftAdapter::initial(const DraftAdapterShape& shape,
                                std::cos(2.0 * M_PI * rng.uniform()));
   }
   return adapter;
+}
+
+uint64_t DraftAdapter::new_version() {
+  static std::atomic<uint64_t> last_version{0};
+  return ++last_version;
+}
+
+DraftAdapter DraftAdapter::with_new_version() const {
+  DraftAdapter copy = *this;
+  copy.version = new_version();
+  return copy;
 }
 
 Status save_draft_adapter(const DraftAdapter& adapter, const std::filesystem::path& path) {

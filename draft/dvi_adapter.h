@@ -38,10 +38,19 @@ struct DraftAdapter {
   static Expected<DraftAdapter> initial(const DraftAdapterShape& shape,
                                         std::span<const float> initial_gain, uint64_t seed);
 
+  // Identifies these values for a GPU's cached copy: set by with_new_version() whenever an
+  // adapter is published; not part of equality.
+  uint64_t version = 0;
+
   float scale() const { return shape.alpha / static_cast<float>(shape.rank); }
   // The view a decoder's draft head reads; valid while this adapter lives unchanged.
-  LowRankAdapter low_rank() const { return {shape.rank, scale(), a, b}; }
-  bool operator==(const DraftAdapter&) const = default;
+  LowRankAdapter low_rank() const { return {shape.rank, scale(), a, b, version}; }
+  // A copy with a version no other adapter of this process has.
+  DraftAdapter with_new_version() const;
+  static uint64_t new_version();
+  bool operator==(const DraftAdapter& other) const {
+    return shape == other.shape && gain == other.gain && a == other.a && b == other.b;
+  }
 };
 
 // Writes `adapter` as safetensors ("draft_head.norm.weight" [hidden], "draft_head.lora_A"

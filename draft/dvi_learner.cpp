@@ -1,6 +1,7 @@
 #include "draft/dvi_learner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 namespace draftwise {
@@ -82,7 +83,7 @@ OnlineLearner::OnlineLearner(DraftHeadTrainer& trainer, DraftAdapter initial,
   state_.first_moment.assign(parameters, 0.0f);
   state_.second_moment.assign(parameters, 0.0f);
   last_good_ = state_;
-  published_ = std::make_shared<const DraftAdapter>(state_.adapter);
+  publish();
 }
 
 void OnlineLearner::add_record(DraftRecord record) {
@@ -112,7 +113,7 @@ void OnlineLearner::check_acceptance_window() {
       rate < last_good_level_ - std::max(0.05, 0.25 * last_good_level_)) {
     if (++low_windows_ >= options_.revert_patience) {
       state_ = last_good_;
-      published_ = std::make_shared<const DraftAdapter>(state_.adapter);
+      publish();
       ++stats_.reverted;
       low_windows_ = 0;
     }
@@ -121,6 +122,12 @@ void OnlineLearner::check_acceptance_window() {
   low_windows_ = 0;
   last_good_ = state_;
   last_good_level_ = rate;
+}
+
+void OnlineLearner::publish() {
+  auto adapter = std::make_shared<DraftAdapter>(state_.adapter);
+  adapter->version = DraftAdapter::new_version();
+  published_ = std::move(adapter);
 }
 
 DviLossWeights OnlineLearner::weights_at(int64_t t) const {
@@ -143,8 +150,14 @@ DviLossWeights OnlineLearner::weights_at(int64_t t) const {
 Expected<bool> OnlineLearner::maybe_update() {
   if (!enabled_ || since_update_ < options_.update_interval || ring_.size() < options_.batch_size)
     return false;
-  if (stats_.seconds > options_.time_share * seconds_since(started_)) return false;
+  // The update about to run counts as long as the last one took: the share holds after it.
+  if (stats_.seconds + last_update_seconds_ > options_.time_share * (serving_seconds_ + last_update_seconds_)) {
+    return false;
+  }
+  const auto start = std::chrono::steady_clock::now();
   DW_TRY(update());
+  last_update_seconds_ = seconds_since(start);
+  serving_seconds_ += last_update_seconds_;  // the update is part of the serving time
   return true;
 }
 
@@ -172,7 +185,8 @@ Status OnlineLearner::update() {
   const double clip = norm > options_.clip_norm ? options_.clip_norm / norm : 1.0;
   // AdamW (Loshchilov & Hutter 2019), bias-corrected, decay decoupled and off for the gain.
   // A step that would leave a non-finite parameter is skipped like a non-finite gradient.
-  State before = state_;
+  // Only the parameters need keeping: the moments stay finite with a finite gradient.
+  const std::vector<float> before[] = {state_.adapter.gain, state_.adapter.a, state_.adapter.b};
   ++state_.steps;
   const double correction1 = 1.0 - std::pow(kAdamBeta1, static_cast<double>(state_.steps));
   const double correction2 = 1.0 - std::pow(kAdamBeta2, static_cast<double>(state_.steps));
@@ -197,12 +211,15 @@ Status OnlineLearner::update() {
   for (const std::vector<float>* parameter : values) {
     if (std::all_of(parameter->begin(), parameter->end(), [](float x) { return std::isfinite(x); }))
       continue;
-    state_ = std::move(before);
+    state_.adapter.gain = before[0];
+    state_.adapter.a = before[1];
+    state_.adapter.b = before[2];
+    --state_.steps;
     ++stats_.skipped;
     stats_.seconds += seconds_since(start);
     return {};
   }
-  published_ = std::make_shared<const DraftAdapter>(state_.adapter);
+  publish();
   ++stats_.updates;
   stats_.last_loss = *loss;
   stats_.seconds += seconds_since(start);

@@ -17,11 +17,11 @@
 // level)) the adapter and optimizer state return to the last good ones, counted as a revert.
 //
 // Time: updates run only while the learner's own seconds stay within `time_share` of the
-// wall time since the learner began; `update_interval` verifications must pass between
+// serving time it has seen (the wall time of the engine steps its requests took part in,
+// updates included: add_serving_time); `update_interval` verifications must pass between
 // updates.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
 
@@ -53,7 +53,7 @@ struct LearnerOptions {
   float baseline_decay = 0.99f;  // EMA of rewards
   float importance_clip = 2.0f;
   float time_share = 0.15f;  // of wall time, at most
-  int64_t revert_window = 256;
+  int64_t revert_window = 1024;  // drafted tokens
   int64_t revert_patience = 2;
   uint64_t seed = 0x5EED;
 };
@@ -85,6 +85,10 @@ class OnlineLearner {
   bool enabled() const { return enabled_; }
 
   void add_record(DraftRecord record);
+  // Wall time of an engine step this learner's requests took part in, while it learns.
+  void add_serving_time(double seconds) {
+    if (enabled_) serving_seconds_ += seconds;
+  }
   // One verification: `drafted` tokens checked, `accepted` kept.
   void observe_verification(int drafted, int accepted);
   // Takes one update when one is due and the time share allows; returns whether it did.
@@ -102,6 +106,8 @@ class OnlineLearner {
     int64_t steps = 0;
   };
   void check_acceptance_window();
+  // Makes the current adapter the one drafting reads, under a new version.
+  void publish();
 
   DraftHeadTrainer& trainer_;
   LearnerOptions options_;
@@ -119,7 +125,8 @@ class OnlineLearner {
   int64_t window_drafted_ = 0;
   int64_t window_accepted_ = 0;
   LearnerStats stats_;
-  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  double serving_seconds_ = 0.0;
+  double last_update_seconds_ = 0.0;
 };
 
 }  // namespace draftwise

@@ -1,5 +1,7 @@
 #include "draft/dvi_learning.h"
 
+#include <set>
+
 #include "target/cpu_decoder.h"
 
 namespace draftwise {
@@ -29,7 +31,7 @@ std::string_view learn_scope_name(LearnScope scope) {
 DraftLearning::DraftLearning(std::unique_ptr<DraftHeadTrainer> trainer, DraftAdapter initial,
                              LearnScope scope, const LearnerOptions& options)
     : trainer_(std::move(trainer)),
-      initial_(std::make_shared<const DraftAdapter>(std::move(initial))),
+      initial_(std::make_shared<const DraftAdapter>(initial.with_new_version())),
       scope_(scope),
       options_(options) {
   if (scope_ == LearnScope::global || scope_ == LearnScope::request)
@@ -90,7 +92,12 @@ const OnlineLearner* DraftLearning::key_learner(std::string_view key) const {
   return it != by_key_.end() ? it->second.get() : nullptr;
 }
 
-Status DraftLearning::between_steps() {
+Status DraftLearning::between_steps(double step_seconds) {
+  std::set<OnlineLearner*> serving;
+  for (const auto& [request, learner] : of_request_) {
+    if (learner != nullptr) serving.insert(learner);
+  }
+  for (OnlineLearner* learner : serving) learner->add_serving_time(step_seconds);
   if (global_ && scope_ == LearnScope::global) DW_TRY(global_->maybe_update());
   for (auto& [key, learner] : by_key_) DW_TRY(learner->maybe_update());
   for (auto& [request, learner] : by_request_) DW_TRY(learner->maybe_update());
@@ -112,18 +119,20 @@ void DraftLearning::set_enabled(bool enabled) {
   for (auto& [request, learner] : by_request_) learner->set_enabled(enabled);
 }
 
-Expected<std::unique_ptr<DraftLearning>> make_draft_learning(Decoder& target, LearnScope scope,
-                                                             const LearnerOptions& options,
-                                                             std::optional<DraftAdapter> loaded) {
+Expected<std::unique_ptr<DraftLearning>> make_draft_learning(
+    Decoder& target, LearnScope scope, const LearnerOptions& options,
+    std::optional<DraftAdapter> loaded, std::unique_ptr<DraftHeadTrainer> trainer) {
   DW_TRY(validate_learner_options(options));
-  auto* cpu = dynamic_cast<CpuDecoder*>(&target);
-  if (cpu == nullptr) {
-    return make_error(
-        "online learning (--learn) runs on the CPU backend only so far; {} has no draft-head "
-        "trainer",
-        target.device_name());
-  }
   const ModelConfig& config = target.config();
+  if (trainer == nullptr) {
+    auto* cpu = dynamic_cast<CpuDecoder*>(&target);
+    if (cpu == nullptr) {
+      return make_error("{} has no draft-head trainer for online learning", target.device_name());
+    }
+    trainer = std::make_unique<CpuDraftHeadTrainer>(cpu->lm_head(), config.hidden_size,
+                                                    static_cast<float>(config.rms_norm_eps),
+                                                    cpu->thread_pool());
+  }
   DraftAdapter initial;
   if (loaded) {
     if (loaded->shape.hidden != config.hidden_size || loaded->shape.vocab != config.vocab_size) {
@@ -133,14 +142,11 @@ Expected<std::unique_ptr<DraftLearning>> make_draft_learning(Decoder& target, Le
     }
     initial = std::move(*loaded);
   } else {
+    DW_ASSIGN_OR_RETURN(const std::vector<float> gain, target.final_norm_weight());
     const DraftAdapterShape shape{config.hidden_size, config.vocab_size, options.rank,
                                   options.alpha};
-    DW_ASSIGN_OR_RETURN(initial,
-                        DraftAdapter::initial(shape, cpu->final_norm_gain(), options.seed));
+    DW_ASSIGN_OR_RETURN(initial, DraftAdapter::initial(shape, gain, options.seed));
   }
-  auto trainer = std::make_unique<CpuDraftHeadTrainer>(cpu->lm_head(), config.hidden_size,
-                                                       static_cast<float>(config.rms_norm_eps),
-                                                       cpu->thread_pool());
   return std::make_unique<DraftLearning>(std::move(trainer), std::move(initial), scope, options);
 }
 

@@ -42,12 +42,14 @@ class DraftLearning {
   const OnlineLearner* global_learner() const { return global_.get(); }
   const OnlineLearner* key_learner(std::string_view key) const;
 
-  // Every learner whose update is due takes it.
-  Status between_steps();
+  // After an engine step of `step_seconds` (wall time): the learners of the requests in
+  // progress count it as serving time, and every learner whose update is due takes it.
+  Status between_steps(double step_seconds);
   // Counters of every learner, request learners that ended included.
   LearnerStats stats() const;
   // Learning on or off for every learner, now and for those made later.
   void set_enabled(bool enabled);
+  bool enabled() const { return enabled_; }
 
  private:
   std::unique_ptr<OnlineLearner> make_learner(DraftAdapter initial) const;
@@ -64,11 +66,11 @@ class DraftLearning {
   LearnerStats ended_;  // request learners that are gone
 };
 
-// Learning for an early-exit drafter on `target`: the trainer that fits its backend, and the
-// initial adapter (`loaded`, or the untrained one: the final norm's gain, A random, B zero).
-// Only the CPU backend has a trainer so far.
-Expected<std::unique_ptr<DraftLearning>> make_draft_learning(Decoder& target, LearnScope scope,
-                                                             const LearnerOptions& options,
-                                                             std::optional<DraftAdapter> loaded);
+// Learning for an early-exit drafter on `target`: `trainer` (null: the CPU trainer, for a
+// CPU decoder) and the initial adapter (`loaded`, or the untrained one: the final norm's
+// gain, A random, B zero).
+Expected<std::unique_ptr<DraftLearning>> make_draft_learning(
+    Decoder& target, LearnScope scope, const LearnerOptions& options,
+    std::optional<DraftAdapter> loaded, std::unique_ptr<DraftHeadTrainer> trainer = nullptr);
 
 }  // namespace draftwise

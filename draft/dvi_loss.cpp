@@ -22,6 +22,94 @@ double log_sum_exp(const float* x, int64_t n, double scale) {
 
 }  // namespace
 
+namespace dvi {
+
+Status check_records(std::span<const DraftRecord* const> records, const DraftAdapter& adapter,
+                     int64_t hidden, const DviLossWeights& weights) {
+  if (records.empty()) return make_error("the learner's loss needs at least one record");
+  if (adapter.shape.hidden != hidden) {
+    return make_error("the adapter is for hidden size {}, this LM head's is {}",
+                      adapter.shape.hidden, hidden);
+  }
+  if (!(weights.temperature > 0.0f)) {
+    return make_error("the distillation temperature must be positive");
+  }
+  for (const DraftRecord* record : records) {
+    if (static_cast<int64_t>(record->hidden.size()) != hidden || record->token < 0 ||
+        record->token >= adapter.shape.vocab ||
+        record->verifier_tokens.size() != record->verifier_logits.size()) {
+      return make_error("a learner record does not fit the model (hidden {}, token {})",
+                        record->hidden.size(), record->token);
+    }
+  }
+  return {};
+}
+
+NormedRecords normalize(std::span<const DraftRecord* const> records, std::span<const float> gain,
+                        float eps) {
+  const int64_t count = static_cast<int64_t>(records.size());
+  const int64_t hidden = static_cast<int64_t>(gain.size());
+  NormedRecords out;
+  out.hidden.resize(static_cast<size_t>(count * hidden));
+  out.normed.resize(out.hidden.size());
+  out.inverse_rms.resize(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    const float* source = records[static_cast<size_t>(i)]->hidden.data();
+    double squares = 0.0;
+    for (int64_t k = 0; k < hidden; ++k) squares += static_cast<double>(source[k]) * source[k];
+    out.inverse_rms[i] =
+        static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(hidden) + eps));
+    for (int64_t k = 0; k < hidden; ++k) {
+      out.hidden[i * hidden + k] = source[k];
+      out.normed[i * hidden + k] = source[k] * out.inverse_rms[i] * gain[k];
+    }
+  }
+  return out;
+}
+
+void finish_gradients(const DraftAdapter& adapter, const NormedRecords& normed,
+                      std::vector<float> head_product, std::vector<float> b_product,
+                      DviGradients& gradients) {
+  const int64_t hidden = adapter.shape.hidden;
+  const int64_t rank = adapter.shape.rank;
+  const int64_t count = static_cast<int64_t>(normed.inverse_rms.size());
+  std::vector<float>& dn = head_product;  // becomes ∂n
+  std::vector<float>& du = b_product;     // becomes γ Bᵀ ∂z
+  for (float& value : du) value *= adapter.scale();
+  // ∂A = Σ_i du_i n_iᵀ; ∂n += Aᵀ du; ∂gain = Σ_i ∂n_i ⊙ h_i / rms(h_i).
+  gradients.a.assign(static_cast<size_t>(rank * hidden), 0.0f);
+  gradients.gain.assign(static_cast<size_t>(hidden), 0.0f);
+  for (int64_t i = 0; i < count; ++i) {
+    for (int64_t j = 0; j < rank; ++j) {
+      const float g = du[static_cast<size_t>(i * rank + j)];
+      cpu::axpy(g, &normed.normed[static_cast<size_t>(i * hidden)],
+                &gradients.a[static_cast<size_t>(j * hidden)], hidden);
+      cpu::axpy(g, &adapter.a[static_cast<size_t>(j * hidden)],
+                &dn[static_cast<size_t>(i * hidden)], hidden);
+    }
+    for (int64_t k = 0; k < hidden; ++k) {
+      gradients.gain[k] +=
+          dn[i * hidden + k] * normed.hidden[i * hidden + k] * normed.inverse_rms[i];
+    }
+  }
+}
+
+DviLossTerms mean_terms(std::span<const double> terms, const DviLossWeights& weights) {
+  const size_t count = terms.size() / 3;
+  DviLossTerms mean;
+  for (size_t i = 0; i < count; ++i) {
+    mean.distillation += terms[3 * i] / static_cast<double>(count);
+    mean.cross_entropy += terms[3 * i + 1] / static_cast<double>(count);
+    mean.policy_gradient += terms[3 * i + 2] / static_cast<double>(count);
+  }
+  mean.total = weights.distillation * mean.distillation +
+               weights.cross_entropy * mean.cross_entropy +
+               weights.policy_gradient * mean.policy_gradient;
+  return mean;
+}
+
+}  // namespace dvi
+
 Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
     std::span<const DraftRecord* const> records, const DraftAdapter& adapter,
     const DviLossWeights& weights, DviGradients& gradients) {
@@ -30,38 +118,16 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
   const int64_t vocab = adapter.shape.vocab;
   const int64_t rank = adapter.shape.rank;
   const float scale = adapter.scale();
-  if (count == 0) return make_error("the learner's loss needs at least one record");
-  if (adapter.shape.hidden != hidden || static_cast<int64_t>(lm_head_.size()) != vocab * hidden) {
-    return make_error(
-        "the adapter ([{}, {}]) does not fit this LM head ({} values for hidden size {})",
-        adapter.shape.vocab, adapter.shape.hidden, lm_head_.size(), hidden);
-  }
-  if (!(weights.temperature > 0.0f))
-    return make_error("the distillation temperature must be positive");
-  for (const DraftRecord* record : records) {
-    if (static_cast<int64_t>(record->hidden.size()) != hidden || record->token < 0 ||
-        record->token >= vocab ||
-        record->verifier_tokens.size() != record->verifier_logits.size()) {
-      return make_error("a learner record does not fit the model (hidden {}, token {})",
-                        record->hidden.size(), record->token);
-    }
+  DW_TRY(dvi::check_records(records, adapter, hidden, weights));
+  if (static_cast<int64_t>(lm_head_.size()) != vocab * hidden) {
+    return make_error("the adapter's vocabulary of {} does not fit this LM head ({} values for "
+                      "hidden size {})",
+                      vocab, lm_head_.size(), hidden);
   }
 
   // Forward: n = rms_norm(h, gain), u = A n, z = W_lm n + γ B u.
-  std::vector<float> h(static_cast<size_t>(count * hidden));   // [N, hidden]
-  std::vector<float> normed(h.size());                         // [N, hidden]
-  std::vector<float> inverse_rms(static_cast<size_t>(count));  // [N]
-  for (int64_t i = 0; i < count; ++i) {
-    const float* source = records[static_cast<size_t>(i)]->hidden.data();
-    double squares = 0.0;
-    for (int64_t k = 0; k < hidden; ++k) squares += static_cast<double>(source[k]) * source[k];
-    inverse_rms[i] =
-        static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(hidden) + eps_));
-    for (int64_t k = 0; k < hidden; ++k) {
-      h[i * hidden + k] = source[k];
-      normed[i * hidden + k] = source[k] * inverse_rms[i] * adapter.gain[k];
-    }
-  }
+  const dvi::NormedRecords normed_records = dvi::normalize(records, adapter.gain, eps_);
+  const std::vector<float>& normed = normed_records.normed;      // [N, hidden]
   std::vector<float> logits(static_cast<size_t>(count * vocab));  // [N, vocab]
   std::vector<float> down(static_cast<size_t>(count * rank));     // [N, rank]: u
   std::vector<float> up(logits.size());                           // [N, vocab]: B u
@@ -73,21 +139,21 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
   // ∂L/∂z row by row (in place of the logits), and the loss terms.
   const double temperature = weights.temperature;
   const double inverse_count = 1.0 / static_cast<double>(count);
-  std::vector<DviLossTerms> terms(static_cast<size_t>(count));
+  std::vector<double> terms(static_cast<size_t>(count * 3));  // [N, 3]
   pool_.parallel_for(count, [&](int64_t i) {
     const DraftRecord& record = *records[static_cast<size_t>(i)];
     float* z = &logits[static_cast<size_t>(i * vocab)];
     const double log_normalizer = log_sum_exp(z, vocab, 1.0);
     const double log_p_token = z[record.token] - log_normalizer;
-    DviLossTerms& own = terms[static_cast<size_t>(i)];
-    own.cross_entropy = record.reward * -log_p_token;
+    double* own = &terms[static_cast<size_t>(i * 3)];
+    own[1] = record.reward * -log_p_token;
     double importance = 1.0;
     if (weights.importance_clip > 0.0f) {
       importance = std::min<double>(weights.importance_clip,
                                     std::exp(log_p_token - record.draft_log_probability));
     }
     const double advantage = (record.reward - weights.baseline) * importance;
-    own.policy_gradient = advantage * -log_p_token;
+    own[2] = advantage * -log_p_token;
     const double token_coefficient =
         weights.cross_entropy * record.reward + weights.policy_gradient * advantage;
 
@@ -106,13 +172,13 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
         const double log_p = z[record.verifier_tokens[k]] / temperature - log_normalizer_t;
         kl += teacher[k] * (log_q - log_p);
       }
-      own.distillation = temperature * temperature * kl;
+      own[0] = temperature * temperature * kl;
     }
     for (int64_t v = 0; v < vocab; ++v) {
       double gradient = token_coefficient * std::exp(z[v] - log_normalizer);
-      if (distil)
-        gradient +=
-            weights.distillation * temperature * std::exp(z[v] / temperature - log_normalizer_t);
+      if (distil) {
+        gradient += weights.distillation * temperature * std::exp(z[v] / temperature - log_normalizer_t);
+      }
       z[v] = static_cast<float>(gradient);
     }
     z[record.token] -= static_cast<float>(token_coefficient);
@@ -127,13 +193,11 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
   const std::vector<float>& dz = logits;  // [N, vocab]
 
   // Backward through the vocabulary in fixed chunks (partial sums added in chunk order, so
-  // that the result does not depend on the threads): ∂n from W_lm, Bᵀ ∂z, and ∂B.
+  // that the result does not depend on the threads): Σ_v ∂z W_lm, Σ_v ∂z B, and ∂B.
   gradients.b.assign(static_cast<size_t>(vocab * rank), 0.0f);
   const int64_t chunks = (vocab + kVocabChunk - 1) / kVocabChunk;
-  std::vector<float> partial_dn(static_cast<size_t>(chunks * count * hidden),
-                                0.0f);  // [chunks, N, hidden]
-  std::vector<float> partial_bt(static_cast<size_t>(chunks * count * rank),
-                                0.0f);  // [chunks, N, rank]
+  std::vector<float> partial_dn(static_cast<size_t>(chunks * count * hidden), 0.0f);
+  std::vector<float> partial_bt(static_cast<size_t>(chunks * count * rank), 0.0f);
   pool_.parallel_for(chunks, [&](int64_t c) {
     const int64_t first = c * kVocabChunk;
     const int64_t last = std::min(vocab, first + kVocabChunk);
@@ -154,41 +218,13 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
     }
   });
   std::vector<float> dn(static_cast<size_t>(count * hidden), 0.0f);  // [N, hidden]
-  std::vector<float> du(static_cast<size_t>(count * rank), 0.0f);    // [N, rank]: γ Bᵀ ∂z
+  std::vector<float> bt(static_cast<size_t>(count * rank), 0.0f);    // [N, rank]
   for (int64_t c = 0; c < chunks; ++c) {
-    for (size_t k = 0; k < dn.size(); ++k)
-      dn[k] += partial_dn[static_cast<size_t>(c) * dn.size() + k];
-    for (size_t k = 0; k < du.size(); ++k)
-      du[k] += partial_bt[static_cast<size_t>(c) * du.size() + k];
+    for (size_t k = 0; k < dn.size(); ++k) dn[k] += partial_dn[static_cast<size_t>(c) * dn.size() + k];
+    for (size_t k = 0; k < bt.size(); ++k) bt[k] += partial_bt[static_cast<size_t>(c) * bt.size() + k];
   }
-  for (float& value : du) value *= scale;
-
-  // ∂A = Σ_i du_i n_iᵀ; ∂n += Aᵀ du; ∂gain = Σ_i ∂n_i ⊙ h_i / rms(h_i).
-  gradients.a.assign(static_cast<size_t>(rank * hidden), 0.0f);
-  gradients.gain.assign(static_cast<size_t>(hidden), 0.0f);
-  for (int64_t i = 0; i < count; ++i) {
-    for (int64_t j = 0; j < rank; ++j) {
-      const float g = du[static_cast<size_t>(i * rank + j)];
-      cpu::axpy(g, &normed[static_cast<size_t>(i * hidden)],
-                &gradients.a[static_cast<size_t>(j * hidden)], hidden);
-      cpu::axpy(g, &adapter.a[static_cast<size_t>(j * hidden)],
-                &dn[static_cast<size_t>(i * hidden)], hidden);
-    }
-    for (int64_t k = 0; k < hidden; ++k) {
-      gradients.gain[k] += dn[i * hidden + k] * h[i * hidden + k] * inverse_rms[i];
-    }
-  }
-
-  DviLossTerms mean;
-  for (const DviLossTerms& own : terms) {
-    mean.distillation += own.distillation * inverse_count;
-    mean.cross_entropy += own.cross_entropy * inverse_count;
-    mean.policy_gradient += own.policy_gradient * inverse_count;
-  }
-  mean.total = weights.distillation * mean.distillation +
-               weights.cross_entropy * mean.cross_entropy +
-               weights.policy_gradient * mean.policy_gradient;
-  return mean;
+  dvi::finish_gradients(adapter, normed_records, std::move(dn), std::move(bt), gradients);
+  return dvi::mean_terms(terms, weights);
 }
 
 }  // namespace draftwise

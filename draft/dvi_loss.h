@@ -62,6 +62,27 @@ class DraftHeadTrainer {
                                                     DviGradients& gradients) = 0;
 };
 
+// The steps every trainer shares, on the host (small: records × hidden).
+namespace dvi {
+// Checks that every record fits a model of `hidden` and `vocab`.
+Status check_records(std::span<const DraftRecord* const> records, const DraftAdapter& adapter, int64_t hidden,
+                     const DviLossWeights& weights);
+// h, n = rms_norm(h, gain) and 1 / rms(h) of every record.
+struct NormedRecords {
+  std::vector<float> hidden;       // [N, hidden]
+  std::vector<float> normed;       // [N, hidden]
+  std::vector<float> inverse_rms;  // [N]
+};
+NormedRecords normalize(std::span<const DraftRecord* const> records, std::span<const float> gain, float eps);
+// From Σ_v ∂z[i, v] W_lm[v, :] (head_product, [N, hidden]) and Σ_v ∂z[i, v] B[v, :]
+// (b_product, [N, rank]) to ∂A and ∂gain (∂B is the trainer's own); fills gradients.a, .gain.
+void finish_gradients(const DraftAdapter& adapter, const NormedRecords& normed, std::vector<float> head_product,
+                      std::vector<float> b_product, DviGradients& gradients);
+// The batch means of per-record terms ([N, 3]: distillation, cross-entropy, policy gradient)
+// and their weighted total.
+DviLossTerms mean_terms(std::span<const double> terms, const DviLossWeights& weights);
+}  // namespace dvi
+
 // The CPU trainer: W_lm in fp32 host memory, fp32 arithmetic with double sums for the loss.
 // Results do not depend on the thread count.
 class CpuDraftHeadTrainer final : public DraftHeadTrainer {

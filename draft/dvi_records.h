@@ -23,21 +23,34 @@ struct DraftRecord {
 };
 
 // Keeps the `k` largest of `logits` ([vocab]) in the record, largest first (the lowest id
-// first among ties).
+// first among ties): one pass with a min-heap of the k best so far, so that most logits cost
+// one comparison.
 inline void keep_top_logits(std::span<const float> logits, int64_t k, DraftRecord& record) {
-  std::vector<int32_t> ids(logits.size());
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
-  const auto kept =
-      static_cast<std::ptrdiff_t>(std::min<size_t>(static_cast<size_t>(k), ids.size()));
-  const auto larger = [&](int32_t x, int32_t y) {
-    return logits[static_cast<size_t>(x)] > logits[static_cast<size_t>(y)] ||
-           (logits[static_cast<size_t>(x)] == logits[static_cast<size_t>(y)] && x < y);
+  const auto better = [&](int32_t x, int32_t y) {  // x ranks before y
+    const float a = logits[static_cast<size_t>(x)];
+    const float b = logits[static_cast<size_t>(y)];
+    return a > b || (a == b && x < y);
   };
-  std::partial_sort(ids.begin(), ids.begin() + kept, ids.end(), larger);
-  record.verifier_tokens.assign(ids.begin(), ids.begin() + kept);
+  const size_t kept = std::min<size_t>(static_cast<size_t>(std::max<int64_t>(k, 0)), logits.size());
+  std::vector<int32_t> heap;  // the worst of the best at the front
+  heap.reserve(kept);
+  for (size_t i = 0; i < logits.size() && kept > 0; ++i) {
+    const auto id = static_cast<int32_t>(i);
+    if (heap.size() < kept) {
+      heap.push_back(id);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (logits[i] > logits[static_cast<size_t>(heap.front())]) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = id;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
+  record.verifier_tokens = std::move(heap);
   record.verifier_logits.clear();
-  for (const int32_t id : record.verifier_tokens)
+  for (const int32_t id : record.verifier_tokens) {
     record.verifier_logits.push_back(logits[static_cast<size_t>(id)]);
+  }
 }
 
 // The newest `capacity` records; older ones are overwritten.

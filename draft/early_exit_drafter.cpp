@@ -94,11 +94,15 @@ Status EarlyExitDrafter::observe_verification(DraftRequestId request, int accept
 }
 
 Status EarlyExitDrafter::between_steps() {
-  return learning_ ? learning_->between_steps() : Status{};
+  if (!learning_) return {};
+  const double step_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - step_started_).count();
+  return learning_->between_steps(step_seconds);
 }
 
 Status EarlyExitDrafter::propose(std::span<const ProposalRequest> requests,
                                  std::vector<std::vector<DraftToken>>& proposals) {
+  step_started_ = std::chrono::steady_clock::now();
   proposals.assign(requests.size(), {});
   std::vector<Request*> states;
   for (const ProposalRequest& request : requests) {
@@ -131,7 +135,7 @@ Status EarlyExitDrafter::propose_group(std::span<const ProposalRequest> requests
                                        std::span<Request* const> states,
                                        const DraftAdapter* adapter,
                                        std::vector<std::vector<DraftToken>>& proposals) {
-  const bool logging = learning_ != nullptr && learning_->learns();
+  const bool logging = this->logging();
   const int64_t vocab = target_.config().vocab_size;
   const int64_t hidden = target_.config().hidden_size;
   LowRankAdapter low_rank;
@@ -188,8 +192,8 @@ Status EarlyExitDrafter::propose_group(std::span<const ProposalRequest> requests
     for (size_t j = 0; j < state.proposal.size(); ++j) {
       const float* z = kept.data() + j * static_cast<size_t>(vocab);
       const float largest = *std::max_element(z, z + vocab);
-      double total = 0.0;
-      for (int64_t v = 0; v < vocab; ++v) total += std::exp(static_cast<double>(z[v] - largest));
+      float total = 0.0f;
+      for (int64_t v = 0; v < vocab; ++v) total += std::exp(z[v] - largest);
       state.proposal_log_probabilities.push_back(
           static_cast<float>(z[state.proposal[j]] - largest - std::log(total)));
     }

@@ -8,6 +8,7 @@
 // there (Decoder::forward_draft), and verification runs only layers [E, L) for them.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <unordered_map>
 
@@ -29,7 +30,7 @@ class EarlyExitDrafter final : public Drafter {
                  std::vector<std::vector<DraftToken>>& proposals) override;
   void end(DraftRequestId request) override;
 
-  bool wants_target_logits() const override { return learning_ != nullptr && learning_->learns(); }
+  bool wants_target_logits() const override { return logging(); }
   Status observe_verification(DraftRequestId request, int accepted,
                               std::span<const float> target_logits) override;
   Status between_steps() override;
@@ -48,6 +49,8 @@ class EarlyExitDrafter final : public Drafter {
     std::vector<float> proposal_hidden;
     std::vector<float> proposal_log_probabilities;
   };
+  // Whether drafts are being logged for a learner (learning attached, on and enabled).
+  bool logging() const { return learning_ != nullptr && learning_->learns() && learning_->enabled(); }
   // Drafts for the requests `members` (indices into requests) with one adapter (or none:
   // the target's final norm and LM head alone).
   Status propose_group(std::span<const ProposalRequest> requests, std::span<const size_t> members,
@@ -58,6 +61,7 @@ class EarlyExitDrafter final : public Drafter {
   Decoder& target_;
   int exit_layer_;
   std::unique_ptr<DraftLearning> learning_;
+  std::chrono::steady_clock::time_point step_started_;  // the last propose()
   std::unordered_map<DraftRequestId, Request> requests_;
   DraftRequestId next_id_ = 1;
 };

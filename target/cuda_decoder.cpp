@@ -331,11 +331,6 @@ Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, const Dr
         const Sequence& state = sequences_.at(id);
         return PendingTokens{state.pending, state.pending_exit_layer};
       }));
-  if (draft != nullptr && (draft->adapter != nullptr || draft->exit_hidden != nullptr)) {
-    return make_error("{}: draft-head adapters and the learner's exit hidden states are not on the CUDA backend yet; "
-                      "run online learning with --device cpu",
-                      device_name());
-  }
   // One pass resumes pending tokens at one exit layer (the two segments of run_batch).
   int resume_layer = 0;
   for (const ForwardRequest& request : batch) {
@@ -498,7 +493,10 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   shape.rows = static_cast<int64_t>(ids.size());
   shape.rows_b = static_cast<int64_t>(positions_b.size());
   shape.selected_rows = static_cast<int64_t>(logit_rows.size());
-  shape.greedy = tokens != nullptr;
+  // A draft head with an adapter (or whose h_exit the learner reads) ends after the graph:
+  // the step stores the LM head's logits, and the adapter term and argmax follow.
+  const bool head_extras = draft != nullptr && (draft->adapter != nullptr || draft->exit_hidden != nullptr);
+  shape.greedy = tokens != nullptr && !head_extras;
   shape.a_end = draft != nullptr ? draft->exit_layer : resumes ? resume_layer : layers;
   shape.store_hidden = draft != nullptr;
   shape.draft_gain = draft != nullptr && !draft->norm_gain.empty();
@@ -630,6 +628,19 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   } else {
     DW_TRY(enqueue_forward(shape));
   }
+  if (head_extras && shape.selected_rows > 0) {
+    std::vector<float*> h_rows;
+    for (const int32_t row : logit_rows) h_rows.push_back(stored[static_cast<size_t>(row)]);
+    DW_TRY(apply_draft_head(*draft, h_rows, shape.draft_gain ? static_cast<const float*>(b.gain) : final_norm_.as<float>(),
+                            b.logits));
+    if (tokens != nullptr) {
+      DW_ASSIGN_OR_RETURN(b.keys, scratch(18, bytes(shape.selected_rows, sizeof(uint64_t)), "argmax keys"));
+      DW_CUDA_TRY(cudaMemsetAsync(b.keys, 0, static_cast<size_t>(shape.selected_rows) * sizeof(uint64_t), stream));
+      DW_TRY(cuda_status(cuda::argmax_rows(static_cast<const float*>(b.logits), static_cast<uint64_t*>(b.keys),
+                                           shape.selected_rows, vocab, stream),
+                         "argmax_rows"));
+    }
+  }
   if (shape.selected_rows == 0) {
     // Nothing comes back, but the step must end before the page-locked plan is rewritten.
     if (tokens != nullptr) tokens->clear();
@@ -655,6 +666,55 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   }
   logits->resize(static_cast<size_t>(shape.selected_rows * vocab));
   return cuda::copy_to_host(logits->data(), b.logits, logits->size() * sizeof(float), stream);
+}
+
+Status CudaDecoder::apply_draft_head(const DraftHead& draft, std::span<float* const> h_rows, const float* gain,
+                                     void* logits) {
+  const cudaStream_t stream = stream_.get();
+  const int64_t hidden = config_.hidden_size;
+  const int64_t rows = static_cast<int64_t>(h_rows.size());
+  DW_ASSIGN_OR_RETURN(void* gathered, scratch(19, static_cast<size_t>(rows * hidden) * sizeof(float), "exit hidden rows"));
+  auto* h = static_cast<float*>(gathered);
+  for (int64_t i = 0; i < rows; ++i) {
+    DW_CUDA_TRY(cudaMemcpyAsync(h + i * hidden, h_rows[static_cast<size_t>(i)], static_cast<size_t>(hidden) * sizeof(float),
+                                cudaMemcpyDeviceToDevice, stream));
+  }
+  if (const LowRankAdapter* adapter = draft.adapter; adapter != nullptr) {
+    if (adapter->version == 0 || adapter->version != adapter_version_ || adapter_a_.bytes() < adapter->a.size_bytes() ||
+        adapter_b_.bytes() < adapter->b.size_bytes()) {
+      if (adapter_a_.bytes() < adapter->a.size_bytes()) {
+        adapter_a_ = DeviceBuffer();
+        DW_ASSIGN_OR_RETURN(adapter_a_, DeviceBuffer::allocate(adapter->a.size_bytes(), "the draft adapter's A"));
+      }
+      if (adapter_b_.bytes() < adapter->b.size_bytes()) {
+        adapter_b_ = DeviceBuffer();
+        DW_ASSIGN_OR_RETURN(adapter_b_, DeviceBuffer::allocate(adapter->b.size_bytes(), "the draft adapter's B"));
+      }
+      DW_CUDA_TRY(cudaMemcpyAsync(adapter_a_.data(), adapter->a.data(), adapter->a.size_bytes(), cudaMemcpyHostToDevice,
+                                  stream));
+      DW_CUDA_TRY(cudaMemcpyAsync(adapter_b_.data(), adapter->b.data(), adapter->b.size_bytes(), cudaMemcpyHostToDevice,
+                                  stream));
+      // The host spans must stay readable until the copies end: wait here, once per version.
+      DW_CUDA_TRY(cudaStreamSynchronize(stream));
+      adapter_version_ = adapter->version;
+    }
+    DW_TRY(cuda_status(cuda::low_rank_logits(h, rows, hidden, gain, static_cast<float>(config_.rms_norm_eps),
+                                             adapter_a_.as<float>(), adapter_b_.as<float>(), adapter->rank,
+                                             adapter->scale, static_cast<float*>(logits), config_.vocab_size, stream),
+                       "low_rank_logits"));
+  }
+  if (draft.exit_hidden != nullptr) {
+    draft.exit_hidden->resize(static_cast<size_t>(rows * hidden));
+    DW_TRY(cuda::copy_to_host(draft.exit_hidden->data(), h, draft.exit_hidden->size() * sizeof(float), stream));
+  }
+  return {};
+}
+
+Expected<std::vector<float>> CudaDecoder::final_norm_weight() const {
+  DW_CUDA_TRY(cudaSetDevice(options_.device));
+  std::vector<float> gain(static_cast<size_t>(config_.hidden_size));
+  DW_TRY(cuda::copy_to_host(gain.data(), final_norm_.data(), gain.size() * sizeof(float), stream_.get()));
+  return gain;
 }
 
 cuda::AttentionGeometry CudaDecoder::attention_geometry() const {

@@ -68,6 +68,14 @@ class CudaDecoder final : public Decoder {
   Status forward_draft_greedy(std::span<const ForwardRequest> batch, const DraftHead& head,
                               std::vector<int32_t>& tokens) override;
   int64_t pending_tokens(SequenceId sequence) const override;
+  Expected<std::vector<float>> final_norm_weight() const override;
+
+  // The frozen LM head on the GPU ([vocab, hidden] bf16; the embedding when tied), for the
+  // draft-head learner, and the device it is on.
+  const cuda::bf16* lm_head_device() const {
+    return (lm_head_.data() != nullptr ? lm_head_ : embedding_).as<cuda::bf16>();
+  }
+  int device() const { return options_.device; }
 
   // The stream every step runs on (for timing with CUDA events).
   cudaStream_t stream() const { return stream_.get(); }
@@ -226,6 +234,12 @@ class CudaDecoder final : public Decoder {
   cuda::PinnedBuffer pinned_plan_;     // its page-locked copy
   cuda::PinnedBuffer pinned_keys_;     // a greedy step's argmax keys, back from the GPU
   cuda::DeviceBuffer split_counters_;  // attention_paged's, zero between steps
+  // The last draft-head adapter a draft step used (LowRankAdapter::version), on the GPU.
+  cuda::DeviceBuffer adapter_a_, adapter_b_;
+  uint64_t adapter_version_ = 0;
+  // Adds a draft step's adapter term to its logits on the GPU and reads back the exit hidden
+  // states; h_rows are the requested rows' h_exit, where the step stored them.
+  Status apply_draft_head(const DraftHead& draft, std::span<float* const> h_rows, const float* gain, void* logits);
   std::map<StepShape, GraphExec> graphs_;
   uint64_t graphs_generation_ = 0;
 };

@@ -31,6 +31,8 @@ struct LowRankAdapter {
   float scale = 0.0f;        // γ = α / rank
   std::span<const float> a;  // [rank, hidden]
   std::span<const float> b;  // [vocab, rank]
+  // Unique to these values (a GPU keeps its copy while the version stays); 0: unversioned.
+  uint64_t version = 0;
 };
 
 // The draft head of early-exit drafting (DVI.md): logits = (W_lm + γ B A) · rms_norm(h_exit,
@@ -90,6 +92,8 @@ class Decoder {
                                       std::vector<int32_t>& tokens);
   // Tokens a sequence holds pending in its first layers; -1 for an unknown sequence.
   virtual int64_t pending_tokens(SequenceId sequence) const;
+  // The final norm's gain ([hidden]): where a draft head's own gain starts.
+  virtual Expected<std::vector<float>> final_norm_weight() const = 0;
 };
 
 // The index of the largest value of each `vocab`-long row of `logits`, the lowest among ties.

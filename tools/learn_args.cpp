@@ -1,6 +1,9 @@
 #include "tools/learn_args.h"
 
 #include "draft/early_exit_drafter.h"
+#ifdef DRAFTWISE_HAVE_CUDA
+#include "draft/dvi_loss_cuda.h"
+#endif
 
 namespace draftwise {
 
@@ -113,8 +116,15 @@ Status attach_learning(Drafter& drafter, Decoder& target, const LearningConfig& 
     DW_ASSIGN_OR_RETURN(loaded, load_draft_adapter(config.adapter_path, target.config().hidden_size,
                                                    target.config().vocab_size));
   }
+  std::unique_ptr<DraftHeadTrainer> trainer;
+#ifdef DRAFTWISE_HAVE_CUDA
+  if (const auto* gpu = dynamic_cast<const CudaDecoder*>(&target); gpu != nullptr) {
+    DW_ASSIGN_OR_RETURN(trainer, CudaDraftHeadTrainer::create(*gpu));
+  }
+#endif
   DW_ASSIGN_OR_RETURN(std::unique_ptr<DraftLearning> learning,
-                      make_draft_learning(target, config.scope, config.options, std::move(loaded)));
+                      make_draft_learning(target, config.scope, config.options, std::move(loaded),
+                                          std::move(trainer)));
   early_exit->set_learning(std::move(learning));
   return {};
 }

@@ -154,4 +154,40 @@ cudaError_t convert_bf16_to_f32(const bf16* in, float* out, int64_t count, cudaS
 //   in: [count] IEEE fp16 bits
 cudaError_t convert_f16_to_bf16(const uint16_t* in, bf16* out, int64_t count, cudaStream_t stream);
 
+// The DVI draft head (kernels/cuda/draft_head.cu; draft/dvi_loss.h has the math).
+// logits[r] += scale · B (A n_r), n_r = rms_norm(hidden_rows[r], gain); hidden ≤ 8192, rank ≤ 256.
+//   hidden_rows: [rows, hidden] fp32   gain: [hidden]   a: [rank, hidden]   b: [vocab, rank]
+//   logits: [rows, vocab] fp32
+cudaError_t low_rank_logits(const float* hidden_rows, int64_t rows, int64_t hidden, const float* gain, float eps,
+                            const float* a, const float* b, int64_t rank, float scale, float* logits, int64_t vocab,
+                            cudaStream_t stream);
+
+struct DviRowWeights {
+  float distillation;
+  float cross_entropy;
+  float policy_gradient;
+  float temperature;
+  float baseline;
+  float importance_clip;  // > 0: weight the policy gradient by min(clip, p / p_logged)
+};
+// The learner's ∂L/∂z for `count` records, in place of their draft logits, and each
+// record's (distillation, cross-entropy, policy-gradient) terms.
+//   logits: [count, vocab] fp32   tokens, rewards, logged_log_probabilities: [count]
+//   top_tokens, top_logits: [count, top_k] (distinct tokens per row)   terms: [count, 3]
+cudaError_t dvi_logit_gradients(float* logits, int64_t count, int64_t vocab, const int32_t* tokens,
+                                const float* rewards, const float* logged_log_probabilities,
+                                const int32_t* top_tokens, const float* top_logits, int64_t top_k,
+                                const DviRowWeights& weights, float* terms, cudaStream_t stream);
+// b_gradient[v, j] = scale · Σ_i gradients[i, v] · down[i, j]
+//   gradients: [count, vocab]   down: [count, rank]   b_gradient: [vocab, rank]
+cudaError_t dvi_b_gradient(const float* gradients, const float* down, int64_t count, int64_t vocab, int64_t rank,
+                           float scale, float* b_gradient, cudaStream_t stream);
+// out[i] = [Σ_v gradients[i, v] · head[v, :] | Σ_v gradients[i, v] · b[v, :]], summed over
+// fixed vocabulary slices in order.
+//   gradients: [count, vocab]   head: [vocab, hidden] bf16   b: [vocab, rank]
+//   partial: [dvi_head_product_slices(vocab), count, hidden + rank]   out: [count, hidden + rank]
+int64_t dvi_head_product_slices(int64_t vocab);
+cudaError_t dvi_head_products(const float* gradients, int64_t count, int64_t vocab, const bf16* head, int64_t hidden,
+                              const float* b, int64_t rank, float* partial, float* out, cudaStream_t stream);
+
 }  // namespace draftwise::cuda

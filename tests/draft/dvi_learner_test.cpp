@@ -149,6 +149,11 @@ TEST(DviLearning, SampledTokensKeepTheTargetsDistributionWithATrainedAdapter) {
   std::printf("chi-square p-value with a trained adapter: %.3f\n", p_value);
 }
 
+// An untrained rank-4 adapter for the fixture.
+DraftAdapter small_adapter(const CpuDecoder& target) {
+  return DraftAdapter::initial({kHidden, kVocab, 4, 8.0f}, target.final_norm_gain(), 1).value();
+}
+
 DraftRecord record_of(int64_t hidden, float value, int32_t token, float reward) {
   DraftRecord record;
   record.hidden.assign(static_cast<size_t>(hidden), value);
@@ -166,8 +171,7 @@ TEST(DviLearner, NonFiniteGradientIsSkippedAndCounted) {
   CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, 1e-5f, target->thread_pool());
   LearnerOptions options = quick_options();
   options.batch_size = 2;
-  const DraftAdapter initial =
-      DraftAdapter::initial({kHidden, kVocab, 4, 8.0f}, target->final_norm_gain(), 1).value();
+  const DraftAdapter initial = small_adapter(*target);
   OnlineLearner learner(trainer, initial, options);
   learner.add_record(record_of(kHidden, 0.5f, 3, 1.0f));
   learner.add_record(record_of(kHidden, INFINITY, 4, 0.0f));
@@ -186,8 +190,7 @@ TEST(DviLearner, DestructiveUpdateIsDetectedAndReverted) {
   options.batch_size = 2;
   options.learning_rate = 1e3f;
   options.revert_window = 16;
-  const DraftAdapter initial =
-      DraftAdapter::initial({kHidden, kVocab, 4, 8.0f}, target->final_norm_gain(), 1).value();
+  const DraftAdapter initial = small_adapter(*target);
   OnlineLearner learner(trainer, initial, options);
   learner.observe_verification(16, 12);  // the level: 0.75
   const DraftAdapter good = *learner.adapter();
@@ -204,6 +207,30 @@ TEST(DviLearner, DestructiveUpdateIsDetectedAndReverted) {
   // A window within the margin keeps the adapter.
   learner.observe_verification(16, 11);
   EXPECT_EQ(learner.stats().reverted, 1);
+}
+
+// Updates stay within their share of the serving time, which counts only while learning.
+TEST(DviLearner, UpdatesWaitForTheirShareOfServingTime) {
+  auto target = fixture_decoder();
+  CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, 1e-5f, target->thread_pool());
+  LearnerOptions options = quick_options();
+  options.batch_size = 2;
+  options.update_interval = 1;
+  options.time_share = 0.15f;
+  OnlineLearner learner(trainer, small_adapter(*target), options);
+  learner.add_record(record_of(kHidden, 0.5f, 3, 1.0f));
+  learner.add_record(record_of(kHidden, 0.7f, 5, 0.0f));
+  learner.observe_verification(2, 1);
+  EXPECT_TRUE(*learner.maybe_update());  // the first: nothing to estimate its length from
+  learner.observe_verification(2, 1);
+  EXPECT_FALSE(*learner.maybe_update());  // the serving time so far is the update itself
+  learner.set_enabled(false);
+  learner.add_serving_time(100.0);  // not learning: does not count
+  learner.set_enabled(true);
+  EXPECT_FALSE(*learner.maybe_update());
+  learner.add_serving_time(100.0);
+  EXPECT_TRUE(*learner.maybe_update());
+  EXPECT_EQ(learner.stats().updates, 2);
 }
 
 TEST(DviLearner, LearningCanBeSwitchedOff) {
@@ -260,8 +287,7 @@ TEST(DviAdapter, SaveThenLoadGivesIdenticalBytesAndDrafts) {
 
 TEST(DviAdapter, FilesThatDoNotFitAreRefusedWithTheReason) {
   auto target = fixture_decoder();
-  const DraftAdapter adapter =
-      DraftAdapter::initial({kHidden, kVocab, 4, 8.0f}, target->final_norm_gain(), 1).value();
+  const DraftAdapter adapter = small_adapter(*target);
   const auto folder = std::filesystem::temp_directory_path() / "draftwise_dvi_adapter_bad";
   std::filesystem::create_directories(folder);
   const auto path = folder / "adapter.safetensors";

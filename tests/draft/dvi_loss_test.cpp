@@ -175,6 +175,16 @@ TEST(DviLoss, ResultsDoNotDependOnTheThreadCount) {
   EXPECT_EQ(one.gain, three.gain);
 }
 
+TEST(DviRecords, TopLogitsAreTheLargestInOrderLowestIdFirstAmongTies) {
+  const std::vector<float> logits = {0.5f, 3.0f, -1.0f, 3.0f, 2.0f, 0.5f, 7.0f, 2.0f};
+  DraftRecord record;
+  keep_top_logits(logits, 4, record);
+  EXPECT_EQ(record.verifier_tokens, (std::vector<int32_t>{6, 1, 3, 4}));
+  EXPECT_EQ(record.verifier_logits, (std::vector<float>{7.0f, 3.0f, 3.0f, 2.0f}));
+  keep_top_logits(logits, 20, record);  // more than there are: all, sorted
+  EXPECT_EQ(record.verifier_tokens, (std::vector<int32_t>{6, 1, 3, 4, 7, 0, 5, 2}));
+}
+
 TEST(DviLoss, RecordsThatDoNotFitAreRefused) {
   Problem problem = random_problem(14);
   cpu::ThreadPool pool(1);

@@ -16,6 +16,7 @@
 #include "target/cpu_decoder.h"
 #include "target/cuda_decoder.h"
 #include "target/random_weights.h"
+#include "tests/support/cuda_test.h"
 #include "tests/support/decoder_runs.h"
 #include "tests/support/numeric.h"
 #include "tests/support/reference_logits.h"
@@ -26,15 +27,6 @@ namespace draftwise {
 namespace {
 
 using testing::fixtures_dir;
-
-bool have_gpu() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) cudaGetLastError();
-  return count > 0;
-}
-
-#define DW_REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device visible: the CUDA decoder tests need a GPU"
 
 CudaDecoderOptions small_cache() {
   CudaDecoderOptions options;
