@@ -67,9 +67,10 @@ Status EarlyExitDrafter::observe_verification(DraftRequestId request, int accept
   const int proposed = static_cast<int>(state.proposal.size());
   const int64_t vocab = target_.config().vocab_size;
   const int64_t hidden = target_.config().hidden_size;
+  // A proposal made while learning was off (switched on since) has nothing to teach.
+  if (static_cast<int64_t>(state.proposal_hidden.size()) != proposed * hidden) return {};
   if (accepted < 0 || accepted > proposed ||
-      static_cast<int64_t>(target_logits.size()) < proposed * vocab ||
-      static_cast<int64_t>(state.proposal_hidden.size()) != proposed * hidden) {
+      static_cast<int64_t>(target_logits.size()) < proposed * vocab) {
     return make_error("{}: a verification of {} drafted tokens came with {} logits", name(),
                       proposed, target_logits.size());
   }

@@ -107,8 +107,7 @@ Status attach_learning(Drafter& drafter, Decoder& target, const LearningConfig& 
   if (early_exit == nullptr) {
     return make_error(
         "{}: online learning and adapters are for the self:E drafter (n-gram drafting has no "
-        "weights; "
-        "learning for a draft model is not built yet)",
+        "weights; learning for a draft model is not built yet)",
         drafter.name());
   }
   std::optional<DraftAdapter> loaded;

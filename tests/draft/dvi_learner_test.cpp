@@ -246,6 +246,34 @@ TEST(DviLearner, LearningCanBeSwitchedOff) {
   EXPECT_TRUE(*drafter->learning()->global_learner()->adapter() == adapter);
 }
 
+// Learning switched on between a proposal and its verification: that block teaches nothing,
+// and the request goes on.
+TEST(DviLearning, SwitchingLearningOnMidStepSkipsThatBlock) {
+  auto target = fixture_decoder();
+  auto drafter = learning_drafter(*target, LearnScope::global, quick_options());
+  drafter->learning()->set_enabled(false);
+  const std::vector<int32_t> prompt = {5, 6, 7, 5};
+  const SequenceId sequence = target->create_sequence();
+  std::vector<float> logits;
+  ASSERT_TRUE(target->forward(std::vector<ForwardRequest>{{sequence, prompt, {}}}, logits).ok());
+  const DraftRequestId id = drafter->begin(prompt, sequence, "").value();
+  ASSERT_TRUE(drafter->advance(id, 0, 6).ok());
+  SamplingParams greedy_params;
+  greedy_params.temperature = 0.0;
+  SamplingPicker picker(greedy_params, 1);
+  const ProposalRequest request{id, 3, &picker, 0.0};
+  std::vector<std::vector<DraftToken>> proposals;
+  ASSERT_TRUE(drafter->propose(std::span(&request, 1), proposals).ok());
+  ASSERT_FALSE(proposals[0].empty());
+  drafter->learning()->set_enabled(true);
+  const std::vector<float> target_logits((proposals[0].size() + 1) * kVocab, 0.0f);
+  EXPECT_TRUE(drafter->observe_verification(id, 0, target_logits).ok());
+  EXPECT_TRUE(drafter->advance(id, 0, 7).ok());
+  EXPECT_EQ(drafter->learning()->stats().records, 0);
+  drafter->end(id);
+  target->release_sequence(sequence);
+}
+
 TEST(DviAdapter, SaveThenLoadGivesIdenticalBytesAndDrafts) {
   auto target = fixture_decoder();
   auto trainer = learning_drafter(*target, LearnScope::global, quick_options());
