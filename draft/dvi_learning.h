@@ -36,6 +36,8 @@ class DraftLearning {
   void end_request(DraftRequestId request);
   // The adapter the request drafts with now.
   std::shared_ptr<const DraftAdapter> adapter(DraftRequestId request) const;
+  // The adapter learning starts from (the one drafting uses when the scope is off).
+  std::shared_ptr<const DraftAdapter> initial_adapter() const { return initial_; }
   // The request's learner; null when the scope is off.
   OnlineLearner* learner(DraftRequestId request);
   // The global learner (scopes global and request), or the learner of `key`; null when none.

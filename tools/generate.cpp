@@ -197,9 +197,7 @@ int run_generate(const std::vector<std::string>& cli) {
     learning->scope = LearnScope::global;
     learning->options.policy_gradient = !draft_spec->kl_only;
   }
-  const bool learning_asked = learning->scope != LearnScope::off || !learning->adapter_path.empty() ||
-                              !learning->save_path.empty();
-  if (learning_asked && !draft_spec) return report_error(make_error("--learn and --adapter need --draft self:E"));
+  if (learning->requested() && !draft_spec) return report_error(make_error("--learn and --adapter need --draft self:E"));
   options->learning_key = learning->key;
 
   Expected<LoadedModel> model = load_model(args, backend);

@@ -101,8 +101,7 @@ Expected<LearningConfig> parse_learn_args(const LearnArgs& args) {
 }
 
 Status attach_learning(Drafter& drafter, Decoder& target, const LearningConfig& config) {
-  if (config.scope == LearnScope::off && config.adapter_path.empty() && config.save_path.empty())
-    return {};
+  if (!config.requested()) return {};
   auto* early_exit = dynamic_cast<EarlyExitDrafter*>(&drafter);
   if (early_exit == nullptr) {
     return make_error(
@@ -136,7 +135,7 @@ Status save_learned_adapter(const Drafter& drafter, const LearningConfig& config
   const OnlineLearner* learner = config.scope == LearnScope::key ? learning->key_learner(config.key)
                                                                  : learning->global_learner();
   const std::shared_ptr<const DraftAdapter> adapter =
-      learner != nullptr ? learner->adapter() : learning->adapter(/*request=*/-1);
+      learner != nullptr ? learner->adapter() : learning->initial_adapter();
   if (Status saved = save_draft_adapter(*adapter, config.save_path); !saved.ok()) {
     return make_error("--save-adapter: {}", saved.error().message);
   }

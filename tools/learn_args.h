@@ -33,6 +33,10 @@ struct LearningConfig {
   LearnerOptions options;
   std::string adapter_path;  // load from here at start ("" : the untrained head)
   std::string save_path;     // save here at the end ("" : nowhere)
+  // Whether it asks for anything: learning, or an adapter to load or save.
+  bool requested() const {
+    return scope != LearnScope::off || !adapter_path.empty() || !save_path.empty();
+  }
 };
 
 // Errors name the flag.

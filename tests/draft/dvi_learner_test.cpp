@@ -141,9 +141,7 @@ TEST(DviLearning, SampledTokensKeepTheTargetsDistributionWithATrainedAdapter) {
     const Verdict verdict = verify_sampled(std::span(&draft, 1), logits, vocab, params, rng);
     ++emitted[static_cast<size_t>(verdict.accepted == 1 ? draft.token : verdict.next)];
   }
-  std::vector<double> expected(static_cast<size_t>(vocab), 0.0);
-  for (size_t i = 0; i < p.tokens.size(); ++i)
-    expected[static_cast<size_t>(p.tokens[i])] = p.probabilities[i];
+  const std::vector<double> expected = testing::dense_probabilities(p, vocab);
   const double p_value = testing::chi_square_p_value(emitted, expected);
   EXPECT_GT(p_value, 0.01);
   std::printf("chi-square p-value with a trained adapter: %.3f\n", p_value);

@@ -341,8 +341,7 @@ TEST(Speculation, SampledTokensHaveTheTargetsDistribution) {
     ++emitted[static_cast<size_t>(verdict.accepted == 1 ? x : verdict.next)];
     ++drafted[static_cast<size_t>(x)];
   }
-  std::vector<double> expected(static_cast<size_t>(vocab), 0.0);
-  for (size_t i = 0; i < p.tokens.size(); ++i) expected[static_cast<size_t>(p.tokens[i])] = p.probabilities[i];
+  const std::vector<double> expected = testing::dense_probabilities(p, vocab);
   const double emitted_p_value = testing::chi_square_p_value(emitted, expected);
   const double drafted_p_value = testing::chi_square_p_value(drafted, expected);
   EXPECT_GT(emitted_p_value, 0.01);

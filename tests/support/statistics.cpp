@@ -6,6 +6,14 @@
 
 namespace draftwise::testing {
 
+std::vector<double> dense_probabilities(const TokenDistribution& distribution, int64_t vocab) {
+  std::vector<double> dense(static_cast<size_t>(vocab), 0.0);
+  for (size_t i = 0; i < distribution.tokens.size(); ++i) {
+    dense[static_cast<size_t>(distribution.tokens[i])] = distribution.probabilities[i];
+  }
+  return dense;
+}
+
 double upper_regularized_gamma(double a, double x) {
   if (x <= 0.0) return 1.0;
   const double log_prefix = a * std::log(x) - x - std::lgamma(a);
