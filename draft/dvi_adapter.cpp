@@ -1,5 +1,6 @@
 #include "draft/dvi_adapter.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -21,6 +22,7 @@ constexpr const char* kFormat = "draftwise-dvi-adapter-v1";
 constexpr const char* kGain = "draft_head.norm.weight";
 constexpr const char* kA = "draft_head.lora_A";
 constexpr const char* kB = "draft_head.lora_B";
+constexpr const char* kLens = "draft_head.lens";
 
 Status check_shape(const DraftAdapterShape& shape) {
   if (shape.hidden <= 0 || shape.vocab <= 0) {
@@ -51,6 +53,7 @@ Expected<DraftAdapter> DraftAdapter::initial(const DraftAdapterShape& shape,
   adapter.gain.assign(initial_gain.begin(), initial_gain.end());
   adapter.a.resize(static_cast<size_t>(shape.rank * shape.hidden));
   adapter.b.assign(static_cast<size_t>(shape.vocab * shape.rank), 0.0f);
+  if (shape.lens) adapter.lens.assign(static_cast<size_t>(shape.hidden * shape.hidden), 0.0f);
   // Box–Muller, so that the values are the same on every platform.
   Rng rng(seed);
   const double deviation = 1.0 / std::sqrt(static_cast<double>(shape.hidden));
@@ -75,13 +78,17 @@ DraftAdapter DraftAdapter::with_new_version() const {
 
 Status save_draft_adapter(const DraftAdapter& adapter, const std::filesystem::path& path) {
   DW_TRY(check_shape(adapter.shape));
-  const struct {
+  struct Tensor {
     const char* name;
     const std::vector<float>* values;
     std::vector<int64_t> shape;
-  } tensors[] = {{kGain, &adapter.gain, {adapter.shape.hidden}},
-                 {kA, &adapter.a, {adapter.shape.rank, adapter.shape.hidden}},
-                 {kB, &adapter.b, {adapter.shape.vocab, adapter.shape.rank}}};
+  };
+  std::vector<Tensor> tensors = {{kGain, &adapter.gain, {adapter.shape.hidden}},
+                                 {kA, &adapter.a, {adapter.shape.rank, adapter.shape.hidden}},
+                                 {kB, &adapter.b, {adapter.shape.vocab, adapter.shape.rank}}};
+  if (adapter.shape.lens) {
+    tensors.push_back({kLens, &adapter.lens, {adapter.shape.hidden, adapter.shape.hidden}});
+  }
   nlohmann::json header;
   header["__metadata__"] = {{"format", kFormat},
                             {"alpha", fmt::format("{}", adapter.shape.alpha)},
@@ -149,10 +156,14 @@ Expected<DraftAdapter> load_draft_adapter(const std::filesystem::path& path, int
   if (Status checked = check_shape(adapter.shape); !checked.ok()) {
     return make_error("{}: {}", path.string(), checked.error().message);
   }
-  const std::map<std::string, std::pair<std::vector<float>*, std::vector<int64_t>>> wanted = {
+  // The lens is there or not by the file's tensors.
+  adapter.shape.lens = std::any_of(file.tensors().begin(), file.tensors().end(),
+                                   [](const SafetensorsTensor& tensor) { return tensor.name == kLens; });
+  std::map<std::string, std::pair<std::vector<float>*, std::vector<int64_t>>> wanted = {
       {kGain, {&adapter.gain, {hidden}}},
       {kA, {&adapter.a, {adapter.shape.rank, hidden}}},
       {kB, {&adapter.b, {vocab, adapter.shape.rank}}}};
+  if (adapter.shape.lens) wanted[kLens] = {&adapter.lens, {hidden, hidden}};
   if (file.tensors().size() != wanted.size()) {
     return make_error("{}: an adapter holds {} tensors, this file {}", path.string(), wanted.size(),
                       file.tensors().size());

@@ -78,7 +78,7 @@ void LearnerStats::add(const LearnerStats& other) {
 OnlineLearner::OnlineLearner(DraftHeadTrainer& trainer, DraftAdapter initial,
                              const LearnerOptions& options)
     : trainer_(trainer), options_(options), ring_(options.buffer_size), rng_(options.seed) {
-  const size_t parameters = initial.gain.size() + initial.a.size() + initial.b.size();
+  const size_t parameters = initial.gain.size() + initial.a.size() + initial.b.size() + initial.lens.size();
   state_.adapter = std::move(initial);
   state_.first_moment.assign(parameters, 0.0f);
   state_.second_moment.assign(parameters, 0.0f);
@@ -170,8 +170,12 @@ Status OnlineLearner::update() {
   const Expected<DviLossTerms> loss = trainer_.loss_and_gradients(
       batch, state_.adapter, weights_at(stats_.updates + stats_.skipped), gradients);
   if (!loss.ok()) return loss.error();
-  // The whole gradient, gain | A | B, its norm clipped.
-  const std::vector<float>* parts[] = {&gradients.gain, &gradients.a, &gradients.b};
+  // The whole gradient, gain | A | B | M, its norm clipped.
+  if (gradients.lens.size() != state_.adapter.lens.size()) {
+    return make_error("the trainer's lens gradient has {} values, the lens {}", gradients.lens.size(),
+                      state_.adapter.lens.size());
+  }
+  const std::vector<float>* parts[] = {&gradients.gain, &gradients.a, &gradients.b, &gradients.lens};
   double squares = 0.0;
   for (const std::vector<float>* part : parts) {
     for (const float g : *part) squares += static_cast<double>(g) * g;
@@ -186,13 +190,15 @@ Status OnlineLearner::update() {
   // AdamW (Loshchilov & Hutter 2019), bias-corrected, decay decoupled and off for the gain.
   // A step that would leave a non-finite parameter is skipped like a non-finite gradient.
   // Only the parameters need keeping: the moments stay finite with a finite gradient.
-  const std::vector<float> before[] = {state_.adapter.gain, state_.adapter.a, state_.adapter.b};
+  const std::vector<float> before[] = {state_.adapter.gain, state_.adapter.a, state_.adapter.b,
+                                       state_.adapter.lens};
   ++state_.steps;
   const double correction1 = 1.0 - std::pow(kAdamBeta1, static_cast<double>(state_.steps));
   const double correction2 = 1.0 - std::pow(kAdamBeta2, static_cast<double>(state_.steps));
-  std::vector<float>* values[] = {&state_.adapter.gain, &state_.adapter.a, &state_.adapter.b};
+  std::vector<float>* values[] = {&state_.adapter.gain, &state_.adapter.a, &state_.adapter.b,
+                                  &state_.adapter.lens};
   size_t offset = 0;
-  for (size_t p = 0; p < 3; ++p) {
+  for (size_t p = 0; p < std::size(values); ++p) {
     std::vector<float>& parameter = *values[p];
     const std::vector<float>& gradient = *parts[p];
     const double decay = p == 0 ? 0.0 : options_.weight_decay;
@@ -211,9 +217,7 @@ Status OnlineLearner::update() {
   for (const std::vector<float>* parameter : values) {
     if (std::all_of(parameter->begin(), parameter->end(), [](float x) { return std::isfinite(x); }))
       continue;
-    state_.adapter.gain = before[0];
-    state_.adapter.a = before[1];
-    state_.adapter.b = before[2];
+    for (size_t p = 0; p < std::size(values); ++p) *values[p] = before[p];
     --state_.steps;
     ++stats_.skipped;
     stats_.seconds += seconds_since(start);

@@ -36,8 +36,9 @@ namespace draftwise {
 struct LearnerOptions {
   int64_t rank = 16;
   float alpha = 32.0f;
-  float learning_rate = 5e-4f;
-  float weight_decay = 0.0f;  // AdamW's decoupled decay, on A and B (never on the gain)
+  bool lens = true;  // the head's trainable lens M besides gain, A and B (dvi_adapter.h)
+  float learning_rate = 1e-3f;
+  float weight_decay = 0.0f;  // AdamW's decoupled decay, on A, B and M (never on the gain)
   float clip_norm = 1.0f;     // of the whole gradient
   int64_t batch_size = 64;
   int64_t update_interval = 8;  // verifications between updates

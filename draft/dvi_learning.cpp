@@ -144,7 +144,7 @@ Expected<std::unique_ptr<DraftLearning>> make_draft_learning(
   } else {
     DW_ASSIGN_OR_RETURN(const std::vector<float> gain, target.final_norm_weight());
     const DraftAdapterShape shape{config.hidden_size, config.vocab_size, options.rank,
-                                  options.alpha};
+                                  options.alpha, options.lens};
     DW_ASSIGN_OR_RETURN(initial, DraftAdapter::initial(shape, gain, options.seed));
   }
   return std::make_unique<DraftLearning>(std::move(trainer), std::move(initial), scope, options);

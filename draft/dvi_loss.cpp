@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/cpu/matmul.h"
 
@@ -31,6 +32,11 @@ Status check_records(std::span<const DraftRecord* const> records, const DraftAda
     return make_error("the adapter is for hidden size {}, this LM head's is {}",
                       adapter.shape.hidden, hidden);
   }
+  if (adapter.shape.lens != !adapter.lens.empty() ||
+      (!adapter.lens.empty() && static_cast<int64_t>(adapter.lens.size()) != hidden * hidden)) {
+    return make_error("the adapter's lens has {} values; hidden size {} needs {}", adapter.lens.size(), hidden,
+                      adapter.shape.lens ? hidden * hidden : 0);
+  }
   if (!(weights.temperature > 0.0f)) {
     return make_error("the distillation temperature must be positive");
   }
@@ -45,23 +51,32 @@ Status check_records(std::span<const DraftRecord* const> records, const DraftAda
   return {};
 }
 
-NormedRecords normalize(std::span<const DraftRecord* const> records, std::span<const float> gain,
-                        float eps) {
+NormedRecords normalize(std::span<const DraftRecord* const> records, const DraftAdapter& adapter,
+                        float eps, cpu::ThreadPool& pool) {
   const int64_t count = static_cast<int64_t>(records.size());
-  const int64_t hidden = static_cast<int64_t>(gain.size());
+  const int64_t hidden = static_cast<int64_t>(adapter.gain.size());
   NormedRecords out;
   out.hidden.resize(static_cast<size_t>(count * hidden));
   out.normed.resize(out.hidden.size());
   out.inverse_rms.resize(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
-    const float* source = records[static_cast<size_t>(i)]->hidden.data();
+    std::memcpy(&out.hidden[static_cast<size_t>(i * hidden)], records[static_cast<size_t>(i)]->hidden.data(),
+                static_cast<size_t>(hidden) * sizeof(float));
+  }
+  if (!adapter.lens.empty()) {
+    out.exit = out.hidden;
+    std::vector<float> mapped(out.hidden.size());
+    cpu::matmul(out.exit.data(), adapter.lens.data(), nullptr, mapped.data(), count, hidden, hidden, pool);
+    for (size_t k = 0; k < mapped.size(); ++k) out.hidden[k] += mapped[k];
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const float* source = &out.hidden[static_cast<size_t>(i * hidden)];
     double squares = 0.0;
     for (int64_t k = 0; k < hidden; ++k) squares += static_cast<double>(source[k]) * source[k];
     out.inverse_rms[i] =
         static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(hidden) + eps));
     for (int64_t k = 0; k < hidden; ++k) {
-      out.hidden[i * hidden + k] = source[k];
-      out.normed[i * hidden + k] = source[k] * out.inverse_rms[i] * gain[k];
+      out.normed[i * hidden + k] = source[k] * out.inverse_rms[i] * adapter.gain[k];
     }
   }
   return out;
@@ -69,7 +84,7 @@ NormedRecords normalize(std::span<const DraftRecord* const> records, std::span<c
 
 void finish_gradients(const DraftAdapter& adapter, const NormedRecords& normed,
                       std::vector<float> head_product, std::vector<float> b_product,
-                      DviGradients& gradients) {
+                      DviGradients& gradients, cpu::ThreadPool& pool) {
   const int64_t hidden = adapter.shape.hidden;
   const int64_t rank = adapter.shape.rank;
   const int64_t count = static_cast<int64_t>(normed.inverse_rms.size());
@@ -92,6 +107,29 @@ void finish_gradients(const DraftAdapter& adapter, const NormedRecords& normed,
           dn[i * hidden + k] * normed.hidden[i * hidden + k] * normed.inverse_rms[i];
     }
   }
+  gradients.lens.clear();
+  if (adapter.lens.empty()) return;
+  // ∂x through the norm, record by record; then ∂M = Σ_i ∂x_i h_iᵀ, row by row of M.
+  std::vector<float> dx(static_cast<size_t>(count * hidden));  // [N, hidden]
+  for (int64_t i = 0; i < count; ++i) {
+    const float* x = &normed.hidden[static_cast<size_t>(i * hidden)];
+    const float* dn_i = &dn[static_cast<size_t>(i * hidden)];
+    const double rho = normed.inverse_rms[i];
+    double projection = 0.0;
+    for (int64_t k = 0; k < hidden; ++k) projection += static_cast<double>(adapter.gain[k]) * dn_i[k] * x[k];
+    const double shrink = rho * rho * rho * projection / static_cast<double>(hidden);
+    for (int64_t k = 0; k < hidden; ++k) {
+      dx[static_cast<size_t>(i * hidden + k)] =
+          static_cast<float>(rho * adapter.gain[k] * dn_i[k] - shrink * x[k]);
+    }
+  }
+  gradients.lens.assign(static_cast<size_t>(hidden * hidden), 0.0f);
+  pool.parallel_for(hidden, [&](int64_t o) {
+    float* row = &gradients.lens[static_cast<size_t>(o * hidden)];
+    for (int64_t i = 0; i < count; ++i) {
+      cpu::axpy(dx[static_cast<size_t>(i * hidden + o)], &normed.exit[static_cast<size_t>(i * hidden)], row, hidden);
+    }
+  });
 }
 
 DviLossTerms mean_terms(std::span<const double> terms, const DviLossWeights& weights) {
@@ -126,7 +164,7 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
   }
 
   // Forward: n = rms_norm(h, gain), u = A n, z = W_lm n + γ B u.
-  const dvi::NormedRecords normed_records = dvi::normalize(records, adapter.gain, eps_);
+  const dvi::NormedRecords normed_records = dvi::normalize(records, adapter, eps_, pool_);
   const std::vector<float>& normed = normed_records.normed;      // [N, hidden]
   std::vector<float> logits(static_cast<size_t>(count * vocab));  // [N, vocab]
   std::vector<float> down(static_cast<size_t>(count * rank));     // [N, rank]: u
@@ -223,7 +261,7 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
     for (size_t k = 0; k < dn.size(); ++k) dn[k] += partial_dn[static_cast<size_t>(c) * dn.size() + k];
     for (size_t k = 0; k < bt.size(); ++k) bt[k] += partial_bt[static_cast<size_t>(c) * bt.size() + k];
   }
-  dvi::finish_gradients(adapter, normed_records, std::move(dn), std::move(bt), gradients);
+  dvi::finish_gradients(adapter, normed_records, std::move(dn), std::move(bt), gradients, pool_);
   return dvi::mean_terms(terms, weights);
 }
 

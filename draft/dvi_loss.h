@@ -1,7 +1,7 @@
 // The DVI learner's loss on a batch of records and its gradient, written by hand for exactly
 // the draft head's trainable parameters (DVI.md, "The loss and its schedule"). For a record
-// (h, a, verifier top-K logits t over tokens S, reward r), with n = rms_norm(h, gain) and
-// z = (W_lm + γ B A) n the draft logits:
+// (h, a, verifier top-K logits t over tokens S, reward r), with x = h + M h (x = h without a
+// lens), n = rms_norm(x, gain) and z = (W_lm + γ B A) n the draft logits:
 //
 //   distillation    T² · KL(q ‖ softmax(z / T) restricted to S),  q = softmax(t / T) over S
 //                   (the verifier's top-K renormalised; the draft's full-softmax log-probs)
@@ -12,8 +12,9 @@
 //   L = mean over records of (w_kd · distillation + w_ce · cross-entropy + w_pg · policy gradient)
 //
 // ∂L/∂z = (w_kd · T · (softmax(z/T) − q) + (w_ce r + w_pg (r − b) w) · (softmax(z) − e_a)) / N;
-// then ∂B = γ Σ ∂z uᵀ with u = A n, ∂A = Σ (γ Bᵀ ∂z) nᵀ, ∂n = W_lmᵀ ∂z + Aᵀ γ Bᵀ ∂z, and
-// ∂gain = Σ ∂n ⊙ h / rms(h).
+// then ∂B = γ Σ ∂z uᵀ with u = A n, ∂A = Σ (γ Bᵀ ∂z) nᵀ, ∂n = W_lmᵀ ∂z + Aᵀ γ Bᵀ ∂z,
+// ∂gain = Σ ∂n ⊙ x / rms(x), and through the norm (ρ = 1 / rms(x), d = hidden)
+// ∂x = ρ (gain ⊙ ∂n) − (ρ³ / d) (Σ_k gain_k ∂n_k x_k) x, ∂M = Σ ∂x hᵀ.
 #pragma once
 
 #include <span>
@@ -48,6 +49,7 @@ struct DviGradients {
   std::vector<float> gain;  // [hidden]
   std::vector<float> a;     // [rank, hidden]
   std::vector<float> b;     // [vocab, rank]
+  std::vector<float> lens;  // [hidden, hidden]; empty without a lens
 };
 
 // Where the loss and its gradient are computed: on the CPU, or next to a GPU's weights.
@@ -67,17 +69,21 @@ namespace dvi {
 // Checks that every record fits a model of `hidden` and `vocab`.
 Status check_records(std::span<const DraftRecord* const> records, const DraftAdapter& adapter, int64_t hidden,
                      const DviLossWeights& weights);
-// h, n = rms_norm(h, gain) and 1 / rms(h) of every record.
+// x = h + M h (h without a lens), n = rms_norm(x, gain) and 1 / rms(x) of every record.
+// Results do not depend on the pool's thread count.
 struct NormedRecords {
-  std::vector<float> hidden;       // [N, hidden]
+  std::vector<float> exit;         // [N, hidden]: h, kept with a lens only
+  std::vector<float> hidden;       // [N, hidden]: x
   std::vector<float> normed;       // [N, hidden]
   std::vector<float> inverse_rms;  // [N]
 };
-NormedRecords normalize(std::span<const DraftRecord* const> records, std::span<const float> gain, float eps);
+NormedRecords normalize(std::span<const DraftRecord* const> records, const DraftAdapter& adapter, float eps,
+                        cpu::ThreadPool& pool);
 // From Σ_v ∂z[i, v] W_lm[v, :] (head_product, [N, hidden]) and Σ_v ∂z[i, v] B[v, :]
-// (b_product, [N, rank]) to ∂A and ∂gain (∂B is the trainer's own); fills gradients.a, .gain.
+// (b_product, [N, rank]) to ∂A, ∂gain and ∂M (∂B is the trainer's own); fills gradients.a,
+// .gain and .lens.
 void finish_gradients(const DraftAdapter& adapter, const NormedRecords& normed, std::vector<float> head_product,
-                      std::vector<float> b_product, DviGradients& gradients);
+                      std::vector<float> b_product, DviGradients& gradients, cpu::ThreadPool& pool);
 // The batch means of per-record terms ([N, 3]: distillation, cross-entropy, policy gradient)
 // and their weighted total.
 DviLossTerms mean_terms(std::span<const double> terms, const DviLossWeights& weights);

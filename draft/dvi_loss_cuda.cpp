@@ -59,7 +59,7 @@ Expected<DviLossTerms> CudaDraftHeadTrainer::loss_and_gradients(
 
   // The host side of the forward pass: n, its bf16 copy for the GEMM, u = A n.
   const dvi::NormedRecords normed =
-      dvi::normalize(records, adapter.gain, static_cast<float>(config.rms_norm_eps));
+      dvi::normalize(records, adapter, static_cast<float>(config.rms_norm_eps), pool_);
   std::vector<uint16_t> normed_bf16(normed.normed.size());
   for (size_t i = 0; i < normed_bf16.size(); ++i) normed_bf16[i] = f32_to_bf16(normed.normed[i]);
   std::vector<float> down(static_cast<size_t>(count * rank), 0.0f);  // [N, rank]
@@ -164,7 +164,8 @@ Expected<DviLossTerms> CudaDraftHeadTrainer::loss_and_gradients(
     std::memcpy(&b_product[static_cast<size_t>(i * rank)],
                 &products[static_cast<size_t>(i * width + hidden)], static_cast<size_t>(rank) * 4);
   }
-  dvi::finish_gradients(adapter, normed, std::move(head_product), std::move(b_product), gradients);
+  dvi::finish_gradients(adapter, normed, std::move(head_product), std::move(b_product), gradients,
+                        pool_);
   const std::vector<double> terms_wide(terms.begin(), terms.end());
   return dvi::mean_terms(terms_wide, weights);
 }

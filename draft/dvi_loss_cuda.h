@@ -4,7 +4,9 @@
 // (kernels/cuda/draft_head.cu); the last steps, small, on the host as on the CPU.
 #pragma once
 
+#include <algorithm>
 #include <memory>
+#include <thread>
 
 #include "draft/dvi_loss.h"
 #include "kernels/cuda/device_buffer.h"
@@ -32,6 +34,9 @@ class CudaDraftHeadTrainer final : public DraftHeadTrainer {
   const CudaDecoder& decoder_;
   cuda::Gemm gemm_;
   std::vector<cuda::DeviceBuffer> buffers_;
+  // The host steps (the lens's products, ∂A, ∂gain) run between engine steps, never during
+  // one: a few threads of their own.
+  cpu::ThreadPool pool_{static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())))};
 };
 
 }  // namespace draftwise

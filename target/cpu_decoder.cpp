@@ -336,6 +336,13 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
   const int64_t vocab = config_.vocab_size;
   std::vector<float> exit_hidden;
   if (draft != nullptr && draft->exit_hidden != nullptr) exit_hidden = selected;
+  if (const LowRankAdapter* adapter = draft != nullptr ? draft->adapter : nullptr;
+      adapter != nullptr && !adapter->lens.empty()) {
+    // The lens: h + M h.
+    std::vector<float> mapped(selected.size());
+    cpu::matmul(selected.data(), adapter->lens.data(), nullptr, mapped.data(), logit_rows, hidden, hidden, pool_);
+    for (size_t i = 0; i < selected.size(); ++i) selected[i] += mapped[i];
+  }
   const float* gain = draft != nullptr && !draft->norm_gain.empty() ? draft->norm_gain.data() : final_norm_.data();
   cpu::rms_norm(selected.data(), gain, selected.data(), logit_rows, hidden, static_cast<float>(config_.rms_norm_eps),
                 pool_);

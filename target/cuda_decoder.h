@@ -235,7 +235,7 @@ class CudaDecoder final : public Decoder {
   cuda::PinnedBuffer pinned_keys_;     // a greedy step's argmax keys, back from the GPU
   cuda::DeviceBuffer split_counters_;  // attention_paged's, zero between steps
   // The last draft-head adapter a draft step used (LowRankAdapter::version), on the GPU.
-  cuda::DeviceBuffer adapter_a_, adapter_b_;
+  cuda::DeviceBuffer adapter_a_, adapter_b_, adapter_lens_;
   uint64_t adapter_version_ = 0;
   // Adds a draft step's adapter term to its logits on the GPU and reads back the exit hidden
   // states; h_rows are the requested rows' h_exit, where the step stored them.

@@ -61,6 +61,11 @@ Status check_early_exit_batch(std::span<const ForwardRequest> batch, const Draft
                           adapter->a.size(), adapter->b.size(), adapter->rank, adapter->rank, config.hidden_size,
                           config.vocab_size, adapter->rank);
       }
+      if (!adapter->lens.empty() &&
+          static_cast<int64_t>(adapter->lens.size()) != config.hidden_size * config.hidden_size) {
+        return make_error("the draft head's lens has {} values; it needs [{}, {}]", adapter->lens.size(),
+                          config.hidden_size, config.hidden_size);
+      }
     }
   }
   for (const ForwardRequest& request : batch) {

@@ -31,12 +31,14 @@ struct LowRankAdapter {
   float scale = 0.0f;        // γ = α / rank
   std::span<const float> a;  // [rank, hidden]
   std::span<const float> b;  // [vocab, rank]
+  // M, [hidden, hidden]: the exit hidden state h becomes h + M h before the norm; empty: none.
+  std::span<const float> lens;
   // Unique to these values (a GPU keeps its copy while the version stays); 0: unversioned.
   uint64_t version = 0;
 };
 
-// The draft head of early-exit drafting (DVI.md): logits = (W_lm + γ B A) · rms_norm(h_exit,
-// gain), the LM head being the target's own, frozen and shared.
+// The draft head of early-exit drafting (DVI.md): logits = (W_lm + γ B A) · rms_norm(h_exit +
+// M h_exit, gain), the LM head being the target's own, frozen and shared.
 struct DraftHead {
   int exit_layer = 0;                        // in [1, num_layers − 1]
   std::span<const float> norm_gain;          // [hidden]; empty: the target's final norm gain

@@ -346,7 +346,8 @@ int run_bench(const std::vector<std::string>& cli) {
       {"categories", nlohmann::json::object()},
       {"prompts", nlohmann::json::array()}};
   if (!learning_modes.empty()) {
-    results["config"]["learner"] = {{"rank", learner_defaults.rank},
+    results["config"]["learner"] = {{"head", learner_defaults.lens ? "lora+lens" : "lora"},
+                                    {"rank", learner_defaults.rank},
                                     {"alpha", learner_defaults.alpha},
                                     {"learning_rate", learner_defaults.learning_rate},
                                     {"batch_size", learner_defaults.batch_size},

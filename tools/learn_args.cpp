@@ -34,6 +34,10 @@ void add_learn_options(ArgParser& parser, LearnArgs& args) {
                     "start from this draft-head adapter (safetensors)");
   parser.add_option("save-adapter", &args.save_adapter, "PATH",
                     "write the adapter the run ends with (safetensors)");
+  parser.add_option("learn-head", &args.head, "lora|lora+lens",
+                    fmt::format("the draft head's trainable part: norm gain and low-rank adapter, "
+                                "and a lens on the exit hidden state (default {})",
+                                d.lens ? "lora+lens" : "lora"));
   parser.add_option("learn-rank", &args.rank, "R",
                     fmt::format("adapter rank (default {})", d.rank));
   parser.add_option("learn-alpha", &args.alpha, "A",
@@ -81,6 +85,11 @@ Expected<LearningConfig> parse_learn_args(const LearnArgs& args) {
   config.adapter_path = args.adapter;
   config.save_path = args.save_adapter;
   LearnerOptions& o = config.options;
+  if (args.head == "lora" || args.head == "lora+lens") {
+    o.lens = args.head == "lora+lens";
+  } else if (!args.head.empty()) {
+    return make_error("--learn-head must be lora or lora+lens, got \"{}\"", args.head);
+  }
   DW_TRY(set_integer("--learn-rank", args.rank, o.rank));
   DW_TRY(set_number("--learn-alpha", args.alpha, o.alpha));
   DW_TRY(set_number("--learn-lr", args.learning_rate, o.learning_rate));

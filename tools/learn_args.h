@@ -19,7 +19,7 @@ struct LearnArgs {
   std::string key;
   std::string adapter;
   std::string save_adapter;
-  std::string rank, alpha, learning_rate, batch, interval, buffer, top_k, temperature;
+  std::string head, rank, alpha, learning_rate, batch, interval, buffer, top_k, temperature;
   std::string cross_entropy_weight, policy_gradient_weight, distillation_floor, warmup, ramp,
       time_share;
   bool kl_only = false;

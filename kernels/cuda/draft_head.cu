@@ -4,6 +4,8 @@
 //   kVocabPerBlock), 256 threads; each block recomputes n and u = A n for its row in shared
 //   memory (hidden ≤ 8192, rank ≤ 256: a few thousand multiply-adds), then adds B u to its
 //   slice of the row, one vocabulary entry per thread at a time.
+// lens_map: x = h + M h, a warp per output value (grid (rows, hidden / 8), 256 threads),
+//   reading row o of M coalesced.
 // dvi_logit_gradients: one block of 1024 per record; three passes over its logits (largest
 //   value, the two normalisers at temperatures 1 and T, then ∂L/∂z in place), the top-K
 //   distillation target read from the record. Per-record loss terms go to `terms`.
@@ -56,6 +58,19 @@ __global__ void low_rank_logits_kernel(const float* hidden_rows, int64_t hidden,
     for (int64_t j = 0; j < rank; ++j) sum += b[v * rank + j] * down[j];
     row[v] += scale * sum;
   }
+}
+
+__global__ void lens_map_kernel(const float* hidden_rows, int64_t hidden, const float* lens, float* out) {
+  wait_for_prior_grid();
+  const int64_t o = blockIdx.y * (kHeadThreads / 32) + threadIdx.x / 32;
+  if (o >= hidden) return;
+  const int lane = threadIdx.x % 32;
+  const float* h = hidden_rows + blockIdx.x * hidden;
+  const float* m = lens + o * hidden;
+  float sum = 0.0f;
+  for (int64_t k = lane; k < hidden; k += 32) sum += m[k] * h[k];
+  sum = warp_sum(sum);
+  if (lane == 0) out[blockIdx.x * hidden + o] = h[o] + sum;
 }
 
 // Block-wide max over kRowThreads threads.
@@ -192,6 +207,14 @@ cudaError_t low_rank_logits(const float* hidden_rows, int64_t rows, int64_t hidd
   const size_t shared = static_cast<size_t>(hidden + rank) * sizeof(float);
   return launch(low_rank_logits_kernel, grid, dim3(kHeadThreads), shared, stream, hidden_rows, hidden, gain, eps, a, b,
                 rank, scale, logits, vocab);
+}
+
+cudaError_t lens_map(const float* hidden_rows, int64_t rows, int64_t hidden, const float* lens, float* out,
+                     cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  constexpr int64_t kWarps = kHeadThreads / 32;
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((hidden + kWarps - 1) / kWarps));
+  return launch(lens_map_kernel, grid, dim3(kHeadThreads), 0, stream, hidden_rows, hidden, lens, out);
 }
 
 cudaError_t dvi_logit_gradients(float* logits, int64_t count, int64_t vocab, const int32_t* tokens,

@@ -162,6 +162,11 @@ cudaError_t low_rank_logits(const float* hidden_rows, int64_t rows, int64_t hidd
                             const float* a, const float* b, int64_t rank, float scale, float* logits, int64_t vocab,
                             cudaStream_t stream);
 
+// The draft head's lens: out[r] = hidden_rows[r] + M hidden_rows[r].
+//   hidden_rows, out: [rows, hidden] fp32 (distinct)   lens: [hidden, hidden] (row o: output o)
+cudaError_t lens_map(const float* hidden_rows, int64_t rows, int64_t hidden, const float* lens, float* out,
+                     cudaStream_t stream);
+
 struct DviRowWeights {
   float distillation;
   float cross_entropy;

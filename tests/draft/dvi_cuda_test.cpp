@@ -35,13 +35,15 @@ std::unique_ptr<CpuDecoder> load_on_cpu(const std::filesystem::path& path) {
   return std::move(decoder).value();
 }
 
-// An adapter far from neutral: gain, A and B all random.
-DraftAdapter random_adapter(int64_t hidden, int64_t vocab, int64_t rank, uint64_t seed) {
+// An adapter far from neutral: gain, A, B and the lens (when it has one) all random.
+DraftAdapter random_adapter(int64_t hidden, int64_t vocab, int64_t rank, uint64_t seed, bool lens = true) {
   Rng rng(seed);
   std::vector<float> gain;
   for (int64_t k = 0; k < hidden; ++k) gain.push_back(1.0f + 0.2f * normal(rng));
-  DraftAdapter adapter = DraftAdapter::initial({hidden, vocab, rank, 8.0f}, gain, seed).value();
+  DraftAdapter adapter = DraftAdapter::initial({hidden, vocab, rank, 8.0f, lens}, gain, seed).value();
   for (float& b : adapter.b) b = 0.3f * normal(rng);
+  const float spread = 0.3f / std::sqrt(static_cast<float>(hidden));  // M h about 0.3 |h|
+  for (float& m : adapter.lens) m = spread * normal(rng);
   return adapter.with_new_version();
 }
 
@@ -57,9 +59,11 @@ TEST(DviCuda, DraftHeadWithAnAdapterMatchesTheCpu) {
   const std::vector<int32_t> first = {0};
   const std::vector<int32_t> last = {prompt.back()};
   const std::vector<int32_t> head_tokens(prompt.begin(), prompt.end() - 1);
-  for (const uint64_t seed : {1u, 2u}) {  // the second adapter must replace the first on the GPU
+  // The second adapter (no lens) must replace the first (with one) on the GPU, and the third
+  // (a lens again) the second.
+  for (const uint64_t seed : {1u, 2u, 3u}) {
     SCOPED_TRACE(seed);
-    const DraftAdapter adapter = random_adapter(hidden, vocab, 4, seed);
+    const DraftAdapter adapter = random_adapter(hidden, vocab, 4, seed, seed != 2);
     const LowRankAdapter low_rank = adapter.low_rank();
     std::vector<float> cpu_hidden, gpu_hidden, cpu_logits, gpu_logits, ignored;
     const DraftHead cpu_head{1, adapter.gain, &low_rank, &cpu_hidden};
@@ -144,11 +148,14 @@ void expect_trainers_agree(const std::filesystem::path& model, int64_t rank, int
   EXPECT_LE(testing::relative_l2(on_gpu.gain, on_cpu.gain), 3e-2);
   EXPECT_LE(testing::relative_l2(on_gpu.a, on_cpu.a), 3e-2);
   EXPECT_LE(testing::relative_l2(on_gpu.b, on_cpu.b), 3e-2);
+  ASSERT_EQ(on_gpu.lens.size(), static_cast<size_t>(hidden * hidden));
+  EXPECT_LE(testing::relative_l2(on_gpu.lens, on_cpu.lens), 3e-2);
   std::printf(
       "GPU trainer against the CPU trainer (vocabulary %lld): relative L2 gain %.2e, A %.2e, B "
-      "%.2e\n",
+      "%.2e, M %.2e\n",
       static_cast<long long>(vocab), testing::relative_l2(on_gpu.gain, on_cpu.gain),
-      testing::relative_l2(on_gpu.a, on_cpu.a), testing::relative_l2(on_gpu.b, on_cpu.b));
+      testing::relative_l2(on_gpu.a, on_cpu.a), testing::relative_l2(on_gpu.b, on_cpu.b),
+      testing::relative_l2(on_gpu.lens, on_cpu.lens));
 }
 
 TEST(DviCuda, TrainerMatchesTheCpuTrainer) {

@@ -4,6 +4,7 @@
 // save and load byte for byte and draft identically; scopes keep their adapters apart.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -164,6 +165,47 @@ DraftRecord record_of(int64_t hidden, float value, int32_t token, float reward) 
   return record;
 }
 
+// The draft pass and the trainer compute one head: the trainer's cross-entropy of a drafted
+// token equals −log softmax of the draft pass's logits there, with a lens and without.
+TEST(DviAdapter, DraftPassAndTrainerComputeTheSameHead) {
+  auto target = fixture_decoder();
+  CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, static_cast<float>(target->config().rms_norm_eps),
+                              target->thread_pool());
+  for (const bool lens : {true, false}) {
+    SCOPED_TRACE(lens);
+    DraftAdapter adapter =
+        DraftAdapter::initial({kHidden, kVocab, 4, 8.0f, lens}, target->final_norm_gain(), 3).value();
+    Rng rng(4);
+    for (float& b : adapter.b) b = 0.3f * static_cast<float>(rng.uniform() - 0.5);
+    for (float& m : adapter.lens) m = 0.1f * static_cast<float>(rng.uniform() - 0.5);
+    const LowRankAdapter low_rank = adapter.low_rank();
+    std::vector<float> exit_hidden, logits;
+    const DraftHead head{1, adapter.gain, &low_rank, &exit_hidden};
+    const SequenceId sequence = target->create_sequence();
+    const std::vector<int32_t> tokens = {1, 40, 41, 42};
+    const std::vector<int32_t> rows = {3};
+    ASSERT_TRUE(target->forward_draft(std::vector<ForwardRequest>{{sequence, tokens, rows}}, head, logits).ok());
+    target->release_sequence(sequence);
+    const int32_t token = 17;
+    DraftRecord record;
+    record.hidden = exit_hidden;
+    record.token = token;
+    record.reward = 1.0f;
+    const DraftRecord* batch[] = {&record};
+    DviLossWeights weights;
+    weights.distillation = 0.0f;
+    weights.cross_entropy = 1.0f;
+    DviGradients ignored;
+    const auto terms = trainer.loss_and_gradients(batch, adapter, weights, ignored);
+    ASSERT_TRUE(terms.ok()) << terms.error().message;
+    double largest = -INFINITY, total = 0.0;
+    for (const float z : logits) largest = std::max<double>(largest, z);
+    for (const float z : logits) total += std::exp(z - largest);
+    const double cross_entropy = -(logits[token] - largest - std::log(total));
+    EXPECT_NEAR(terms->cross_entropy, cross_entropy, 1e-4 * std::fabs(cross_entropy) + 1e-5);
+  }
+}
+
 TEST(DviLearner, NonFiniteGradientIsSkippedAndCounted) {
   auto target = fixture_decoder();
   CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, 1e-5f, target->thread_pool());
@@ -277,6 +319,7 @@ TEST(DviAdapter, SaveThenLoadGivesIdenticalBytesAndDrafts) {
   auto trainer = learning_drafter(*target, LearnScope::global, quick_options());
   for (const std::vector<int32_t>& prompt : kPrompts) greedy(*target, prompt, trainer.get());
   const DraftAdapter trained = *trainer->learning()->global_learner()->adapter();
+  ASSERT_TRUE(std::any_of(trained.lens.begin(), trained.lens.end(), [](float m) { return m != 0.0f; }));
   const auto folder = std::filesystem::temp_directory_path() / "draftwise_dvi_adapter_test";
   std::filesystem::create_directories(folder);
   const auto path = folder / "adapter.safetensors";

@@ -1,5 +1,5 @@
 // The DVI learner's hand-written backward pass: every loss term's gradient with respect to
-// the norm gain, A and B equals central finite differences of the loss on small random
+// the norm gain, A, B and the lens M equals central finite differences of the loss on small random
 // inputs (fp32, h = 5e-3, within 2e-3 + 2% of the difference quotient); the result does not
 // depend on the thread count.
 #include <gtest/gtest.h>
@@ -29,15 +29,16 @@ struct Problem {
   std::vector<const DraftRecord*> batch;
 };
 
-Problem random_problem(uint64_t seed) {
+Problem random_problem(uint64_t seed, bool lens = true) {
   Rng rng(seed);
   Problem problem;
   for (int64_t i = 0; i < kVocab * kHidden; ++i) problem.lm_head.push_back(0.4f * normal(rng));
   std::vector<float> gain;
   for (int64_t i = 0; i < kHidden; ++i) gain.push_back(1.0f + 0.3f * normal(rng));
-  problem.adapter = DraftAdapter::initial({kHidden, kVocab, kRank, 6.0f}, gain, seed).value();
-  for (float& b : problem.adapter.b)
-    b = 0.2f * normal(rng);  // non-zero, so every path is exercised
+  problem.adapter = DraftAdapter::initial({kHidden, kVocab, kRank, 6.0f, lens}, gain, seed).value();
+  // B and M non-zero, so that every path is exercised.
+  for (float& b : problem.adapter.b) b = 0.2f * normal(rng);
+  for (float& m : problem.adapter.lens) m = 0.15f * normal(rng);
   for (int i = 0; i < 6; ++i) {
     DraftRecord record;
     for (int64_t k = 0; k < kHidden; ++k) record.hidden.push_back(2.0f * normal(rng));
@@ -60,9 +61,10 @@ double loss_of(CpuDraftHeadTrainer& trainer, const Problem& problem, const Draft
   return trainer.loss_and_gradients(problem.batch, adapter, weights, ignored).value().total;
 }
 
-void expect_gradients_match_finite_differences(const DviLossWeights& weights, const char* what) {
+void expect_gradients_match_finite_differences(const DviLossWeights& weights, const char* what,
+                                               bool lens = true) {
   SCOPED_TRACE(what);
-  Problem problem = random_problem(11);
+  Problem problem = random_problem(11, lens);
   cpu::ThreadPool pool(2);
   CpuDraftHeadTrainer trainer(problem.lm_head, kHidden, 1e-5f, pool);
   DviGradients gradients;
@@ -75,7 +77,9 @@ void expect_gradients_match_finite_differences(const DviLossWeights& weights, co
     const char* name;
   } parts[] = {{&DraftAdapter::gain, &gradients.gain, "gain"},
                {&DraftAdapter::a, &gradients.a, "A"},
-               {&DraftAdapter::b, &gradients.b, "B"}};
+               {&DraftAdapter::b, &gradients.b, "B"},
+               {&DraftAdapter::lens, &gradients.lens, "M"}};
+  ASSERT_EQ(gradients.lens.empty(), !lens);
   double largest = 0.0;
   for (const auto& part : parts) {
     ASSERT_EQ(part.gradient->size(), (problem.adapter.*part.parameter).size()) << part.name;
@@ -123,6 +127,7 @@ TEST(DviLoss, CombinedLossGradientMatchesFiniteDifferences) {
   weights.baseline = 0.7f;
   weights.temperature = 1.3f;
   expect_gradients_match_finite_differences(weights, "the combined loss");
+  expect_gradients_match_finite_differences(weights, "the combined loss, without a lens", false);
 }
 
 // The importance ratio is a constant of the gradient: with it, the policy-gradient term is
@@ -173,6 +178,8 @@ TEST(DviLoss, ResultsDoNotDependOnTheThreadCount) {
   EXPECT_EQ(0, std::memcmp(one.b.data(), three.b.data(), one.b.size() * sizeof(float)));
   EXPECT_EQ(one.a, three.a);
   EXPECT_EQ(one.gain, three.gain);
+  ASSERT_FALSE(one.lens.empty());
+  EXPECT_EQ(one.lens, three.lens);
 }
 
 TEST(DviRecords, TopLogitsAreTheLargestInOrderLowestIdFirstAmongTies) {
@@ -195,6 +202,9 @@ TEST(DviLoss, RecordsThatDoNotFitAreRefused) {
   EXPECT_FALSE(trainer.loss_and_gradients(problem.batch, problem.adapter, {}, gradients).ok());
   problem.records[0].token = 0;
   problem.records[0].hidden.pop_back();
+  EXPECT_FALSE(trainer.loss_and_gradients(problem.batch, problem.adapter, {}, gradients).ok());
+  problem.records[0].hidden.push_back(0.0f);
+  problem.adapter.lens.pop_back();  // a lens of the wrong size
   EXPECT_FALSE(trainer.loss_and_gradients(problem.batch, problem.adapter, {}, gradients).ok());
 }
 

@@ -211,6 +211,8 @@ TEST(Generate, BadLearningOptionsAreRefused) {
   expect_refused(with({"--draft", "ngram:2+learn"}), "only self:E drafters learn online");
   expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-rank", "0"}), "--learn-rank must be in");
   expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-lr", "-1"}), "--learn-lr must be positive");
+  expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-head", "mlp"}),
+                 "--learn-head must be lora or lora+lens, got \"mlp\"");
   expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-batch", "x"}), "--learn-batch");
   expect_refused(with({"--draft", "self:1", "--learn-key", "k"}), "--learn-key needs --learn key");
   expect_refused(with({"--draft", "self:1", "--adapter", "/nonexistent/a.safetensors"}), "/nonexistent/a.safetensors");
