@@ -52,8 +52,7 @@ Status EarlyExitDrafter::advance(DraftRequestId request, int accepted, int32_t n
                       state.proposal.begin() + accepted);
   state.tokens.push_back(next);
   state.proposal.clear();
-  state.proposal_hidden.clear();
-  state.proposal_log_probabilities.clear();
+  state.logged.clear();
   return {};
 }
 
@@ -61,49 +60,13 @@ Status EarlyExitDrafter::observe_verification(DraftRequestId request, int accept
                                               std::span<const float> target_logits) {
   const auto it = requests_.find(request);
   if (it == requests_.end()) return make_error("{}: unknown draft request {}", name(), request);
-  OnlineLearner* learner = learning_ ? learning_->learner(request) : nullptr;
-  if (learner == nullptr || !learner->enabled()) return {};
-  const Request& state = it->second;
-  const int proposed = static_cast<int>(state.proposal.size());
-  const int64_t vocab = target_.config().vocab_size;
-  const int64_t hidden = target_.config().hidden_size;
-  // A proposal made while learning was off (switched on since) has nothing to teach.
-  if (static_cast<int64_t>(state.proposal_hidden.size()) != proposed * hidden) return {};
-  if (accepted < 0 || accepted > proposed ||
-      static_cast<int64_t>(target_logits.size()) < proposed * vocab) {
-    return make_error("{}: a verification of {} drafted tokens came with {} logits", name(),
-                      proposed, target_logits.size());
-  }
-  // Records up to and including the first rejection: reward 1 for kept tokens, 0 for it.
-  for (int i = 0; i < proposed && i <= accepted; ++i) {
-    DraftRecord record;
-    const auto row = static_cast<size_t>(i);
-    record.hidden.assign(
-        state.proposal_hidden.begin() + static_cast<std::ptrdiff_t>(row * hidden),
-        state.proposal_hidden.begin() + static_cast<std::ptrdiff_t>((row + 1) * hidden));
-    record.token = state.proposal[row];
-    record.draft_log_probability = state.proposal_log_probabilities[row];
-    keep_top_logits(
-        target_logits.subspan(row * static_cast<size_t>(vocab), static_cast<size_t>(vocab)),
-        learner->options().top_k, record);
-    record.reward = i < accepted ? 1.0f : 0.0f;
-    record.position = i;
-    learner->add_record(std::move(record));
-  }
-  learner->observe_verification(proposed, accepted);
-  return {};
-}
-
-Status EarlyExitDrafter::between_steps() {
-  if (!learning_) return {};
-  const double step_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - step_started_).count();
-  return learning_->between_steps(step_seconds);
+  return record_verification(request, it->second.proposal, it->second.logged, accepted, target_logits,
+                             target_.config().vocab_size, target_.config().hidden_size);
 }
 
 Status EarlyExitDrafter::propose(std::span<const ProposalRequest> requests,
                                  std::vector<std::vector<DraftToken>>& proposals) {
-  step_started_ = std::chrono::steady_clock::now();
+  start_step();
   proposals.assign(requests.size(), {});
   std::vector<Request*> states;
   for (const ProposalRequest& request : requests) {
@@ -112,8 +75,7 @@ Status EarlyExitDrafter::propose(std::span<const ProposalRequest> requests,
       return make_error("{}: unknown draft request {}", name(), request.request);
     if (request.picker == nullptr) return make_error("{}: a proposal needs a token picker", name());
     it->second.proposal.clear();
-    it->second.proposal_hidden.clear();
-    it->second.proposal_log_probabilities.clear();
+    it->second.logged.clear();
     states.push_back(&it->second);
   }
   if (!learning_) {
@@ -122,10 +84,7 @@ Status EarlyExitDrafter::propose(std::span<const ProposalRequest> requests,
     return propose_group(requests, everyone, states, nullptr, proposals);
   }
   // One drafting pass per adapter: requests of different scopes draft apart.
-  std::map<std::shared_ptr<const DraftAdapter>, std::vector<size_t>> groups;
-  for (size_t i = 0; i < requests.size(); ++i)
-    groups[learning_->adapter(requests[i].request)].push_back(i);
-  for (const auto& [adapter, members] : groups) {
+  for (const auto& [adapter, members] : by_adapter(requests)) {
     DW_TRY(propose_group(requests, members, states, adapter.get(), proposals));
   }
   return {};
@@ -138,7 +97,6 @@ Status EarlyExitDrafter::propose_group(std::span<const ProposalRequest> requests
                                        std::vector<std::vector<DraftToken>>& proposals) {
   const bool logging = this->logging();
   const int64_t vocab = target_.config().vocab_size;
-  const int64_t hidden = target_.config().hidden_size;
   LowRankAdapter low_rank;
   std::vector<float> exit_hidden;
   DraftHead head{exit_layer_, {}, nullptr, logging ? &exit_hidden : nullptr};
@@ -152,52 +110,23 @@ Status EarlyExitDrafter::propose_group(std::span<const ProposalRequest> requests
     return target_.sequence_length(sequence) + target_.pending_tokens(sequence) + 1 <= context;
   };
   std::vector<StepwiseRequest> active;
-  std::map<SequenceId, Request*> by_sequence;
+  PassLog log;
   for (const size_t i : members) {
-    by_sequence[states[i]->sequence] = states[i];
+    log.requests[states[i]->sequence] = &states[i]->logged;
     if (requests[i].max_tokens <= 0 || states[i]->tokens.empty() || !has_room(states[i]->sequence))
       continue;
     active.push_back({i, states[i]->sequence, states[i]->tokens.back()});
   }
-  // Drafting passes run layers [0, E) and the draft head; their tokens stay pending. When
-  // learning, every pass keeps its logits and h_E rows, by sequence, for the records.
-  std::map<SequenceId, std::vector<float>> drafted_logits;  // [drafted, vocab] per sequence
+  // Drafting passes run layers [0, E) and the draft head; their tokens stay pending.
   const DraftPass pass = [&](std::span<const ForwardRequest> batch, bool greedy,
-                             std::vector<int32_t>& argmax, std::vector<float>& logits) -> Status {
-    if (!logging) {
-      return greedy ? target_.forward_draft_greedy(batch, head, argmax)
-                    : target_.forward_draft(batch, head, logits);
-    }
-    DW_TRY(target_.forward_draft(batch, head, logits));
-    for (size_t row = 0; row < batch.size(); ++row) {
-      const auto first = logits.begin() + static_cast<std::ptrdiff_t>(row * vocab);
-      if (!std::all_of(first, first + vocab, [](float x) { return std::isfinite(x); })) {
-        return make_error("{}: the draft head produced a non-finite logit", name());
-      }
-      std::vector<float>& kept = drafted_logits[batch[row].sequence];
-      kept.insert(kept.end(), first, first + vocab);
-      std::vector<float>& rows = by_sequence.at(batch[row].sequence)->proposal_hidden;
-      const auto h = exit_hidden.begin() + static_cast<std::ptrdiff_t>(row * hidden);
-      rows.insert(rows.end(), h, h + hidden);
-    }
-    if (greedy) argmax = argmax_rows(logits, vocab);
-    return {};
+                             std::vector<int32_t>& argmax, std::vector<float>& logits) {
+    return head_pass(target_, head, batch, greedy, argmax, logits, logging ? &log : nullptr);
   };
   DW_TRY(draft_stepwise(requests, std::move(active), vocab, has_room, pass, proposals));
   for (const size_t i : members) {
     Request& state = *states[i];
     for (const DraftToken& draft : proposals[i]) state.proposal.push_back(draft.token);
-    if (!logging) continue;
-    // log p_S(a) of each drafted token under the head that drafted it (temperature 1).
-    const std::vector<float>& kept = drafted_logits[state.sequence];
-    for (size_t j = 0; j < state.proposal.size(); ++j) {
-      const float* z = kept.data() + j * static_cast<size_t>(vocab);
-      const float largest = *std::max_element(z, z + vocab);
-      float total = 0.0f;
-      for (int64_t v = 0; v < vocab; ++v) total += std::exp(z[v] - largest);
-      state.proposal_log_probabilities.push_back(
-          static_cast<float>(z[state.proposal[j]] - largest - std::log(total)));
-    }
+    if (logging) finish_log(log, state.sequence, state.proposal, vocab, state.logged);
   }
   return {};
 }

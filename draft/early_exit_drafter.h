@@ -8,16 +8,14 @@
 // there (Decoder::forward_draft), and verification runs only layers [E, L) for them.
 #pragma once
 
-#include <chrono>
 #include <memory>
 #include <unordered_map>
 
-#include "draft/drafter.h"
-#include "draft/dvi_learning.h"
+#include "draft/learning_drafter.h"
 
 namespace draftwise {
 
-class EarlyExitDrafter final : public Drafter {
+class EarlyExitDrafter final : public LearningDrafter {
  public:
   // exit_layer in [1, num_layers − 1] of `target`, which must outlive the drafter.
   static Expected<std::unique_ptr<EarlyExitDrafter>> create(Decoder& target, int exit_layer);
@@ -30,27 +28,17 @@ class EarlyExitDrafter final : public Drafter {
                  std::vector<std::vector<DraftToken>>& proposals) override;
   void end(DraftRequestId request) override;
 
-  bool wants_target_logits() const override { return logging(); }
   Status observe_verification(DraftRequestId request, int accepted,
                               std::span<const float> target_logits) override;
-  Status between_steps() override;
-
-  // Attaches the adapter and its learners (before any request begins); null detaches.
-  void set_learning(std::unique_ptr<DraftLearning> learning) { learning_ = std::move(learning); }
-  DraftLearning* learning() { return learning_.get(); }
-  const DraftLearning* learning() const { return learning_.get(); }
+  Decoder& head_decoder() override { return target_; }
 
  private:
   struct Request {
     SequenceId sequence = 0;
     std::vector<int32_t> tokens;    // the sequence: prompt and every appended token
     std::vector<int32_t> proposal;  // the last one, until advance()
-    // With learning: each drafted token's h_E ([proposal, hidden]) and log p_S.
-    std::vector<float> proposal_hidden;
-    std::vector<float> proposal_log_probabilities;
+    Logged logged;                  // while learning: each drafted token's h_E and log p_S
   };
-  // Whether drafts are being logged for a learner (learning attached, on and enabled).
-  bool logging() const { return learning_ != nullptr && learning_->learns() && learning_->enabled(); }
   // Drafts for the requests `members` (indices into requests) with one adapter (or none:
   // the target's final norm and LM head alone).
   Status propose_group(std::span<const ProposalRequest> requests, std::span<const size_t> members,
@@ -60,8 +48,6 @@ class EarlyExitDrafter final : public Drafter {
 
   Decoder& target_;
   int exit_layer_;
-  std::unique_ptr<DraftLearning> learning_;
-  std::chrono::steady_clock::time_point step_started_;  // the last propose()
   std::unordered_map<DraftRequestId, Request> requests_;
   DraftRequestId next_id_ = 1;
 };

@@ -2,18 +2,22 @@
 // the target's vocabulary (checked by whoever builds the drafter), proposes the tokens one
 // at a time by the request's sampling rule, every request of a proposal in one batched
 // forward per drafted position. Its key/value cache rolls back like the target's: after
-// verification it keeps exactly the tokens the target kept.
+// verification it keeps exactly the tokens the target kept. With learning attached (DVI.md),
+// it drafts through a trainable head in place of its own final norm and LM head, at full
+// depth (DraftHead::exit_layer = its layer count): the head starts as the model's own and
+// learns from the target's verifications as the early-exit drafter's does.
 #pragma once
 
 #include <memory>
 #include <unordered_map>
 
-#include "draft/drafter.h"
+#include "draft/learning_drafter.h"
+#include "draft/stepwise_drafting.h"
 #include "target/decoder.h"
 
 namespace draftwise {
 
-class ModelDrafter final : public Drafter {
+class ModelDrafter final : public LearningDrafter {
  public:
   // `name` is the spec that made it ("model:PATH").
   ModelDrafter(std::unique_ptr<Decoder> model, std::string name);
@@ -25,6 +29,8 @@ class ModelDrafter final : public Drafter {
   Status advance(DraftRequestId request, int accepted, int32_t next) override;
   Status propose(std::span<const ProposalRequest> requests, std::vector<std::vector<DraftToken>>& proposals) override;
   void end(DraftRequestId request) override;
+  Status observe_verification(DraftRequestId request, int accepted, std::span<const float> target_logits) override;
+  Decoder& head_decoder() override { return *model_; }
 
   const Decoder& model() const { return *model_; }
   // The positions the draft model's cache holds for a request (-1 for an unknown one).
@@ -37,9 +43,15 @@ class ModelDrafter final : public Drafter {
     // of it (and after a proposal, the drafts but the last).
     std::vector<int32_t> tokens;
     std::vector<int32_t> proposal;  // the last one, until advance()
+    Logged logged;                  // while learning: each drafted token's final hidden state and log p_S
   };
   // Runs the tokens the cache lacks, but the last, through the model (in chunks, no logits).
   Status catch_up(Request& state);
+  // Drafts for the requests `members` (indices into requests, each in `active` when it
+  // drafts) with one adapter's head, or the model's own head when learning is not attached.
+  Status propose_group(std::span<const ProposalRequest> requests, std::span<const size_t> members,
+                       std::span<Request* const> states, const std::vector<StepwiseRequest>& active,
+                       const DraftAdapter* adapter, std::vector<std::vector<DraftToken>>& proposals);
 
   std::unique_ptr<Decoder> model_;
   std::string name_;

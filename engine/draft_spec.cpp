@@ -76,8 +76,8 @@ Expected<DraftSpec> parse_draft_spec(std::string_view text, bool with_length) {
   } else {
     return make_error("'{}': unknown drafting kind '{}' (expected ngram:N, self:E or model:PATH)", text, kind);
   }
-  if (spec.learn && spec.kind != DraftSpec::Kind::self) {
-    return make_error("'{}': only self:E drafters learn online (+learn)", text);
+  if (spec.learn && spec.kind == DraftSpec::Kind::ngram) {
+    return make_error("'{}': only self:E and model:PATH drafters learn online (+learn)", text);
   }
   return spec;
 }

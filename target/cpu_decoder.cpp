@@ -246,6 +246,8 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
   const int64_t hidden = config_.hidden_size;
   const int64_t half = config_.head_dim / 2;
   const size_t end_layer = draft != nullptr ? static_cast<size_t>(draft->exit_layer) : layers_.size();
+  // A draft pass leaves its tokens pending, unless its head is at full depth.
+  const bool pending_pass = end_layer < layers_.size();
 
   // Every new token of the batch is one row; requests occupy consecutive rows. A full pass
   // resumes a sequence's pending tokens (its first `resumed` tokens) at their exit layer;
@@ -264,9 +266,9 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
     Sequence& sequence = sequences_.at(request.sequence);
     const int64_t pending = static_cast<int64_t>(sequence.pending.size());
     Part part{&sequence,
-              sequence.length + (draft != nullptr ? pending : 0),
+              sequence.length + (pending_pass ? pending : 0),
               static_cast<int64_t>(request.tokens.size()),
-              draft != nullptr ? 0 : pending,
+              pending_pass ? 0 : pending,
               static_cast<size_t>(sequence.pending_exit_layer),
               rows};
     reserve(sequence, part.position + part.count);
@@ -360,14 +362,14 @@ void CpuDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead
   // Nothing can throw past this point: the sequences change.
   for (size_t r = 0; r < batch.size(); ++r) {
     Sequence& sequence = *parts[r].sequence;
-    if (draft != nullptr) {
+    if (pending_pass) {
       sequence.pending.reserve(sequence.pending.size() + batch[r].tokens.size());
       sequence.pending_hidden.reserve(sequence.pending_hidden.size() + batch[r].tokens.size() * hidden);
     }
   }
   for (size_t r = 0; r < batch.size(); ++r) {
     Sequence& sequence = *parts[r].sequence;
-    if (draft != nullptr) {
+    if (pending_pass) {
       sequence.pending_exit_layer = draft->exit_layer;
       sequence.pending.insert(sequence.pending.end(), batch[r].tokens.begin(), batch[r].tokens.end());
       const float* first = &x[parts[r].first_row * hidden];

@@ -396,9 +396,11 @@ Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, const Dr
     }
     return ran;
   }
+  // A full-depth head's rows were kept in the pending-row buffer, but nothing is pending.
+  const bool pending_pass = draft != nullptr && draft->exit_layer < config_.num_layers;
   for (const ForwardRequest& request : batch) {
     Sequence& state = sequences_.at(request.sequence);
-    if (draft != nullptr) {
+    if (pending_pass) {
       state.pending_exit_layer = draft->exit_layer;
       state.pending.insert(state.pending.end(), request.tokens.begin(), request.tokens.end());
     } else {

@@ -47,8 +47,8 @@ Status check_early_exit_batch(std::span<const ForwardRequest> batch, const Draft
     return length < 0 || draft == nullptr ? length : length + static_cast<int64_t>(pending_of(id).tokens.size());
   }));
   if (draft != nullptr) {
-    if (draft->exit_layer < 1 || draft->exit_layer >= config.num_layers) {
-      return make_error("exit layer {} is outside [1, {}]", draft->exit_layer, config.num_layers - 1);
+    if (draft->exit_layer < 1 || draft->exit_layer > config.num_layers) {
+      return make_error("exit layer {} is outside [1, {}]", draft->exit_layer, config.num_layers);
     }
     if (!draft->norm_gain.empty() && static_cast<int64_t>(draft->norm_gain.size()) != config.hidden_size) {
       return make_error("the draft head's norm gain has {} values, the hidden size is {}", draft->norm_gain.size(),

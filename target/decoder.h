@@ -40,7 +40,9 @@ struct LowRankAdapter {
 // The draft head of early-exit drafting (DVI.md): logits = (W_lm + γ B A) · rms_norm(h_exit +
 // M h_exit, gain), the LM head being the target's own, frozen and shared.
 struct DraftHead {
-  int exit_layer = 0;                        // in [1, num_layers − 1]
+  // In [1, num_layers − 1] for early exit; num_layers: every layer (a draft model's own pass
+  // through a trainable head), the tokens appended to the sequence as forward() appends them.
+  int exit_layer = 0;
   std::span<const float> norm_gain;          // [hidden]; empty: the target's final norm gain
   const LowRankAdapter* adapter = nullptr;   // none: W_lm alone
   // When set, resized to [Σ logit_rows, hidden]: each requested row's h_exit before the norm
@@ -86,7 +88,9 @@ class Decoder {
   // must begin with them, in order: they then run through layers [exit_layer, L) only, from
   // the hidden states kept from drafting (verification reuses what drafting computed), and
   // the request's further tokens through every layer. A sequence's pending tokens share one
-  // exit layer; truncate_sequence drops them. Backends without early exit return an error.
+  // exit layer; truncate_sequence drops them. With head.exit_layer = num_layers nothing is
+  // pending: this is forward() with the head in place of the final norm and LM head (the
+  // sequence must hold no pending tokens). Backends without early exit return an error.
   virtual Status forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
                                std::vector<float>& logits);
   // forward_draft keeping each requested row's argmax (the lowest index among ties).
@@ -109,7 +113,7 @@ struct PendingTokens {
 
 // check_forward_batch for a pass that may involve early exit: a draft pass (`draft` set; its
 // tokens go after the pending ones, which count towards the context) needs a head with an
-// exit layer in [1, L − 1], a gain of the hidden size or none, an adapter of matching shapes
+// exit layer in [1, L] (L: a full-depth head), a gain of the hidden size or none, an adapter of matching shapes
 // or none, and the sequences' pending
 // tokens at that exit layer; a full pass must begin each sequence with its pending tokens.
 Status check_early_exit_batch(std::span<const ForwardRequest> batch, const DraftHead* draft,

@@ -15,7 +15,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "draft/early_exit_drafter.h"
+#include "draft/learning_drafter.h"
 #include "engine/benchmark.h"
 #include "engine/chat_template.h"
 #include "engine/draft_spec.h"
@@ -204,7 +204,7 @@ int run_bench(const std::vector<std::string>& cli) {
   // learning mode has its own, whose adapter it carries from prompt to prompt.
   std::map<std::string, std::unique_ptr<Drafter>> drafters;
   std::vector<BenchMode> bench_modes;
-  std::vector<std::pair<size_t, EarlyExitDrafter*>> learning_modes;  // mode index, its drafter
+  std::vector<std::pair<size_t, LearningDrafter*>> learning_modes;  // mode index, its drafter
   for (const ModeSpec& spec : *modes) {
     BenchMode mode;
     mode.name = spec.name;
@@ -217,13 +217,13 @@ int run_bench(const std::vector<std::string>& cli) {
         LearningConfig own = *learning;
         own.scope = spec.draft->learn ? LearnScope::global : LearnScope::off;
         own.options.policy_gradient = !spec.draft->kl_only;
-        if (spec.draft->kind == DraftSpec::Kind::self) {
-          if (Status attached = attach_learning(*drafter, *model->decoder, own); !attached.ok()) {
+        if (spec.draft->kind != DraftSpec::Kind::ngram) {
+          if (Status attached = attach_learning(*drafter, own); !attached.ok()) {
             return report_error(make_error("--modes {}: {}", spec.name, attached.error().message));
           }
         }
       }
-      if (spec.draft->learn) learning_modes.push_back({bench_modes.size(), dynamic_cast<EarlyExitDrafter*>(drafter.get())});
+      if (spec.draft->learn) learning_modes.push_back({bench_modes.size(), dynamic_cast<LearningDrafter*>(drafter.get())});
       mode.drafter = drafter.get();
       mode.draft_length = *spec.draft->draft_length;
     }

@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "draft/early_exit_drafter.h"
+#include "draft/learning_drafter.h"
 #include "engine/chat_template.h"
 #include "engine/draft_spec.h"
 #include "engine/generation.h"
@@ -197,7 +197,9 @@ int run_generate(const std::vector<std::string>& cli) {
     learning->scope = LearnScope::global;
     learning->options.policy_gradient = !draft_spec->kl_only;
   }
-  if (learning->requested() && !draft_spec) return report_error(make_error("--learn and --adapter need --draft self:E"));
+  if (learning->requested() && !draft_spec) {
+    return report_error(make_error("--learn and --adapter need --draft self:E or model:PATH"));
+  }
   options->learning_key = learning->key;
 
   Expected<LoadedModel> model = load_model(args, backend);
@@ -208,7 +210,7 @@ int run_generate(const std::vector<std::string>& cli) {
     if (!made.ok()) return report_error(make_error("--draft {}", made.error().message));
     drafter = std::move(*made);
     options->drafter = drafter.get();
-    if (Status attached = attach_learning(*drafter, *model->decoder, *learning); !attached.ok()) {
+    if (Status attached = attach_learning(*drafter, *learning); !attached.ok()) {
       return report_error(attached.error());
     }
   }
@@ -241,8 +243,8 @@ int run_generate(const std::vector<std::string>& cli) {
   if (drafter) {
     if (Status saved = save_learned_adapter(*drafter, *learning); !saved.ok()) return report_error(saved.error());
   }
-  const auto* early_exit = dynamic_cast<const EarlyExitDrafter*>(drafter.get());
-  const DraftLearning* learner = early_exit != nullptr ? early_exit->learning() : nullptr;
+  const auto* learning_drafter = dynamic_cast<const LearningDrafter*>(drafter.get());
+  const DraftLearning* learner = learning_drafter != nullptr ? learning_drafter->learning() : nullptr;
 
   const GenerationStats& stats = result->stats;
   if (args.json) {

@@ -1,6 +1,6 @@
 #include "tools/learn_args.h"
 
-#include "draft/early_exit_drafter.h"
+#include "draft/learning_drafter.h"
 #ifdef DRAFTWISE_HAVE_CUDA
 #include "draft/dvi_loss_cuda.h"
 #endif
@@ -109,37 +109,38 @@ Expected<LearningConfig> parse_learn_args(const LearnArgs& args) {
   return config;
 }
 
-Status attach_learning(Drafter& drafter, Decoder& target, const LearningConfig& config) {
+Status attach_learning(Drafter& drafter, const LearningConfig& config) {
   if (!config.requested()) return {};
-  auto* early_exit = dynamic_cast<EarlyExitDrafter*>(&drafter);
-  if (early_exit == nullptr) {
+  auto* learning_drafter = dynamic_cast<LearningDrafter*>(&drafter);
+  if (learning_drafter == nullptr) {
     return make_error(
-        "{}: online learning and adapters are for the self:E drafter (n-gram drafting has no "
-        "weights; learning for a draft model is not built yet)",
+        "{}: online learning and adapters are for the self:E and model:PATH drafters (n-gram "
+        "drafting has no weights)",
         drafter.name());
   }
+  Decoder& head = learning_drafter->head_decoder();
   std::optional<DraftAdapter> loaded;
   if (!config.adapter_path.empty()) {
-    DW_ASSIGN_OR_RETURN(loaded, load_draft_adapter(config.adapter_path, target.config().hidden_size,
-                                                   target.config().vocab_size));
+    DW_ASSIGN_OR_RETURN(loaded, load_draft_adapter(config.adapter_path, head.config().hidden_size,
+                                                   head.config().vocab_size));
   }
   std::unique_ptr<DraftHeadTrainer> trainer;
 #ifdef DRAFTWISE_HAVE_CUDA
-  if (const auto* gpu = dynamic_cast<const CudaDecoder*>(&target); gpu != nullptr) {
+  if (const auto* gpu = dynamic_cast<const CudaDecoder*>(&head); gpu != nullptr) {
     DW_ASSIGN_OR_RETURN(trainer, CudaDraftHeadTrainer::create(*gpu));
   }
 #endif
   DW_ASSIGN_OR_RETURN(std::unique_ptr<DraftLearning> learning,
-                      make_draft_learning(target, config.scope, config.options, std::move(loaded),
+                      make_draft_learning(head, config.scope, config.options, std::move(loaded),
                                           std::move(trainer)));
-  early_exit->set_learning(std::move(learning));
+  learning_drafter->set_learning(std::move(learning));
   return {};
 }
 
 Status save_learned_adapter(const Drafter& drafter, const LearningConfig& config) {
   if (config.save_path.empty()) return {};
-  const auto* early_exit = dynamic_cast<const EarlyExitDrafter*>(&drafter);
-  const DraftLearning* learning = early_exit != nullptr ? early_exit->learning() : nullptr;
+  const auto* learning_drafter = dynamic_cast<const LearningDrafter*>(&drafter);
+  const DraftLearning* learning = learning_drafter != nullptr ? learning_drafter->learning() : nullptr;
   if (learning == nullptr) return make_error("--save-adapter: {} has no adapter", drafter.name());
   const OnlineLearner* learner = config.scope == LearnScope::key ? learning->key_learner(config.key)
                                                                  : learning->global_learner();

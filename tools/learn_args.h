@@ -42,9 +42,9 @@ struct LearningConfig {
 // Errors name the flag.
 Expected<LearningConfig> parse_learn_args(const LearnArgs& args);
 
-// Attaches learning to an early-exit drafter as `config` asks (nothing when it asks for
-// none); refuses learning for drafters without weights to learn.
-Status attach_learning(Drafter& drafter, Decoder& target, const LearningConfig& config);
+// Attaches learning to a drafter with a draft head (self:E, model:PATH) as `config` asks
+// (nothing when it asks for none); refuses learning for drafters without weights to learn.
+Status attach_learning(Drafter& drafter, const LearningConfig& config);
 
 // The adapter a run ends with (the global one, or the key's), saved to config.save_path.
 Status save_learned_adapter(const Drafter& drafter, const LearningConfig& config);

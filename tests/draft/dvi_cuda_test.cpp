@@ -103,6 +103,55 @@ TEST(DviCuda, DraftHeadWithAnAdapterMatchesTheCpu) {
   }
 }
 
+// A draft model's full-depth head (exit layer = its layer count) on the GPU against the CPU:
+// the logits and final hidden states of the head's pass, nothing left pending, and the cache
+// it leaves read by the next plain pass.
+TEST(DviCuda, FullDepthHeadMatchesTheCpu) {
+  DW_REQUIRE_GPU();
+  const auto fixture = testing::fixtures_dir() / "models/qwen2_bias";
+  auto cpu = load_on_cpu(fixture);
+  auto gpu = testing::load_on_gpu(fixture);
+  const int64_t hidden = cpu->config().hidden_size;
+  const int64_t vocab = cpu->config().vocab_size;
+  const int layers = static_cast<int>(cpu->config().num_layers);
+  const DraftAdapter adapter = random_adapter(hidden, vocab, 4, 7);
+  const LowRankAdapter low_rank = adapter.low_rank();
+  const std::vector<int32_t> prompt = {1, 40, 41, 42, 43, 44};
+  const std::vector<int32_t> none;
+  const std::vector<int32_t> first = {0};
+  const std::vector<int32_t> head_tokens(prompt.begin(), prompt.end() - 1);
+  const std::vector<int32_t> last = {prompt.back()};
+  std::vector<float> cpu_hidden, gpu_hidden, cpu_logits, gpu_logits, ignored;
+  const SequenceId c = cpu->create_sequence();
+  const SequenceId g = gpu->create_sequence();
+  ASSERT_TRUE(cpu->forward(std::vector<ForwardRequest>{{c, head_tokens, none}}, ignored).ok());
+  ASSERT_TRUE(gpu->forward(std::vector<ForwardRequest>{{g, head_tokens, none}}, ignored).ok());
+  ASSERT_TRUE(cpu->forward_draft(std::vector<ForwardRequest>{{c, last, first}},
+                                 DraftHead{layers, adapter.gain, &low_rank, &cpu_hidden}, cpu_logits)
+                  .ok());
+  ASSERT_TRUE(gpu->forward_draft(std::vector<ForwardRequest>{{g, last, first}},
+                                 DraftHead{layers, adapter.gain, &low_rank, &gpu_hidden}, gpu_logits)
+                  .ok());
+  ASSERT_EQ(gpu_logits.size(), static_cast<size_t>(vocab));
+  EXPECT_LE(testing::relative_l2(gpu_hidden, cpu_hidden), 3e-2);
+  EXPECT_LE(testing::relative_l2(gpu_logits, cpu_logits), 3e-2);
+  EXPECT_EQ(gpu->sequence_length(g), static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(gpu->pending_tokens(g), 0);
+  const std::vector<int32_t> next = {45};
+  std::vector<float> cpu_next, gpu_next;
+  ASSERT_TRUE(cpu->forward(std::vector<ForwardRequest>{{c, next, first}}, cpu_next).ok());
+  ASSERT_TRUE(gpu->forward(std::vector<ForwardRequest>{{g, next, first}}, gpu_next).ok());
+  EXPECT_LE(testing::relative_l2(gpu_next, cpu_next), 3e-2);
+  // The greedy pass through the head picks the argmax of its logits.
+  const SequenceId e = gpu->create_sequence();
+  ASSERT_TRUE(gpu->forward(std::vector<ForwardRequest>{{e, head_tokens, none}}, ignored).ok());
+  std::vector<int32_t> picked;
+  ASSERT_TRUE(gpu->forward_draft_greedy(std::vector<ForwardRequest>{{e, last, first}},
+                                        DraftHead{layers, adapter.gain, &low_rank, nullptr}, picked)
+                  .ok());
+  EXPECT_EQ(picked, argmax_rows(gpu_logits, vocab));
+}
+
 // The GPU trainer against the CPU trainer on the same LM head (the GPU's bf16 values).
 void expect_trainers_agree(const std::filesystem::path& model, int64_t rank, int64_t top_k) {
   auto cpu = load_on_cpu(model);

@@ -11,6 +11,7 @@
 
 #include "draft/dvi_learning.h"
 #include "draft/early_exit_drafter.h"
+#include "draft/model_drafter.h"
 #include "engine/generation.h"
 #include "engine/speculation.h"
 #include "target/checkpoint.h"
@@ -25,8 +26,8 @@ namespace {
 constexpr int64_t kHidden = 64;
 constexpr int64_t kVocab = 256;
 
-std::unique_ptr<CpuDecoder> fixture_decoder() {
-  auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models/llama_tied").string());
+std::unique_ptr<CpuDecoder> fixture_decoder(const char* name = "llama_tied") {
+  auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models" / name).string());
   EXPECT_TRUE(checkpoint.ok());
   auto decoder = CpuDecoder::load(*checkpoint, CpuDecoderOptions{2, 0});
   EXPECT_TRUE(decoder.ok());
@@ -88,10 +89,88 @@ TEST(DviLearning, GreedyOutputWithLearningEqualsPlainGreedyTokenForToken) {
   EXPECT_GT(stats.seconds, 0.0);
   // It learned something: the adapter moved away from where it started.
   const DraftAdapter initial =
-      DraftAdapter::initial({kHidden, kVocab, 4, 32.0f}, target->final_norm_gain(),
+      DraftAdapter::initial({kHidden, kVocab, 4, 32.0f, quick_options().lens}, target->final_norm_gain(),
                             quick_options().seed)
           .value();
   EXPECT_FALSE(*drafter->learning()->global_learner()->adapter() == initial);
+}
+
+// A draft model through a full-depth head (DraftHead::exit_layer = its layer count): the
+// untrained head is the model's own pass, token for token, and its cache grows as forward()'s.
+TEST(DviLearning, FullDepthHeadIsTheModelsOwnPass) {
+  auto model = fixture_decoder("qwen2_bias");
+  const int layers = static_cast<int>(model->config().num_layers);
+  const std::vector<int32_t> tokens = {1, 40, 41, 42, 43};
+  const std::vector<int32_t> rows = {2, 4};
+  std::vector<float> plain, headed, hidden;
+  const SequenceId a = model->create_sequence();
+  const SequenceId b = model->create_sequence();
+  ASSERT_TRUE(model->forward(std::vector<ForwardRequest>{{a, tokens, rows}}, plain).ok());
+  const std::vector<float> gain(model->final_norm_gain().begin(), model->final_norm_gain().end());
+  const DraftHead head{layers, gain, nullptr, &hidden};
+  ASSERT_TRUE(model->forward_draft(std::vector<ForwardRequest>{{b, tokens, rows}}, head, headed).ok());
+  EXPECT_EQ(headed, plain);
+  EXPECT_EQ(hidden.size(), rows.size() * static_cast<size_t>(model->config().hidden_size));
+  EXPECT_EQ(model->sequence_length(b), static_cast<int64_t>(tokens.size()));
+  EXPECT_EQ(model->pending_tokens(b), 0);
+  // The next pass sees the cache a plain pass would have left.
+  const std::vector<int32_t> next = {44};
+  const std::vector<int32_t> first = {0};
+  std::vector<float> after_plain, after_head;
+  ASSERT_TRUE(model->forward(std::vector<ForwardRequest>{{a, next, first}}, after_plain).ok());
+  ASSERT_TRUE(model->forward(std::vector<ForwardRequest>{{b, next, first}}, after_head).ok());
+  EXPECT_EQ(after_head, after_plain);
+  // A head beyond the last layer is refused.
+  const DraftHead too_deep{layers + 1, gain};
+  EXPECT_FALSE(model->forward_draft(std::vector<ForwardRequest>{{b, next, first}}, too_deep, headed).ok());
+}
+
+std::unique_ptr<ModelDrafter> learning_model_drafter(LearnScope scope, const LearnerOptions& options) {
+  auto drafter = std::make_unique<ModelDrafter>(fixture_decoder("qwen2_bias"), "model:qwen2_bias");
+  auto learning = make_draft_learning(drafter->head_decoder(), scope, options, std::nullopt);
+  EXPECT_TRUE(learning.ok()) << learning.error().message;
+  drafter->set_learning(std::move(learning).value());
+  return drafter;
+}
+
+// A separate draft model learns from the target's verifications: the target's greedy output
+// stays token for token; with the head untrained (learning off), it drafts what the plain
+// draft model drafts.
+TEST(DviLearning, DraftModelLearningKeepsGreedyOutputAndLearns) {
+  auto target = fixture_decoder();
+  auto learning = learning_model_drafter(LearnScope::global, quick_options());
+  for (int round = 0; round < 3; ++round) {
+    for (const std::vector<int32_t>& prompt : kPrompts) {
+      EXPECT_EQ(greedy(*target, prompt, learning.get()), greedy(*target, prompt, nullptr));
+    }
+  }
+  const LearnerStats stats = learning->learning()->stats();
+  EXPECT_GT(stats.updates, 10);
+  EXPECT_GT(stats.records, 100);
+  const auto& head = learning->head_decoder();
+  const auto* cpu = dynamic_cast<const CpuDecoder*>(&head);
+  ASSERT_NE(cpu, nullptr);
+  const DraftAdapter initial =
+      DraftAdapter::initial({kHidden, kVocab, 4, 32.0f, quick_options().lens}, cpu->final_norm_gain(),
+                            quick_options().seed)
+          .value();
+  EXPECT_FALSE(*learning->learning()->global_learner()->adapter() == initial);
+
+  auto frozen = learning_model_drafter(LearnScope::off, quick_options());
+  ModelDrafter plain(fixture_decoder("qwen2_bias"), "model:qwen2_bias");
+  for (const std::vector<int32_t>& prompt : kPrompts) {
+    GenerationOptions options;
+    options.max_tokens = 30;
+    options.sampling.temperature = 0.0;
+    options.draft_length = DraftLength::fixed(4);
+    options.drafter = frozen.get();
+    const auto a = generate(*target, nullptr, prompt, options);
+    options.drafter = &plain;
+    const auto b = generate(*target, nullptr, prompt, options);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->token_ids, b->token_ids);
+    EXPECT_EQ(a->stats.speculation.accepted_per_position, b->stats.speculation.accepted_per_position);
+  }
 }
 
 // Rejection sampling with an early-exit draft through a trained adapter, held fixed: at a

@@ -195,6 +195,13 @@ TEST(Generate, LearningReportsItsCountersAndSavesTheAdapter) {
   EXPECT_EQ(frozen["token_ids"], learned["token_ids"]);
   EXPECT_EQ(frozen["stats"]["learner"]["scope"], "off");
   EXPECT_EQ(frozen["stats"]["learner"]["updates"], 0);
+  // A draft model learns too, through its full-depth head.
+  std::vector<std::string> model_learning = base;
+  model_learning.insert(model_learning.end(), {"--draft", "model:" + kTinyModel, "--learn", "global", "--learn-batch",
+                                               "8", "--learn-interval", "2", "--learn-time-share", "1"});
+  const auto model_learned = run_json(model_learning);
+  EXPECT_EQ(model_learned["token_ids"], run_json(base)["token_ids"]);
+  EXPECT_GT(model_learned["stats"]["learner"]["updates"].get<int>(), 0);
   std::filesystem::remove_all(folder);
 }
 
@@ -206,9 +213,9 @@ TEST(Generate, BadLearningOptionsAreRefused) {
     return args;
   };
   expect_refused(with({"--draft", "self:1", "--learn", "everyone"}), "unknown learning scope \"everyone\"");
-  expect_refused(with({"--learn", "global"}), "--learn and --adapter need --draft self:E");
+  expect_refused(with({"--learn", "global"}), "--learn and --adapter need --draft self:E or model:PATH");
   expect_refused(with({"--draft", "ngram:2", "--learn", "global"}), "n-gram drafting has no weights");
-  expect_refused(with({"--draft", "ngram:2+learn"}), "only self:E drafters learn online");
+  expect_refused(with({"--draft", "ngram:2+learn"}), "only self:E and model:PATH drafters learn online");
   expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-rank", "0"}), "--learn-rank must be in");
   expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-lr", "-1"}), "--learn-lr must be positive");
   expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-head", "mlp"}),
