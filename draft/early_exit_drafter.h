@@ -31,6 +31,7 @@ class EarlyExitDrafter final : public LearningDrafter {
   Status observe_verification(DraftRequestId request, int accepted,
                               std::span<const float> target_logits) override;
   Decoder& head_decoder() override { return target_; }
+  bool lens_by_default() const override { return true; }
 
  private:
   struct Request {

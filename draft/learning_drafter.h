@@ -24,6 +24,11 @@ class LearningDrafter : public Drafter {
 
   // The decoder whose LM head the draft head adapts (and whose shapes the adapter has).
   virtual Decoder& head_decoder() = 0;
+  // Whether the head learns a lens unless told otherwise: an early exit's h_E is in another
+  // basis than the one the final norm and LM head expect, a draft model's last hidden state
+  // is not, and there the lens's first AdamW steps (every entry of M moves by about the
+  // learning rate) only disturb a head that starts good.
+  virtual bool lens_by_default() const = 0;
   // Attaches the adapter and its learners (before any request begins); null detaches.
   void set_learning(std::unique_ptr<DraftLearning> learning) { learning_ = std::move(learning); }
   DraftLearning* learning() { return learning_.get(); }

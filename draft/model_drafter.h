@@ -31,6 +31,7 @@ class ModelDrafter final : public LearningDrafter {
   void end(DraftRequestId request) override;
   Status observe_verification(DraftRequestId request, int accepted, std::span<const float> target_logits) override;
   Decoder& head_decoder() override { return *model_; }
+  bool lens_by_default() const override { return false; }
 
   const Decoder& model() const { return *model_; }
   // The positions the draft model's cache holds for a request (-1 for an unknown one).

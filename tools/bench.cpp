@@ -346,7 +346,10 @@ int run_bench(const std::vector<std::string>& cli) {
       {"categories", nlohmann::json::object()},
       {"prompts", nlohmann::json::array()}};
   if (!learning_modes.empty()) {
-    results["config"]["learner"] = {{"head", learner_defaults.lens ? "lora+lens" : "lora"},
+    const char* head = !learning->lens ? "lora+lens for self:E, lora for model:PATH"
+                       : *learning->lens ? "lora+lens"
+                                         : "lora";
+    results["config"]["learner"] = {{"head", head},
                                     {"rank", learner_defaults.rank},
                                     {"alpha", learner_defaults.alpha},
                                     {"learning_rate", learner_defaults.learning_rate},

@@ -35,9 +35,8 @@ void add_learn_options(ArgParser& parser, LearnArgs& args) {
   parser.add_option("save-adapter", &args.save_adapter, "PATH",
                     "write the adapter the run ends with (safetensors)");
   parser.add_option("learn-head", &args.head, "lora|lora+lens",
-                    fmt::format("the draft head's trainable part: norm gain and low-rank adapter, "
-                                "and a lens on the exit hidden state (default {})",
-                                d.lens ? "lora+lens" : "lora"));
+                    "the draft head's trainable part: norm gain and low-rank adapter, and a lens on "
+                    "the hidden state (default: lora+lens for self:E, lora for model:PATH)");
   parser.add_option("learn-rank", &args.rank, "R",
                     fmt::format("adapter rank (default {})", d.rank));
   parser.add_option("learn-alpha", &args.alpha, "A",
@@ -86,7 +85,7 @@ Expected<LearningConfig> parse_learn_args(const LearnArgs& args) {
   config.save_path = args.save_adapter;
   LearnerOptions& o = config.options;
   if (args.head == "lora" || args.head == "lora+lens") {
-    o.lens = args.head == "lora+lens";
+    config.lens = args.head == "lora+lens";
   } else if (!args.head.empty()) {
     return make_error("--learn-head must be lora or lora+lens, got \"{}\"", args.head);
   }
@@ -130,9 +129,10 @@ Status attach_learning(Drafter& drafter, const LearningConfig& config) {
     DW_ASSIGN_OR_RETURN(trainer, CudaDraftHeadTrainer::create(*gpu));
   }
 #endif
+  LearnerOptions options = config.options;
+  options.lens = config.lens.value_or(learning_drafter->lens_by_default());
   DW_ASSIGN_OR_RETURN(std::unique_ptr<DraftLearning> learning,
-                      make_draft_learning(head, config.scope, config.options, std::move(loaded),
-                                          std::move(trainer)));
+                      make_draft_learning(head, config.scope, options, std::move(loaded), std::move(trainer)));
   learning_drafter->set_learning(std::move(learning));
   return {};
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -33,6 +34,8 @@ struct LearningConfig {
   LearnerOptions options;
   std::string adapter_path;  // load from here at start ("" : the untrained head)
   std::string save_path;     // save here at the end ("" : nowhere)
+  // --learn-head as given; unset, each drafter's own default (LearningDrafter::lens_by_default).
+  std::optional<bool> lens;
   // Whether it asks for anything: learning, or an adapter to load or save.
   bool requested() const {
     return scope != LearnScope::off || !adapter_path.empty() || !save_path.empty();
