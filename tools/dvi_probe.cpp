@@ -6,9 +6,10 @@
 // (every 4th of its category, as `bench --holdout 4` holds them back), plus the LM head and
 // the final norm's gain in fp32. tools/dvi_probe_train.py trains heads on them.
 //
-//   dvi_probe MODEL PROMPTS OUTDIR [--cpu] [--max-tokens N]
+//   dvi_probe MODEL PROMPTS OUTDIR [--cpu] [--max-tokens N] [--layers E,E,...]
 //
-// Files (raw little-endian arrays): h<E>.f32 [N, hidden] for E in kLayers, top_values.f32 and
+// Files (raw little-endian arrays): h<E>.f32 [N, hidden] for each exit layer (default 4, 6,
+// 8, 10, 12, 16, 20), top_values.f32 and
 // top_ids.i32 [N, 64], argmax.i32, prompt.i32, turn.i32, held.i32 [N], lm_head.f32
 // [vocab, hidden], final_norm.f32 [hidden], meta.json.
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -31,7 +33,7 @@ using namespace draftwise;
 
 constexpr int kTopK = 64;
 constexpr int kHoldout = 4;
-const std::vector<int> kLayers = {4, 6, 8, 10, 12, 16, 20};
+const std::vector<int> kDefaultLayers = {4, 6, 8, 10, 12, 16, 20};
 
 template <typename T>
 bool write_array(const std::string& path, const std::vector<T>& values) {
@@ -55,7 +57,7 @@ struct Dump {
 // One turn: the target's logits at every generated position (one pass over prompt + answer),
 // and h_E there at every exit layer.
 Status dump_turn(Decoder& decoder, std::span<const int32_t> prompt, std::span<const int32_t> answer, int32_t prompt_index,
-                 int32_t turn, bool held, Dump& dump) {
+                 int32_t turn, bool held, std::span<const int> layers, Dump& dump) {
   const int64_t vocab = decoder.config().vocab_size;
   std::vector<int32_t> tokens(prompt.begin(), prompt.end());
   tokens.insert(tokens.end(), answer.begin(), answer.end() - 1);
@@ -83,7 +85,7 @@ Status dump_turn(Decoder& decoder, std::span<const int32_t> prompt, std::span<co
     dump.turn.push_back(turn);
     dump.held.push_back(held ? 1 : 0);
   }
-  for (const int layer : kLayers) {
+  for (const int layer : layers) {
     const SequenceId draft = decoder.create_sequence();
     std::vector<float> hidden, draft_logits;
     const DraftHead head{layer, {}, nullptr, &hidden};
@@ -100,16 +102,21 @@ Status dump_turn(Decoder& decoder, std::span<const int32_t> prompt, std::span<co
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4) return fail("usage: dvi_probe MODEL PROMPTS OUTDIR [--cpu] [--max-tokens N]");
+  if (argc < 4) return fail("usage: dvi_probe MODEL PROMPTS OUTDIR [--cpu] [--max-tokens N] [--layers E,E,...]");
   const std::string model_path = argv[1], prompts_path = argv[2], out = argv[3];
   BackendOptions backend;
   backend.device.cuda = true;
   int64_t max_tokens = 64;
+  std::vector<int> layers = kDefaultLayers;
   for (int i = 4; i < argc; ++i) {
     if (std::strcmp(argv[i], "--cpu") == 0) {
       backend.device.cuda = false;
     } else if (std::strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
       max_tokens = std::atoll(argv[++i]);
+    } else if (std::strcmp(argv[i], "--layers") == 0 && i + 1 < argc) {
+      layers.clear();
+      std::stringstream list(argv[++i]);
+      for (std::string item; std::getline(list, item, ',');) layers.push_back(std::atoi(item.c_str()));
     } else {
       return fail(std::string("unknown argument ") + argv[i]);
     }
@@ -154,7 +161,7 @@ int main(int argc, char** argv) {
     for (size_t turn = 0; turn < ar.turns.size(); ++turn) {
       if (ar.turns[turn].size() < 2) continue;
       if (Status dumped = dump_turn(decoder, ar.prompts[turn], ar.turns[turn], static_cast<int32_t>(outcome.prompt),
-                                    static_cast<int32_t>(turn), held, dump);
+                                    static_cast<int32_t>(turn), held, layers, dump);
           !dumped.ok()) {
         return fail(dumped.error().message);
       }
@@ -170,7 +177,7 @@ int main(int argc, char** argv) {
   bool written = write_array(out + "/lm_head.f32", std::vector<float>(cpu->lm_head().begin(), cpu->lm_head().end())) &&
                  write_array(out + "/final_norm.f32",
                              std::vector<float>(cpu->final_norm_gain().begin(), cpu->final_norm_gain().end()));
-  for (const int layer : kLayers) {
+  for (const int layer : layers) {
     written = written && write_array(out + "/h" + std::to_string(layer) + ".f32", dump.exit_hidden[layer]);
   }
   written = written && write_array(out + "/top_values.f32", dump.top_values) &&
@@ -182,7 +189,7 @@ int main(int argc, char** argv) {
   const nlohmann::json meta = {{"records", dump.argmax.size()},
                                {"hidden", decoder.config().hidden_size},
                                {"vocab", decoder.config().vocab_size},
-                               {"layers", kLayers},
+                               {"layers", layers},
                                {"top_k", kTopK},
                                {"eps", decoder.config().rms_norm_eps},
                                {"categories", categories},

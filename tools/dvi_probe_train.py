@@ -11,13 +11,21 @@
 # drafter's stop at draft probability 0.3, simulated exactly along the target's greedy path
 # (an accepted draft is the target's token, so the next draft's input is the path's h_E).
 #
-#   python3 tools/dvi_probe_train.py DIR        (DIR written by dvi_probe; needs torch, numpy;
-#                                                PROBE_DEV=cpu to run without a GPU)
+# `schedule` replays the learner more faithfully, to compare KL-only with KL → RL: each record
+# is drafted on arrival by the head as it is then (its token a = the head's argmax, reward
+# r = [a is the target's], log p_logged(a)), and the loss is the learner's, with the EMA
+# baseline (decay 0.99), the clipped importance ratio (2) and the KL → RL schedule of
+# draft/dvi_learner.cpp (warm-up 50, ramp 200).
+#
+#   python3 tools/dvi_probe_train.py DIR [heads|schedule] [LAYER,...]
+#       DIR written by dvi_probe; needs torch and numpy; PROBE_DEV=cpu runs without a GPU
 import json, sys, time, math
 import numpy as np
 import torch
 
 d = sys.argv[1]
+sweep = sys.argv[2] if len(sys.argv) > 2 else "heads"
+sweep_layers = [int(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else None
 meta = json.load(open(f"{d}/meta.json"))
 N, H, V, K = meta["records"], meta["hidden"], meta["vocab"], meta["top_k"]
 eps = meta["eps"]
@@ -149,6 +157,64 @@ def run(L, name, lr=1e-3, stride=16, batch=64, buffer=4096, wd=0.0, ce=0.5, pass
     tv = tau(head, L, val_idx)
     print(f"L{L:>2} {name:<30} lr {lr:<6g} upd {updates:<5} val a1 {a:.4f} train a1 {at:.4f} val tau(k4) {tv:.3f}", flush=True)
     return a
+
+def run_schedule(L, name, kl_only=False, pg_weight=1.0, floor=0.2, warmup=50, ramp=200, lr=1e-3, stride=16, batch=64,
+                 buffer=4096, ce=0.5, clip=2.0, decay=0.99, **kw):
+    torch.manual_seed(0)
+    head = Head(**kw)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    gen = torch.Generator(device=dev); gen.manual_seed(1)
+    n = len(train_idx)
+    token = torch.zeros(n, dtype=torch.long, device=dev)   # drafted on arrival
+    reward = torch.zeros(n, device=dev)
+    logged = torch.zeros(n, device=dev)
+    baseline = None
+    arrived = 0
+    updates = 0
+    for end in range(batch, n + 1, stride):
+        with torch.no_grad():  # the records that arrived since the last update, drafted by the head as it is
+            j = train_idx[arrived:end]
+            logp = torch.log_softmax(head(hs[L][j]), -1)
+            a = logp.argmax(-1)
+            token[arrived:end] = a
+            logged[arrived:end] = logp.gather(1, a[:, None])[:, 0]
+            reward[arrived:end] = (a == amax[j]).float()
+            for r in reward[arrived:end].tolist():
+                baseline = r if baseline is None else decay * baseline + (1 - decay) * r
+            arrived = end
+        if kl_only or updates < warmup:
+            w_kd, w_pg = 1.0, 0.0
+        else:
+            progress = min(1.0, (updates - warmup) / ramp) if ramp else 1.0
+            w_kd, w_pg = 1.0 - (1.0 - floor) * progress, pg_weight * progress
+        lo = max(0, end - buffer)
+        pick = lo + torch.randint(0, end - lo, (batch,), device=dev, generator=gen)
+        idx = train_idx[pick]
+        z = head(hs[L][idx])
+        logp = torch.log_softmax(z, -1)
+        q = torch.softmax(top_v[idx], -1)
+        kd = (q * (torch.log(q + 1e-30) - logp.gather(1, top_i[idx]))).sum(-1)
+        lp_a = logp.gather(1, token[pick][:, None])[:, 0]
+        r = reward[pick]
+        w = torch.clamp(torch.exp(lp_a.detach() - logged[pick]), max=clip)
+        loss = (w_kd * kd + ce * r * -lp_a + w_pg * (r - baseline) * w * -lp_a).mean()
+        opt.zero_grad(); loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step(); updates += 1
+    a1 = agreement(head, L, val_idx)
+    tv = tau(head, L, val_idx)
+    print(f"L{L:>2} {name:<30} upd {updates:<5} val a1 {a1:.4f} val tau(k4) {tv:.3f} (untrained {tau(Head(**kw), L, val_idx):.3f})",
+          flush=True)
+
+if sweep == "schedule":
+    for L in sweep_layers or [8, 20]:
+        run_schedule(L, "KL only", kl_only=True, rank=16, lens=True)
+        run_schedule(L, "KL -> RL (defaults)", rank=16, lens=True)
+        run_schedule(L, "KL -> RL, kd floor 1", floor=1.0, rank=16, lens=True)
+        run_schedule(L, "KL -> RL, pg 0.25", pg_weight=0.25, rank=16, lens=True)
+        run_schedule(L, "KL -> RL, pg 0.25, floor 1", pg_weight=0.25, floor=1.0, rank=16, lens=True)
+    sys.exit(0)
 
 for L in [4, 6, 8, 10, 12, 16, 20]:
     run(L, "base")
