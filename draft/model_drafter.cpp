@@ -86,9 +86,7 @@ Status ModelDrafter::propose(std::span<const ProposalRequest> requests, std::vec
   for (size_t i = 0; i < requests.size(); ++i) {
     if (requests[i].max_tokens <= 0 || states[i]->tokens.empty()) continue;
     DW_TRY(catch_up(*states[i]));
-    if (model_->sequence_length(states[i]->sequence) + 1 <= model_->context_length()) {
-      active.push_back({i, states[i]->sequence, states[i]->tokens.back()});
-    }
+    if (has_room(states[i]->sequence)) active.push_back({i, states[i]->sequence, states[i]->tokens.back()});
   }
   if (!learning_) {
     std::vector<size_t> everyone(requests.size());
@@ -107,9 +105,6 @@ Status ModelDrafter::propose_group(std::span<const ProposalRequest> requests, st
                                    const DraftAdapter* adapter, std::vector<std::vector<DraftToken>>& proposals) {
   const bool logging = adapter != nullptr && this->logging();
   const int64_t vocab = model_->config().vocab_size;
-  const auto has_room = [this](SequenceId sequence) {
-    return model_->sequence_length(sequence) + 1 <= model_->context_length();
-  };
   std::vector<StepwiseRequest> drafting;
   PassLog log;
   for (const size_t i : members) {
@@ -132,7 +127,8 @@ Status ModelDrafter::propose_group(std::span<const ProposalRequest> requests, st
     if (adapter == nullptr) return greedy ? model_->forward_greedy(batch, argmax) : model_->forward(batch, logits);
     return head_pass(*model_, head, batch, greedy, argmax, logits, logging ? &log : nullptr);
   };
-  DW_TRY(draft_stepwise(requests, std::move(drafting), vocab, has_room, pass, proposals));
+  DW_TRY(draft_stepwise(requests, std::move(drafting), vocab,
+                        [this](SequenceId sequence) { return has_room(sequence); }, pass, proposals));
   for (const size_t i : members) {
     Request& state = *states[i];
     for (const DraftToken& draft : proposals[i]) state.proposal.push_back(draft.token);

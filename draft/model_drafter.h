@@ -48,6 +48,10 @@ class ModelDrafter final : public LearningDrafter {
   };
   // Runs the tokens the cache lacks, but the last, through the model (in chunks, no logits).
   Status catch_up(Request& state);
+  // Whether the draft model's cache of `sequence` takes one more token.
+  bool has_room(SequenceId sequence) const {
+    return model_->sequence_length(sequence) + 1 <= model_->context_length();
+  }
   // Drafts for the requests `members` (indices into requests, each in `active` when it
   // drafts) with one adapter's head, or the model's own head when learning is not attached.
   Status propose_group(std::span<const ProposalRequest> requests, std::span<const size_t> members,

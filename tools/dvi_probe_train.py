@@ -15,7 +15,8 @@
 # is drafted on arrival by the head as it is then (its token a = the head's argmax, reward
 # r = [a is the target's], log p_logged(a)), and the loss is the learner's, with the EMA
 # baseline (decay 0.99), the clipped importance ratio (2) and the KL → RL schedule of
-# draft/dvi_learner.cpp (warm-up 50, ramp 200).
+# draft/dvi_learner.cpp (warm-up 50, ramp 200); variants change the policy-gradient weight,
+# the distillation floor, or restrict the policy gradient to the most recent records.
 #
 #   python3 tools/dvi_probe_train.py DIR [heads|schedule] [LAYER,...]
 #       DIR written by dvi_probe; needs torch and numpy; PROBE_DEV=cpu runs without a GPU
@@ -159,7 +160,7 @@ def run(L, name, lr=1e-3, stride=16, batch=64, buffer=4096, wd=0.0, ce=0.5, pass
     return a
 
 def run_schedule(L, name, kl_only=False, pg_weight=1.0, floor=0.2, warmup=50, ramp=200, lr=1e-3, stride=16, batch=64,
-                 buffer=4096, ce=0.5, clip=2.0, decay=0.99, **kw):
+                 buffer=4096, ce=0.5, clip=2.0, decay=0.99, recent=0, **kw):
     torch.manual_seed(0)
     head = Head(**kw)
     params = [p for p in head.parameters() if p.requires_grad]
@@ -198,6 +199,8 @@ def run_schedule(L, name, kl_only=False, pg_weight=1.0, floor=0.2, warmup=50, ra
         lp_a = logp.gather(1, token[pick][:, None])[:, 0]
         r = reward[pick]
         w = torch.clamp(torch.exp(lp_a.detach() - logged[pick]), max=clip)
+        if recent:  # the policy gradient on the last `recent` records only (near on-policy)
+            w = w * (pick >= end - recent).float()
         loss = (w_kd * kd + ce * r * -lp_a + w_pg * (r - baseline) * w * -lp_a).mean()
         opt.zero_grad(); loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -214,6 +217,7 @@ if sweep == "schedule":
         run_schedule(L, "KL -> RL, kd floor 1", floor=1.0, rank=16, lens=True)
         run_schedule(L, "KL -> RL, pg 0.25", pg_weight=0.25, rank=16, lens=True)
         run_schedule(L, "KL -> RL, pg 0.25, floor 1", pg_weight=0.25, floor=1.0, rank=16, lens=True)
+        run_schedule(L, "KL -> RL, pg on the last 256", recent=256, rank=16, lens=True)
     sys.exit(0)
 
 for L in [4, 6, 8, 10, 12, 16, 20]:
