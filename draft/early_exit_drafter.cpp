@@ -78,11 +78,6 @@ Status EarlyExitDrafter::propose(std::span<const ProposalRequest> requests,
     it->second.logged.clear();
     states.push_back(&it->second);
   }
-  if (!learning_) {
-    std::vector<size_t> everyone(requests.size());
-    for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = i;
-    return propose_group(requests, everyone, states, nullptr, proposals);
-  }
   // One drafting pass per adapter: requests of different scopes draft apart.
   for (const auto& [adapter, members] : by_adapter(requests)) {
     DW_TRY(propose_group(requests, members, states, adapter.get(), proposals));

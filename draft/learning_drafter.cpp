@@ -15,7 +15,9 @@ Status LearningDrafter::between_steps() {
 std::map<std::shared_ptr<const DraftAdapter>, std::vector<size_t>> LearningDrafter::by_adapter(
     std::span<const ProposalRequest> requests) const {
   std::map<std::shared_ptr<const DraftAdapter>, std::vector<size_t>> groups;
-  for (size_t i = 0; i < requests.size(); ++i) groups[learning_->adapter(requests[i].request)].push_back(i);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    groups[learning_ ? learning_->adapter(requests[i].request) : nullptr].push_back(i);
+  }
   return groups;
 }
 

@@ -54,7 +54,8 @@ class LearningDrafter : public Drafter {
   bool logging() const { return learning_ != nullptr && learning_->learns() && learning_->enabled(); }
   // At the start of propose(): the engine step (for the learners' serving time) begins.
   void start_step() { step_started_ = std::chrono::steady_clock::now(); }
-  // The requests (indices into `requests`) by the adapter they draft with.
+  // The requests (indices into `requests`) by the adapter they draft with; without learning,
+  // all of them with none (the drafter's own head).
   std::map<std::shared_ptr<const DraftAdapter>, std::vector<size_t>> by_adapter(
       std::span<const ProposalRequest> requests) const;
   // One drafting pass through `head` on `decoder`: its rows' argmax when `greedy`, else their

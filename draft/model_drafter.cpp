@@ -88,11 +88,6 @@ Status ModelDrafter::propose(std::span<const ProposalRequest> requests, std::vec
     DW_TRY(catch_up(*states[i]));
     if (has_room(states[i]->sequence)) active.push_back({i, states[i]->sequence, states[i]->tokens.back()});
   }
-  if (!learning_) {
-    std::vector<size_t> everyone(requests.size());
-    for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = i;
-    return propose_group(requests, everyone, states, active, nullptr, proposals);
-  }
   // One drafting pass per adapter: requests of different scopes draft apart.
   for (const auto& [adapter, members] : by_adapter(requests)) {
     DW_TRY(propose_group(requests, members, states, active, adapter.get(), proposals));
