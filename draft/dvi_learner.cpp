@@ -56,6 +56,8 @@ Status validate_learner_options(const LearnerOptions& o) {
   if (!(o.baseline_decay >= 0.0f && o.baseline_decay < 1.0f)) {
     return make_error("the baseline decay must be in [0, 1), got {}", o.baseline_decay);
   }
+  if (o.policy_gradient_recent < 0)
+    return make_error("--learn-pg-recent must be ≥ 0, got {}", o.policy_gradient_recent);
   if (!non_negative(o.importance_clip))
     return make_error("the importance clip must be ≥ 0, got {}", o.importance_clip);
   if (!(o.time_share > 0.0f && o.time_share <= 1.0f)) {
@@ -89,6 +91,7 @@ OnlineLearner::OnlineLearner(DraftHeadTrainer& trainer, DraftAdapter initial,
 void OnlineLearner::add_record(DraftRecord record) {
   if (!enabled_) return;
   const float reward = record.reward;
+  record.serial = stats_.records;
   ring_.push(std::move(record));
   ++stats_.records;
   baseline_ = baseline_set_
@@ -143,6 +146,9 @@ DviLossWeights OnlineLearner::weights_at(int64_t t) const {
                              : std::min(1.0f, static_cast<float>(t - options_.warmup_updates) /
                                                   static_cast<float>(options_.ramp_updates));
   weights.policy_gradient = options_.policy_gradient_weight * progress;
+  if (options_.policy_gradient_recent > 0) {
+    weights.policy_gradient_from = stats_.records - options_.policy_gradient_recent;
+  }
   weights.distillation = 1.0f - (1.0f - options_.distillation_floor) * progress;
   return weights;
 }

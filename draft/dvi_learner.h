@@ -7,6 +7,9 @@
 // Schedule (update t, counted from 0): the first `warmup_updates` distil only; over the next
 // `ramp_updates` the policy-gradient weight rises linearly to `policy_gradient_weight` and
 // the distillation weight falls to `distillation_floor`; the cross-entropy weight is fixed.
+// The policy-gradient term is taken over the `policy_gradient_recent` newest records only
+// (those drafted by the last few adapters: near on-policy), each weighted by its clipped
+// importance ratio; with 0, over every record in the buffer.
 // With `policy_gradient = false` (KL only) the distillation weight stays 1 and there is no
 // policy-gradient term.
 //
@@ -53,6 +56,7 @@ struct LearnerOptions {
   int64_t ramp_updates = 200;
   float baseline_decay = 0.99f;  // EMA of rewards
   float importance_clip = 2.0f;
+  int64_t policy_gradient_recent = 256;  // records; 0: all
   float time_share = 0.15f;  // of wall time, at most
   int64_t revert_window = 1024;  // drafted tokens
   int64_t revert_patience = 2;

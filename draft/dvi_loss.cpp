@@ -190,6 +190,7 @@ Expected<DviLossTerms> CpuDraftHeadTrainer::loss_and_gradients(
       importance = std::min<double>(weights.importance_clip,
                                     std::exp(log_p_token - record.draft_log_probability));
     }
+    if (record.serial < weights.policy_gradient_from) importance = 0.0;
     const double advantage = (record.reward - weights.baseline) * importance;
     own[2] = advantage * -log_p_token;
     const double token_coefficient =

@@ -7,7 +7,8 @@
 //                   (the verifier's top-K renormalised; the draft's full-softmax log-probs)
 //   cross-entropy   r · (−log softmax(z)[a])            (accepted records only)
 //   policy gradient (r − b) · w · (−log softmax(z)[a])   (b: the baseline; w: the clipped
-//                   importance ratio p_S(a) / p_logged(a), held constant, or 1)
+//                   importance ratio p_S(a) / p_logged(a), held constant, or 1; records that
+//                   arrived before `policy_gradient_from` have no such term: w = 0)
 //
 //   L = mean over records of (w_kd · distillation + w_ce · cross-entropy + w_pg · policy gradient)
 //
@@ -34,6 +35,7 @@ struct DviLossWeights {
   float temperature = 1.0f;      // T > 0
   float baseline = 0.0f;         // b
   float importance_clip = 0.0f;  // > 0: w = min(clip, p_S(a) / p_logged(a)); 0: w = 1
+  int64_t policy_gradient_from = 0;  // the oldest record serial with a policy-gradient term
 };
 
 // Each term's mean over the batch (unweighted) and the weighted total.

@@ -74,11 +74,12 @@ Expected<DviLossTerms> CudaDraftHeadTrainer::loss_and_gradients(
     }
   }
   std::vector<int32_t> tokens, top_tokens;
-  std::vector<float> rewards, logged, top_logits;
+  std::vector<float> rewards, logged, on_policy, top_logits;
   for (const DraftRecord* record : records) {
     tokens.push_back(record->token);
     rewards.push_back(record->reward);
     logged.push_back(record->draft_log_probability);
+    on_policy.push_back(record->serial >= weights.policy_gradient_from ? 1.0f : 0.0f);
     top_tokens.insert(top_tokens.end(), record->verifier_tokens.begin(),
                       record->verifier_tokens.end());
     top_logits.insert(top_logits.end(), record->verifier_logits.begin(),
@@ -107,6 +108,7 @@ Expected<DviLossTerms> CudaDraftHeadTrainer::loss_and_gradients(
   DW_ASSIGN_OR_RETURN(void* partial_device,
                       buffer(14, static_cast<size_t>(slices * count * width) * 4));
   DW_ASSIGN_OR_RETURN(void* products_device, buffer(15, static_cast<size_t>(count * width) * 4));
+  DW_ASSIGN_OR_RETURN(void* on_policy_device, buffer(16, n * 4));
   DW_TRY(upload(normed_device, normed_bf16, stream));
   DW_TRY(upload(hidden_device, normed.hidden, stream));
   DW_TRY(upload(gain_device, adapter.gain, stream));
@@ -116,6 +118,7 @@ Expected<DviLossTerms> CudaDraftHeadTrainer::loss_and_gradients(
   DW_TRY(upload(tokens_device, tokens, stream));
   DW_TRY(upload(rewards_device, rewards, stream));
   DW_TRY(upload(logged_device, logged, stream));
+  DW_TRY(upload(on_policy_device, on_policy, stream));
   DW_TRY(upload(top_tokens_device, top_tokens, stream));
   DW_TRY(upload(top_logits_device, top_logits, stream));
 
@@ -136,7 +139,7 @@ Expected<DviLossTerms> CudaDraftHeadTrainer::loss_and_gradients(
       cuda::dvi_logit_gradients(
           logits, count, vocab, static_cast<const int32_t*>(tokens_device),
           static_cast<const float*>(rewards_device), static_cast<const float*>(logged_device),
-          static_cast<const int32_t*>(top_tokens_device),
+          static_cast<const float*>(on_policy_device), static_cast<const int32_t*>(top_tokens_device),
           static_cast<const float*>(top_logits_device), static_cast<int64_t>(top_k), row_weights,
           static_cast<float*>(terms_device), stream),
       "dvi_logit_gradients"));

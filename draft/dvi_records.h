@@ -20,6 +20,7 @@ struct DraftRecord {
   std::vector<float> verifier_logits;    // [K]: their logits
   float reward = 0.0f;                   // 1: accepted; 0: the first rejection
   int32_t position = 0;                  // in the draft block, from 0
+  int64_t serial = 0;  // the record's arrival number at its learner, from 0 (set by the learner)
 };
 
 // Keeps the `k` largest of `logits` ([vocab]) in the record, largest first (the lowest id

@@ -360,6 +360,8 @@ int run_bench(const std::vector<std::string>& cli) {
                                     {"temperature", learner_defaults.temperature},
                                     {"cross_entropy_weight", learner_defaults.cross_entropy_weight},
                                     {"policy_gradient_weight", learner_defaults.policy_gradient_weight},
+                                    {"policy_gradient_recent", learner_defaults.policy_gradient_recent},
+                                    {"importance_clip", learner_defaults.importance_clip},
                                     {"distillation_floor", learner_defaults.distillation_floor},
                                     {"warmup_updates", learner_defaults.warmup_updates},
                                     {"ramp_updates", learner_defaults.ramp_updates},

@@ -59,6 +59,10 @@ void add_learn_options(ArgParser& parser, LearnArgs& args) {
   parser.add_option(
       "learn-pg-weight", &args.policy_gradient_weight, "W",
       fmt::format("policy-gradient weight after the ramp (default {})", d.policy_gradient_weight));
+  parser.add_option("learn-pg-recent", &args.policy_gradient_recent, "N",
+                    fmt::format("the policy gradient over the N newest records only; 0: over "
+                                "every record kept (default {})",
+                                d.policy_gradient_recent));
   parser.add_option(
       "learn-kd-floor", &args.distillation_floor, "W",
       fmt::format("distillation weight after the ramp (default {})", d.distillation_floor));
@@ -99,6 +103,7 @@ Expected<LearningConfig> parse_learn_args(const LearnArgs& args) {
   DW_TRY(set_number("--learn-temperature", args.temperature, o.temperature));
   DW_TRY(set_number("--learn-ce-weight", args.cross_entropy_weight, o.cross_entropy_weight));
   DW_TRY(set_number("--learn-pg-weight", args.policy_gradient_weight, o.policy_gradient_weight));
+  DW_TRY(set_integer("--learn-pg-recent", args.policy_gradient_recent, o.policy_gradient_recent));
   DW_TRY(set_number("--learn-kd-floor", args.distillation_floor, o.distillation_floor));
   DW_TRY(set_integer("--learn-warmup", args.warmup, o.warmup_updates));
   DW_TRY(set_integer("--learn-ramp", args.ramp, o.ramp_updates));

@@ -21,8 +21,8 @@ struct LearnArgs {
   std::string adapter;
   std::string save_adapter;
   std::string head, rank, alpha, learning_rate, batch, interval, buffer, top_k, temperature;
-  std::string cross_entropy_weight, policy_gradient_weight, distillation_floor, warmup, ramp,
-      time_share;
+  std::string cross_entropy_weight, policy_gradient_weight, policy_gradient_recent,
+      distillation_floor, warmup, ramp, time_share;
   bool kl_only = false;
 };
 

@@ -86,7 +86,8 @@ __device__ float block_max(float value) {
 }
 
 __global__ void dvi_logit_gradients_kernel(float* logits, int64_t vocab, const int32_t* tokens, const float* rewards,
-                                           const float* logged_log_probabilities, const int32_t* top_tokens,
+                                           const float* logged_log_probabilities, const float* on_policy,
+                                           const int32_t* top_tokens,
                                            const float* top_logits, int64_t top_k, DviRowWeights weights,
                                            float inverse_count, float* terms) {
   wait_for_prior_grid();
@@ -117,7 +118,7 @@ __global__ void dvi_logit_gradients_kernel(float* logits, int64_t vocab, const i
   if (weights.importance_clip > 0.0f) {
     importance = fminf(weights.importance_clip, __expf(log_p_token - logged_log_probabilities[blockIdx.x]));
   }
-  const float advantage = (reward - weights.baseline) * importance;
+  const float advantage = (reward - weights.baseline) * importance * on_policy[blockIdx.x];
   const float token_coefficient = weights.cross_entropy * reward + weights.policy_gradient * advantage;
   const bool distil = weights.distillation != 0.0f && top_k > 0;
   float kl = 0.0f;
@@ -219,11 +220,12 @@ cudaError_t lens_map(const float* hidden_rows, int64_t rows, int64_t hidden, con
 
 cudaError_t dvi_logit_gradients(float* logits, int64_t count, int64_t vocab, const int32_t* tokens,
                                 const float* rewards, const float* logged_log_probabilities,
-                                const int32_t* top_tokens, const float* top_logits, int64_t top_k,
-                                const DviRowWeights& weights, float* terms, cudaStream_t stream) {
+                                const float* on_policy, const int32_t* top_tokens,
+                                const float* top_logits, int64_t top_k, const DviRowWeights& weights,
+                                float* terms, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   return launch(dvi_logit_gradients_kernel, dim3(static_cast<unsigned>(count)), dim3(kRowThreads), 0, stream, logits,
-                vocab, tokens, rewards, logged_log_probabilities, top_tokens, top_logits, top_k, weights,
+                vocab, tokens, rewards, logged_log_probabilities, on_policy, top_tokens, top_logits, top_k, weights,
                 1.0f / static_cast<float>(count), terms);
 }
 

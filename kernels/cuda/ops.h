@@ -177,12 +177,14 @@ struct DviRowWeights {
 };
 // The learner's ∂L/∂z for `count` records, in place of their draft logits, and each
 // record's (distillation, cross-entropy, policy-gradient) terms.
-//   logits: [count, vocab] fp32   tokens, rewards, logged_log_probabilities: [count]
+//   logits: [count, vocab] fp32   tokens, rewards, logged_log_probabilities, on_policy: [count]
+//   (on_policy: 1 for a record with a policy-gradient term, 0 without)
 //   top_tokens, top_logits: [count, top_k] (distinct tokens per row)   terms: [count, 3]
 cudaError_t dvi_logit_gradients(float* logits, int64_t count, int64_t vocab, const int32_t* tokens,
                                 const float* rewards, const float* logged_log_probabilities,
-                                const int32_t* top_tokens, const float* top_logits, int64_t top_k,
-                                const DviRowWeights& weights, float* terms, cudaStream_t stream);
+                                const float* on_policy, const int32_t* top_tokens,
+                                const float* top_logits, int64_t top_k, const DviRowWeights& weights,
+                                float* terms, cudaStream_t stream);
 // b_gradient[v, j] = scale · Σ_i gradients[i, v] · down[i, j]
 //   gradients: [count, vocab]   down: [count, rank]   b_gradient: [vocab, rank]
 cudaError_t dvi_b_gradient(const float* gradients, const float* down, int64_t count, int64_t vocab, int64_t rank,

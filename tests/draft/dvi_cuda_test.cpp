@@ -178,11 +178,12 @@ void expect_trainers_agree(const std::filesystem::path& model, int64_t rank, int
     keep_top_logits(teacher, top_k, record);
     record.reward = i % 4 == 3 ? 0.0f : 1.0f;
     record.position = i % 4;
+    record.serial = (i * 7) % 24;  // a third of them too old for the policy gradient
     records.push_back(std::move(record));
   }
   std::vector<const DraftRecord*> batch;
   for (const DraftRecord& record : records) batch.push_back(&record);
-  const DviLossWeights weights{0.6f, 0.5f, 0.8f, 1.3f, 0.4f, 2.0f};
+  const DviLossWeights weights{0.6f, 0.5f, 0.8f, 1.3f, 0.4f, 2.0f, 8};
   DviGradients on_cpu, on_gpu;
   const auto cpu_terms = cpu_trainer.loss_and_gradients(batch, adapter, weights, on_cpu);
   const auto gpu_terms = (*gpu_trainer)->loss_and_gradients(batch, adapter, weights, on_gpu);

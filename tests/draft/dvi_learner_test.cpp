@@ -285,6 +285,38 @@ TEST(DviAdapter, DraftPassAndTrainerComputeTheSameHead) {
   }
 }
 
+// The KL → RL schedule: distillation alone through the warm-up, then a linear hand-over to
+// the policy gradient, which covers the newest `policy_gradient_recent` records only.
+TEST(DviLearner, ScheduleHandsOverFromDistillationToThePolicyGradient) {
+  auto target = fixture_decoder();
+  CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, 1e-5f, target->thread_pool());
+  LearnerOptions options = quick_options();  // warm-up 4, ramp 8
+  options.policy_gradient_weight = 0.8f;
+  options.distillation_floor = 0.2f;
+  options.policy_gradient_recent = 3;
+  OnlineLearner learner(trainer, small_adapter(*target), options);
+  for (int i = 0; i < 10; ++i) learner.add_record(record_of(kHidden, 0.5f, 3, 1.0f));
+  const DviLossWeights warm = learner.weights_at(3);
+  EXPECT_EQ(warm.distillation, 1.0f);
+  EXPECT_EQ(warm.policy_gradient, 0.0f);
+  const DviLossWeights half = learner.weights_at(8);
+  EXPECT_NEAR(half.policy_gradient, 0.4f, 1e-6f);
+  EXPECT_NEAR(half.distillation, 0.6f, 1e-6f);
+  EXPECT_EQ(half.policy_gradient_from, 7);  // records 7, 8, 9 of 0..9
+  const DviLossWeights after = learner.weights_at(40);
+  EXPECT_NEAR(after.policy_gradient, 0.8f, 1e-6f);
+  EXPECT_NEAR(after.distillation, 0.2f, 1e-6f);
+  EXPECT_EQ(after.cross_entropy, options.cross_entropy_weight);
+  options.policy_gradient_recent = 0;  // every record kept
+  OnlineLearner every(trainer, small_adapter(*target), options);
+  every.add_record(record_of(kHidden, 0.5f, 3, 1.0f));
+  EXPECT_EQ(every.weights_at(40).policy_gradient_from, 0);
+  options.policy_gradient = false;  // KL only
+  OnlineLearner kl_only(trainer, small_adapter(*target), options);
+  EXPECT_EQ(kl_only.weights_at(40).policy_gradient, 0.0f);
+  EXPECT_EQ(kl_only.weights_at(40).distillation, 1.0f);
+}
+
 TEST(DviLearner, NonFiniteGradientIsSkippedAndCounted) {
   auto target = fixture_decoder();
   CpuDraftHeadTrainer trainer(target->lm_head(), kHidden, 1e-5f, target->thread_pool());

@@ -161,6 +161,48 @@ TEST(DviLoss, ImportanceWeightsScaleThePolicyGradientTerm) {
   EXPECT_NEAR(clipped.policy_gradient, 2.0 * unweighted.policy_gradient, 1e-5);
 }
 
+// Records that arrived before `policy_gradient_from` keep their distillation and
+// cross-entropy terms and lose their policy-gradient term: the batch's loss and gradient are
+// the record-weighted mix of the old half without it and the new half with it.
+TEST(DviLoss, OldRecordsHaveNoPolicyGradientTerm) {
+  Problem problem = random_problem(14);
+  for (size_t i = 0; i < problem.records.size(); ++i) problem.records[i].serial = static_cast<int64_t>(10 + i);
+  cpu::ThreadPool pool(1);
+  CpuDraftHeadTrainer trainer(problem.lm_head, kHidden, 1e-5f, pool);
+  DviLossWeights weights;
+  weights.distillation = 0.7f;
+  weights.cross_entropy = 0.5f;
+  weights.policy_gradient = 1.0f;
+  weights.baseline = 0.4f;
+  weights.importance_clip = 2.0f;
+  weights.policy_gradient_from = 13;  // records 3, 4, 5
+  const std::vector<const DraftRecord*> old_half(problem.batch.begin(), problem.batch.begin() + 3);
+  const std::vector<const DraftRecord*> new_half(problem.batch.begin() + 3, problem.batch.end());
+  DviGradients mixed, old_gradients, new_gradients;
+  const DviLossTerms all = trainer.loss_and_gradients(problem.batch, problem.adapter, weights, mixed).value();
+  DviLossWeights without = weights;
+  without.policy_gradient = 0.0f;
+  const DviLossTerms old_terms =
+      trainer.loss_and_gradients(old_half, problem.adapter, without, old_gradients).value();
+  const DviLossTerms new_terms =
+      trainer.loss_and_gradients(new_half, problem.adapter, weights, new_gradients).value();
+  EXPECT_NEAR(all.total, 0.5 * (old_terms.total + new_terms.total), 1e-5);
+  EXPECT_NEAR(all.policy_gradient, 0.5 * new_terms.policy_gradient, 1e-6);
+  EXPECT_NE(new_terms.policy_gradient, 0.0);
+  for (size_t i = 0; i < mixed.b.size(); ++i) {
+    ASSERT_NEAR(mixed.b[i], 0.5f * (old_gradients.b[i] + new_gradients.b[i]), 1e-5f) << i;
+  }
+  for (size_t i = 0; i < mixed.lens.size(); ++i) {
+    ASSERT_NEAR(mixed.lens[i], 0.5f * (old_gradients.lens[i] + new_gradients.lens[i]), 1e-5f) << i;
+  }
+  // With every record new enough, the term is back.
+  weights.policy_gradient_from = 0;
+  DviGradients ignored;
+  EXPECT_GT(std::fabs(trainer.loss_and_gradients(problem.batch, problem.adapter, weights, ignored).value().total -
+                      all.total),
+            1e-4);
+}
+
 TEST(DviLoss, ResultsDoNotDependOnTheThreadCount) {
   const Problem problem = random_problem(13);
   DviLossWeights weights;
