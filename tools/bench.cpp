@@ -2,7 +2,9 @@
 // the same prompts in one process and writes DIR/results.json: the configuration, the
 // model file's SHA-256, the device and date; per prompt, per category and overall for each
 // mode, tokens/s, the speed-up against `ar`, the speculation statistics, and whether its
-// output equals `ar`'s. A summary table goes to stdout, progress to stderr.
+// output equals `ar`'s (where not: where it first differs, and both continuations). From it,
+// DIR/report.md and the SVG plots (tools/bench_report.h). A summary table goes to stdout,
+// progress to stderr.
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -20,6 +22,7 @@
 #include "engine/chat_template.h"
 #include "engine/draft_spec.h"
 #include "kernels/sha256.h"
+#include "tools/bench_report.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
 #include "tools/learn_args.h"
@@ -106,20 +109,8 @@ nlohmann::json summary_json(const ModeSummary& summary, const std::string& mode)
           {"speculation", speculation_json(summary.speculation, mode == "ar" ? std::string() : mode)}};
 }
 
-// Written to a temporary file and renamed: a killed run never leaves a torn results.json.
-Status write_json(const std::filesystem::path& path, const nlohmann::json& value) {
-  const std::filesystem::path temporary = path.string() + ".tmp";
-  {
-    std::ofstream file(temporary);
-    if (!file) return make_error("{}: cannot be written", temporary.string());
-    file << value.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    if (!file) return make_error("{}: write error", temporary.string());
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  if (error) return make_error("{}: {}", path.string(), error.message());
-  return {};
-}
+// Tokens of a continuation shown for a mismatch.
+constexpr size_t kShownTokens = 12;
 
 int report_error(const Error& error) {
   print_error("draftwise bench: " + error.message);
@@ -413,10 +404,27 @@ int run_bench(const std::vector<std::string>& cli) {
         const ModeOutcome& result = outcome.modes[m];
         nlohmann::json difference = nullptr;
         if (result.difference) {
+          const auto continuation = [&](const ModeOutcome& of) {
+            static const std::vector<int32_t> none;
+            const auto turn_index = static_cast<size_t>(result.difference->turn);
+            const std::vector<int32_t>& turn = turn_index < of.turns.size() ? of.turns[turn_index] : none;
+            const size_t from = std::min(turn.size(), static_cast<size_t>(result.difference->position));
+            const size_t to = std::min(turn.size(), from + kShownTokens);
+            const std::vector<int32_t> shown(turn.begin() + static_cast<std::ptrdiff_t>(from),
+                                             turn.begin() + static_cast<std::ptrdiff_t>(to));
+            return std::pair{shown.empty() ? nlohmann::json(nullptr) : nlohmann::json(shown.front()),
+                             tokenizer.decode(shown, /*skip_special=*/false)};
+          };
+          const auto [reference_token, reference_text] = continuation(outcome.modes.front());
+          const auto [mode_token, mode_text] = continuation(result);
           difference = {{"turn", result.difference->turn},
                         {"position", result.difference->position},
                         {"reference_margin", result.difference->reference_margin},
-                        {"after_near_tie", result.difference->after_near_tie}};
+                        {"after_near_tie", result.difference->after_near_tie},
+                        {"reference_token", reference_token},
+                        {"mode_token", mode_token},
+                        {"reference_text", reference_text},
+                        {"mode_text", mode_text}};
         }
         entry["modes"][bench_modes[m].name] = {
             {"tokens", result.tokens},
@@ -434,9 +442,15 @@ int run_bench(const std::vector<std::string>& cli) {
   std::error_code error;
   std::filesystem::create_directories(args.out, error);
   if (error) return report_error(make_error("{}: {}", args.out, error.message()));
-  if (const Status written = write_json(std::filesystem::path(args.out) / "results.json", results); !written.ok()) {
+  if (const Status written =
+          write_file_atomically(std::filesystem::path(args.out) / "results.json",
+                                results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+      !written.ok()) {
     return report_error(written.error());
   }
+  const Expected<std::vector<ReportFile>> report = bench_report_files(results);
+  if (!report.ok()) return report_error(report.error());
+  if (const Status written = write_report_files(*report, args.out); !written.ok()) return report_error(written.error());
 
   for (const auto& [m, drafter] : learning_modes) {
     const std::filesystem::path folder = std::filesystem::path(args.out) / "adapters";

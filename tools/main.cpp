@@ -28,6 +28,7 @@ constexpr Command kCommands[] = {
      "what is inside a model file: architecture, tensors, tokenizer, chat template"},
     {"perf", draftwise::run_perf,
      "decode and prefill speed on a GPU against its measured bandwidth and GEMM rate"},
+    {"report", draftwise::run_report, "remake report.md and the plots of a bench run from its results.json"},
     {"version", draftwise::run_version, "build information and the CUDA devices visible"},
 };
 

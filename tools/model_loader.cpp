@@ -11,6 +11,7 @@
 #include "target/cpu_decoder.h"
 #include "target/random_weights.h"
 #ifdef DRAFTWISE_HAVE_CUDA
+#include "kernels/cuda/device.h"
 #include "target/cuda_decoder.h"
 #endif
 
@@ -22,7 +23,18 @@ std::string backend_name(const CpuDecoder& decoder) {
   return fmt::format("cpu ({} threads, {})", decoder.num_threads(), cpu::cpu_kernel_isa());
 }
 #ifdef DRAFTWISE_HAVE_CUDA
-std::string backend_name(const CudaDecoder& decoder) { return decoder.device_name(); }
+// "cuda:0 (NVIDIA H200, 139.8 GiB)": the device's index, name and memory.
+std::string backend_name(const CudaDecoder& decoder) {
+  const Expected<std::vector<CudaDeviceInfo>> devices = list_cuda_devices();
+  if (devices.ok()) {
+    for (const CudaDeviceInfo& device : *devices) {
+      if (fmt::format("cuda:{}", device.index) != decoder.device_name()) continue;
+      return fmt::format("{} ({}, {:.1f} GiB)", decoder.device_name(), device.name,
+                         static_cast<double>(device.total_bytes) / (1024.0 * 1024.0 * 1024.0));
+    }
+  }
+  return decoder.device_name();
+}
 #endif
 
 // A model file (`config_path` empty) or random weights on backend D.

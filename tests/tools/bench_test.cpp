@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
 
@@ -57,6 +60,39 @@ TEST(Bench, DefaultModelWritesResults) {
   EXPECT_EQ(results["prompts"][0]["category"], "writing");
   EXPECT_EQ(results["prompts"][0]["modes"]["ngram:3@2"]["turn_tokens"].size(), 2u);  // two turns
   EXPECT_TRUE(results["prompts"][0]["modes"]["ngram:3@2"]["first_difference"].is_null());
+  // The report and the plots, made from these results.
+  const auto read = [&](const char* name) {
+    std::ifstream in(dir.path() / "run" / name);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string report = read("report.md");
+  const nlohmann::json& self = results["overall"]["self:24@4"];
+  EXPECT_NE(report.find(fmt::format("| self:24@4 | {:.1f} | {:.2f}× | {:.3f} |", self["tokens_per_second"].get<double>(),
+                                    self["speedup"].get<double>(),
+                                    self["speculation"]["mean_acceptance_length"].get<double>())),
+            std::string::npos)
+      << report;
+  EXPECT_NE(report.find("0 of 4 outputs differ from ar's."), std::string::npos) << report;
+  const std::string positions = read("acceptance_per_position.svg");
+  EXPECT_NE(positions.find(fmt::format("<title>self:24@4 1: {:.4g}</title>",
+                                       self["speculation"]["acceptance_per_position"][0].get<double>())),
+            std::string::npos)
+      << positions;
+  EXPECT_NE(read("speedup_per_category.svg").find("<title>ngram:3@2 qa: "), std::string::npos);
+  // draftwise report remakes the same report from results.json.
+  const testing::CommandResult remade =
+      run_draftwise({"report", (dir.path() / "run/results.json").string(), "--out", (dir.path() / "again").string()});
+  ASSERT_EQ(remade.exit_code, 0) << remade.err;
+  std::ifstream again(dir.path() / "again/report.md");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(again), {}), report);
+}
+
+TEST(Report, BadResultsAreRefusedWithAClearError) {
+  testing::ScratchDir dir;
+  testing::expect_command_refused("report", {"/nonexistent/results.json"}, "/nonexistent/results.json: cannot be read");
+  testing::expect_command_refused("report", {dir.write("a.json", "{\"config\": ").string()}, "not valid JSON");
+  testing::expect_command_refused("report", {dir.write("b.json", "[1, 2]").string()}, "not an object");
+  testing::expect_command_refused("report", {dir.write("c.json", "{\"config\": {}}").string()}, "results.json");
 }
 
 TEST(Bench, BadInputIsRefusedWithAClearError) {

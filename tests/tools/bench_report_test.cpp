@@ -1,0 +1,192 @@
+// The bench report and its plots hold the numbers of results.json; a mismatching output is
+// listed with where it differs and how both continue; axes get round ticks; bad results are
+// refused naming the field.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "tools/bench_report.h"
+#include "tools/svg_chart.h"
+
+namespace draftwise {
+namespace {
+
+using nlohmann::json;
+
+json summary(int64_t prompts, double tokens_per_second, double speedup, double tau, double rate,
+             std::vector<double> per_position, int64_t lossless, int64_t near_ties) {
+  return {{"prompts", prompts},
+          {"tokens", 100},
+          {"seconds", 1.0},
+          {"tokens_per_second", tokens_per_second},
+          {"speedup", speedup},
+          {"lossless_prompts", lossless},
+          {"near_tie_prompts", near_ties},
+          {"lossless", lossless == prompts},
+          {"lossless_up_to_near_ties", lossless + near_ties == prompts},
+          {"speculation",
+           {{"mean_acceptance_length", tau},
+            {"acceptance_rate", rate},
+            {"acceptance_per_position", per_position}}}};
+}
+
+// Two prompts, ar and two drafting modes, one learning; the second prompt's self:8 output
+// differs from ar's after a near-tie.
+json sample_results() {
+  json results;
+  results["config"] = {{"model", "models/m.gguf"},   {"model_sha256", "abc123"},
+                       {"device", "cuda:0"},         {"backend", "cuda:0 (NVIDIA H200, 139.8 GiB)"},
+                       {"date", "2026-12-02T00:00:00Z"},
+                       {"prompts_file", "q.jsonl"},  {"prompts", 2},
+                       {"categories", {"qa", "writing"}},
+                       {"limit_per_category", 0},    {"max_tokens", 64},
+                       {"temperature", 0.0},         {"holdout_every", 0},
+                       {"modes", {"ar", "ngram:3@4", "self:8+learn@4"}},
+                       {"learner", {{"rank", 16}, {"learning_rate", 0.001}}}};
+  results["overall"] = {{"ar", summary(2, 1689.25, 1.0, 1.0, 0.0, {}, 2, 0)},
+                        {"ngram:3@4", summary(2, 2077.5, 1.2345, 3.2417, 0.5604, {0.81, 0.62, 0.47, 0.31}, 2, 0)},
+                        {"self:8+learn@4", summary(2, 640.0, 0.3789, 1.2521, 0.0632, {0.1734, 0.0251}, 1, 1)}};
+  results["overall"]["self:8+learn@4"]["learner"] = {{"records", 900}, {"updates", 42}, {"skipped", 1},
+                                                     {"reverted", 0}, {"seconds", 0.75}};
+  results["overall"]["self:8+learn@4"]["learner_time_share"] = 0.1466;
+  results["categories"]["qa"] = {{"ar", summary(1, 1700.0, 1.0, 1.0, 0.0, {}, 1, 0)},
+                                 {"ngram:3@4", summary(1, 2100.0, 1.3111, 3.0, 0.5, {0.7}, 1, 0)},
+                                 {"self:8+learn@4", summary(1, 650.0, 0.4222, 1.3, 0.07, {0.2}, 1, 0)}};
+  results["categories"]["writing"] = {{"ar", summary(1, 1680.0, 1.0, 1.0, 0.0, {}, 1, 0)},
+                                      {"ngram:3@4", summary(1, 2050.0, 1.1577, 3.5, 0.6, {0.9}, 1, 0)},
+                                      {"self:8+learn@4", summary(1, 630.0, 0.3356, 1.2, 0.05, {0.1}, 0, 1)}};
+  const json equal = {{"first_difference", nullptr}};
+  results["prompts"] = json::array();
+  results["prompts"].push_back({{"id", "81"}, {"category", "qa"},
+                                {"modes", {{"ar", equal}, {"ngram:3@4", equal}, {"self:8+learn@4", equal}}}});
+  const json differing = {{"first_difference",
+                           {{"turn", 1},
+                            {"position", 17},
+                            {"reference_margin", 0.0042},
+                            {"after_near_tie", true},
+                            {"reference_token", 314},
+                            {"mode_token", 2718},
+                            {"reference_text", " the river | bank"},
+                            {"mode_text", " a bank\nof the river"}}}};
+  results["prompts"].push_back({{"id", "95"}, {"category", "writing"},
+                                {"modes", {{"ar", equal}, {"ngram:3@4", equal}, {"self:8+learn@4", differing}}}});
+  results["learning_curves"]["self:8+learn@4"] = json::array();
+  for (int i = 1; i <= 3; ++i) {
+    results["learning_curves"]["self:8+learn@4"].push_back(
+        {{"tokens", 128 * i}, {"tau", 1.0 + 0.1 * i}, {"prompt_number", i}});
+  }
+  return results;
+}
+
+const ReportFile& file_named(const std::vector<ReportFile>& files, const std::string& name) {
+  for (const ReportFile& file : files) {
+    if (file.name == name) return file;
+  }
+  ADD_FAILURE() << name << " was not made";
+  static const ReportFile none;
+  return none;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST(BenchReport, TablesHoldTheNumbersOfTheResults) {
+  const json results = sample_results();
+  const Expected<std::vector<ReportFile>> files = bench_report_files(results);
+  ASSERT_TRUE(files.ok()) << files.error().message;
+  const std::string& report = file_named(*files, "report.md").content;
+  // Every mode's overall row, formatted from results.json.
+  for (const auto& [mode, entry] : results["overall"].items()) {
+    EXPECT_TRUE(contains(report, fmt::format("| {} | {:.1f} | {:.2f}× |", mode, entry["tokens_per_second"].get<double>(),
+                                             entry["speedup"].get<double>())))
+        << mode << "\n" << report;
+  }
+  EXPECT_TRUE(contains(report, "| 3.242 | 0.560 | 0.810 0.620 0.470 0.310 | yes (2/2) |")) << report;
+  EXPECT_TRUE(contains(report, "| 1.252 | 0.063 | 0.173 0.025 | up to near-ties (1/2 equal) |")) << report;
+  EXPECT_TRUE(contains(report, "| writing | ngram:3@4 | 2050.0 | 1.16× | 3.500 | 0.600 | yes (1/1) |")) << report;
+  EXPECT_TRUE(contains(report, "| self:8+learn@4 | 900 | 42 | 1 | 0 | 0.75 | 14.7% |")) << report;
+  EXPECT_TRUE(contains(report, "NVIDIA H200")) << report;
+  EXPECT_TRUE(contains(report, "SHA-256 abc123")) << report;
+  EXPECT_TRUE(contains(report, "greedy")) << report;
+}
+
+TEST(BenchReport, MismatchingOutputsAreListedWithBothContinuations) {
+  const Expected<std::vector<ReportFile>> files = bench_report_files(sample_results());
+  ASSERT_TRUE(files.ok()) << files.error().message;
+  const std::string& report = file_named(*files, "report.md").content;
+  EXPECT_TRUE(contains(report, "1 of 4 outputs differ from ar's.")) << report;
+  // Turn 2 (shown from 1), position 17, both continuations on one table line.
+  EXPECT_TRUE(contains(report, "| all | 95 | writing | self:8+learn@4 | 2 | 17 | 0.0042 | yes |  the river \\| bank "
+                               "|  a bank⏎of the river |"))
+      << report;
+}
+
+TEST(BenchReport, PlotsHoldTheValuesAndEveryLearningMode) {
+  const json results = sample_results();
+  const Expected<std::vector<ReportFile>> files = bench_report_files(results);
+  ASSERT_TRUE(files.ok()) << files.error().message;
+  const std::string& positions = file_named(*files, "acceptance_per_position.svg").content;
+  EXPECT_TRUE(contains(positions, "<svg")) << positions;
+  EXPECT_TRUE(contains(positions, "<title>ngram:3@4 1: 0.81</title>")) << positions;
+  EXPECT_TRUE(contains(positions, "<title>self:8+learn@4 2: 0.0251</title>")) << positions;
+  EXPECT_TRUE(contains(positions, "acceptance rate (accepted / drafted)"));
+  const std::string& speedups = file_named(*files, "speedup_per_category.svg").content;
+  EXPECT_TRUE(contains(speedups, "<title>ngram:3@4 qa: 1.311</title>")) << speedups;
+  EXPECT_TRUE(contains(speedups, "<title>self:8+learn@4 writing: 0.3356</title>")) << speedups;
+  EXPECT_TRUE(contains(speedups, "stroke-dasharray"));  // the line at 1×
+  const std::string& curve = file_named(*files, "tau_curve.svg").content;
+  EXPECT_TRUE(contains(curve, "<polyline")) << curve;
+  EXPECT_TRUE(contains(curve, "self:8+learn@4"));
+  EXPECT_TRUE(contains(curve, "processed tokens"));
+  // Without learning there is no curve.
+  json plain = results;
+  plain.erase("learning_curves");
+  const Expected<std::vector<ReportFile>> without = bench_report_files(plain);
+  ASSERT_TRUE(without.ok());
+  for (const ReportFile& file : *without) EXPECT_NE(file.name, "tau_curve.svg");
+}
+
+TEST(BenchReport, ResultsMissingAFieldAreRefusedNamingIt) {
+  json results = sample_results();
+  results["overall"]["ngram:3@4"].erase("speedup");
+  const Expected<std::vector<ReportFile>> files = bench_report_files(results);
+  ASSERT_FALSE(files.ok());
+  EXPECT_TRUE(contains(files.error().message, "speedup")) << files.error().message;
+  json mistyped = sample_results();
+  mistyped["config"]["modes"] = "ar";
+  EXPECT_FALSE(bench_report_files(mistyped).ok());
+}
+
+TEST(SvgChart, TicksAreRoundAndCoverTheRange) {
+  const struct {
+    double low, high;
+  } ranges[] = {{0, 1}, {0, 0.37}, {1.2, 1.62}, {0, 12403}, {-0.3, 2.1}, {5, 5}};
+  for (const auto& range : ranges) {
+    const std::vector<double> ticks = nice_ticks(range.low, range.high);
+    ASSERT_GE(ticks.size(), 2u) << range.low << " " << range.high;
+    EXPECT_LE(ticks.front(), range.low);
+    EXPECT_GE(ticks.back(), range.high);
+    EXPECT_LE(ticks.size(), 12u);
+    const double step = ticks[1] - ticks[0];
+    const double mantissa = step / std::pow(10.0, std::floor(std::log10(step)));
+    EXPECT_TRUE(std::fabs(mantissa - 1) < 1e-6 || std::fabs(mantissa - 2) < 1e-6 || std::fabs(mantissa - 5) < 1e-6)
+        << step;
+  }
+}
+
+TEST(SvgChart, TextIsEscaped) {
+  BarChart chart;
+  chart.title = "a < b & \"c\"";
+  chart.groups = {"<g>"};
+  chart.series_names = {"s&t"};
+  chart.values = {{1.5}};
+  const std::string svg = render_bar_chart(chart);
+  EXPECT_TRUE(contains(svg, "a &lt; b &amp; &quot;c&quot;"));
+  EXPECT_TRUE(contains(svg, "&lt;g&gt;"));
+  EXPECT_FALSE(contains(svg, "<g>"));
+}
+
+}  // namespace
+}  // namespace draftwise
