@@ -51,7 +51,8 @@ struct BenchMode {
 
 struct BenchConfig {
   int64_t max_tokens = 128;  // per turn
-  SamplingParams sampling;   // greedy unless set
+  SamplingParams sampling;   // greedy unless set; sampled: no losslessness check, and turn t
+                             // of prompt p draws with seed + 1000003 p + t in every mode
   std::vector<int32_t> stop_token_ids;
   // A difference from `ar`'s output that comes after a position where `ar`'s top-1/top-2
   // logit margin is below this share of the row's largest |logit| is a near-tie (DESIGN.md,

@@ -22,6 +22,7 @@
 #include "engine/chat_template.h"
 #include "engine/draft_spec.h"
 #include "kernels/sha256.h"
+#include "tools/bench_expect.h"
 #include "tools/bench_report.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
@@ -45,6 +46,10 @@ struct BenchArgs {
   std::string kv_cache_share = "0.5";
   std::string out;
   std::string holdout = "0";
+  std::string temperature = "0";
+  std::string seed = "0";
+  std::string expect;
+  std::string write_expect;
   LearnArgs learn;
 };
 
@@ -96,16 +101,20 @@ std::string utc_now() {
   return text;
 }
 
-nlohmann::json summary_json(const ModeSummary& summary, const std::string& mode) {
+// `checked`: whether outputs were compared with ar's (greedy runs only); if not, the
+// losslessness fields are null.
+nlohmann::json summary_json(const ModeSummary& summary, const std::string& mode, bool checked) {
+  const auto when_checked = [&](nlohmann::json value) { return checked ? value : nlohmann::json(nullptr); };
   return {{"prompts", summary.prompts},
           {"tokens", summary.tokens},
           {"seconds", summary.seconds},
           {"tokens_per_second", summary.mean_tokens_per_second},
           {"speedup", summary.speedup},
-          {"lossless_prompts", summary.lossless_prompts},
-          {"near_tie_prompts", summary.near_tie_prompts},
-          {"lossless", summary.lossless_prompts == summary.prompts},
-          {"lossless_up_to_near_ties", summary.lossless_prompts + summary.near_tie_prompts == summary.prompts},
+          {"lossless_prompts", when_checked(summary.lossless_prompts)},
+          {"near_tie_prompts", when_checked(summary.near_tie_prompts)},
+          {"lossless", when_checked(summary.lossless_prompts == summary.prompts)},
+          {"lossless_up_to_near_ties",
+           when_checked(summary.lossless_prompts + summary.near_tie_prompts == summary.prompts)},
           {"speculation", speculation_json(summary.speculation, mode == "ar" ? std::string() : mode)}};
 }
 
@@ -123,7 +132,8 @@ int run_bench(const std::vector<std::string>& cli) {
   BenchArgs args;
   ArgParser parser("bench",
                    "The acceptance-rate benchmark: every mode (ar, ngram:N, self:E, model:PATH, each with an "
-                   "optional @K draft length) on the same prompts, greedy; writes DIR/results.json.");
+                   "optional @K draft length) on the same prompts, greedy unless --temperature; writes "
+                   "DIR/results.json, DIR/report.md and SVG plots.");
   parser.add_option("model", &args.model, "PATH", "GGUF file or Hugging Face model folder (with a chat template)");
   parser.add_option("prompts", &args.prompts, "FILE",
                     "Spec-Bench question.jsonl, or JSONL lines with \"prompt\" or \"messages\"");
@@ -139,6 +149,15 @@ int run_bench(const std::vector<std::string>& cli) {
   parser.add_option("holdout", &args.holdout, "N",
                     "with +learn modes: hold back every N-th prompt of each category, run them before and after "
                     "learning on the rest (default 0: no hold-out)");
+  parser.add_option("temperature", &args.temperature, "T",
+                    "sample at temperature T (default 0: greedy); sampled runs measure acceptance only, with no "
+                    "lossless text check");
+  parser.add_option("seed", &args.seed, "S", "the sampling seed (default 0)");
+  parser.add_option("expect", &args.expect, "FILE",
+                    "regression mode: expected τ and acceptance per position per mode, with tolerances; exits 3 when "
+                    "a value is outside (tools/bench_expect.h gives the format)");
+  parser.add_option("write-expect", &args.write_expect, "FILE",
+                    "write this run's τ and acceptance per position as an expectations file for --expect");
   add_learn_options(parser, args.learn);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   for (const char* flag : {"learn", "learn-key", "save-adapter"}) {
@@ -165,6 +184,26 @@ int run_bench(const std::vector<std::string>& cli) {
   const Expected<int64_t> limit = parse_integer_option("--limit", args.limit);
   if (!limit.ok()) return report_error(limit.error());
   if (*limit < 0) return report_error(make_error("--limit must be ≥ 0, got {}", *limit));
+  const Expected<double> temperature = parse_number_option("--temperature", args.temperature);
+  if (!temperature.ok()) return report_error(temperature.error());
+  const Expected<int64_t> seed = parse_integer_option("--seed", args.seed);
+  if (!seed.ok()) return report_error(seed.error());
+  if (*seed < 0) return report_error(make_error("--seed must be ≥ 0, got {}", *seed));
+  SamplingParams sampling;
+  sampling.temperature = *temperature;
+  sampling.seed = static_cast<uint64_t>(*seed);
+  if (const Status valid = validate_sampling_params(sampling); !valid.ok()) {
+    return report_error(make_error("--temperature: {}", valid.error().message));
+  }
+  const bool greedy = sampling.greedy();
+  std::optional<nlohmann::json> expectations;
+  if (!args.expect.empty()) {
+    std::ifstream file(args.expect);
+    if (!file) return report_error(make_error("--expect {}: cannot be read", args.expect));
+    nlohmann::json parsed = nlohmann::json::parse(file, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_discarded()) return report_error(make_error("--expect {}: not valid JSON", args.expect));
+    expectations = std::move(parsed);
+  }
   const Expected<BackendOptions> backend_options =
       parse_backend_options(args.device, args.threads, args.kv_cache_share);
   if (!backend_options.ok()) return report_error(backend_options.error());
@@ -226,7 +265,7 @@ int run_bench(const std::vector<std::string>& cli) {
 
   BenchConfig config;
   config.max_tokens = *max_tokens;
-  config.sampling.temperature = 0.0;
+  config.sampling = sampling;
   for (const int64_t id : model->decoder->config().eos_token_ids) {
     if (id >= 0 && id < model->decoder->config().vocab_size) config.stop_token_ids.push_back(static_cast<int32_t>(id));
   }
@@ -330,7 +369,8 @@ int run_bench(const std::vector<std::string>& cli) {
         {"categories", category_names},
         {"limit_per_category", *limit},
         {"max_tokens", *max_tokens},
-        {"temperature", 0.0},
+        {"temperature", sampling.temperature},
+        {"seed", sampling.seed},
         {"holdout_every", *holdout},
         {"modes", mode_names}}},
       {"overall", nlohmann::json::object()},
@@ -362,7 +402,7 @@ int run_bench(const std::vector<std::string>& cli) {
   const auto phase_summaries = [&](const Phase& phase, nlohmann::json& overall_json, nlohmann::json& categories_json) {
     const std::vector<ModeSummary> overall = summarize_bench(phase.outcomes, phase.prompts, bench_modes.size());
     for (size_t m = 0; m < bench_modes.size(); ++m) {
-      overall_json[bench_modes[m].name] = summary_json(overall[m], bench_modes[m].name);
+      overall_json[bench_modes[m].name] = summary_json(overall[m], bench_modes[m].name, greedy);
     }
     std::set<std::string> names;
     for (const BenchPrompt& prompt : phase.prompts) names.insert(prompt.category);
@@ -370,7 +410,7 @@ int run_bench(const std::vector<std::string>& cli) {
       const std::vector<ModeSummary> summaries =
           summarize_bench(phase.outcomes, phase.prompts, bench_modes.size(), category);
       for (size_t m = 0; m < bench_modes.size(); ++m) {
-        categories_json[category][bench_modes[m].name] = summary_json(summaries[m], bench_modes[m].name);
+        categories_json[category][bench_modes[m].name] = summary_json(summaries[m], bench_modes[m].name, greedy);
       }
     }
     return overall;
@@ -432,7 +472,7 @@ int run_bench(const std::vector<std::string>& cli) {
             {"seconds", result.seconds},
             {"tokens_per_second", result.tokens_per_second()},
             {"speedup", reference > 0 ? result.tokens_per_second() / reference : 0.0},
-            {"lossless", !result.difference.has_value()},
+            {"lossless", greedy ? nlohmann::json(!result.difference.has_value()) : nlohmann::json(nullptr)},
             {"first_difference", difference},
             {"speculation", speculation_json(result.speculation, m == 0 ? std::string() : bench_modes[m].name)}};
       }
@@ -479,15 +519,38 @@ int run_bench(const std::vector<std::string>& cli) {
     }
     fmt::print("\nlearning part:\n");
   }
-  fmt::print("{} prompts, {} new tokens a turn, greedy, on {}\n\n", phases.size() > 1 ? phases[1].prompts.size() : prompts->size(), *max_tokens, model->backend);
+  fmt::print("{} prompts, {} new tokens a turn, {}, on {}\n\n", phases.size() > 1 ? phases[1].prompts.size() : prompts->size(),
+             *max_tokens, greedy ? std::string("greedy") : fmt::format("temperature {}, seed {}", sampling.temperature, sampling.seed),
+             model->backend);
   fmt::print("| mode | tokens/s | speed-up | τ | acceptance | equal to ar | differing after a near-tie |\n"
              "|---|---:|---:|---:|---:|---:|---:|\n");
   for (size_t m = 0; m < bench_modes.size(); ++m) {
     const ModeSummary& summary = overall[m];
-    fmt::print("| {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {}/{} | {} |\n", bench_modes[m].name,
+    fmt::print("| {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {} | {} |\n", bench_modes[m].name,
                summary.mean_tokens_per_second, summary.speedup, summary.speculation.mean_acceptance_length(),
-               summary.speculation.acceptance_rate(), summary.lossless_prompts, summary.prompts,
-               summary.near_tie_prompts);
+               summary.speculation.acceptance_rate(),
+               greedy ? fmt::format("{}/{}", summary.lossless_prompts, summary.prompts) : std::string("not checked"),
+               greedy ? std::to_string(summary.near_tie_prompts) : std::string("—"));
+  }
+  if (!args.write_expect.empty()) {
+    const nlohmann::json written = expectations_of(results["overall"], 0.05);
+    if (const Status saved = write_file_atomically(args.write_expect, written.dump(2) + "\n"); !saved.ok()) {
+      return report_error(saved.error());
+    }
+  }
+  if (expectations) {
+    const Expected<std::vector<ExpectationCheck>> checks = check_expectations(*expectations, results["overall"]);
+    if (!checks.ok()) return report_error(make_error("--expect {}: {}", args.expect, checks.error().message));
+    size_t outside = 0;
+    for (const ExpectationCheck& check : *checks) {
+      if (check.passed()) continue;
+      ++outside;
+      fmt::print(stderr, "outside the expectation: {} {}: {:.4f}, expected {:.4f} ± {:.4f}\n", check.mode,
+                 check.quantity, check.actual, check.expected, check.allowed);
+    }
+    fmt::print("\nexpectations {}: {} checks, {}\n", args.expect, checks->size(),
+               outside == 0 ? std::string("all within tolerance") : fmt::format("{} outside", outside));
+    if (outside > 0) return 3;
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tools/bench_expect.h"
 #include "tools/bench_report.h"
 #include "tools/svg_chart.h"
 
@@ -186,6 +187,74 @@ TEST(SvgChart, TextIsEscaped) {
   EXPECT_TRUE(contains(svg, "a &lt; b &amp; &quot;c&quot;"));
   EXPECT_TRUE(contains(svg, "&lt;g&gt;"));
   EXPECT_FALSE(contains(svg, "<g>"));
+}
+
+TEST(BenchExpect, ARunPassesItsOwnExpectationsAndFailsShiftedOnes) {
+  const json overall = sample_results()["overall"];
+  const json own = expectations_of(overall, 0.05);
+  EXPECT_FALSE(own["modes"].contains("ar"));
+  const Expected<std::vector<ExpectationCheck>> checks = check_expectations(own, overall);
+  ASSERT_TRUE(checks.ok()) << checks.error().message;
+  EXPECT_EQ(checks->size(), 2u + 4u + 2u);  // τ and every position of both drafting modes
+  for (const ExpectationCheck& check : *checks) EXPECT_TRUE(check.passed()) << check.mode << " " << check.quantity;
+  // τ 6% above the run fails at 5%; 4% above passes.
+  json shifted = own;
+  shifted["modes"]["ngram:3@4"]["tau"] = 3.2417 * 1.06;
+  shifted["modes"]["self:8+learn@4"]["acceptance_per_position"][0] = 0.1734 * 1.04;
+  const Expected<std::vector<ExpectationCheck>> after = check_expectations(shifted, overall);
+  ASSERT_TRUE(after.ok());
+  std::vector<std::string> failed;
+  for (const ExpectationCheck& check : *after) {
+    if (!check.passed()) failed.push_back(check.mode + " " + check.quantity);
+  }
+  EXPECT_EQ(failed, std::vector<std::string>{"ngram:3@4 tau"});
+  // A value near 0 is held to the absolute floor, not to 5% of itself.
+  json small = own;
+  small["modes"]["self:8+learn@4"]["acceptance_per_position"][1] = 0.0251 + 0.004;
+  const Expected<std::vector<ExpectationCheck>> within = check_expectations(small, overall);
+  ASSERT_TRUE(within.ok());
+  for (const ExpectationCheck& check : *within) EXPECT_TRUE(check.passed());
+  small["modes"]["self:8+learn@4"]["acceptance_per_position"][1] = 0.0251 + 0.006;
+  const Expected<std::vector<ExpectationCheck>> beyond = check_expectations(small, overall);
+  ASSERT_TRUE(beyond.ok());
+  size_t outside = 0;
+  for (const ExpectationCheck& check : *beyond) outside += check.passed() ? 0 : 1;
+  EXPECT_EQ(outside, 1u);
+}
+
+TEST(BenchExpect, MalformedExpectationsAreRefusedNamingTheProblem) {
+  const json overall = sample_results()["overall"];
+  const auto refused = [&](const json& expectations, const std::string& problem) {
+    const Expected<std::vector<ExpectationCheck>> checks = check_expectations(expectations, overall);
+    ASSERT_FALSE(checks.ok()) << expectations.dump();
+    EXPECT_TRUE(contains(checks.error().message, problem)) << checks.error().message;
+  };
+  refused(json::array(), "JSON object");
+  refused(json::object(), "\"modes\"");
+  refused({{"modes", {{"eagle:3@4", {{"tau", 2.0}}}}}}, "mode 'eagle:3@4': is not one of this run's modes");
+  refused({{"modes", {{"ngram:3@4", {{"tau", "high"}}}}}}, "tau must be a number");
+  refused({{"modes", {{"ngram:3@4", {{"acceptance_per_position", {0.1, 0.1, 0.1, 0.1, 0.1}}}}}}},
+          "5 positions expected, the run drafted 4");
+  refused({{"modes", {{"ngram:3@4", {{"taus", 2.0}}}}}}, "unknown field \"taus\"");
+  refused({{"modes", {{"ngram:3@4", json::object()}}}}, "expects nothing");
+  refused({{"tolerance", -1}, {"modes", {{"ngram:3@4", {{"tau", 2.0}}}}}}, "\"tolerance\" must be a number ≥ 0");
+}
+
+TEST(BenchReport, SampledRunsSayLosslessnessIsNotChecked) {
+  json results = sample_results();
+  results["config"]["temperature"] = 0.8;
+  results["config"]["seed"] = 7;
+  for (auto& [mode, summary] : results["overall"].items()) {
+    for (const char* field : {"lossless_prompts", "near_tie_prompts", "lossless", "lossless_up_to_near_ties"}) {
+      summary[field] = nullptr;
+    }
+  }
+  const Expected<std::vector<ReportFile>> files = bench_report_files(results);
+  ASSERT_TRUE(files.ok()) << files.error().message;
+  const std::string& report = file_named(*files, "report.md").content;
+  EXPECT_TRUE(contains(report, "temperature 0.8, seed 7")) << report;
+  EXPECT_TRUE(contains(report, "not checked (sampling)")) << report;
+  EXPECT_FALSE(contains(report, "outputs differ from ar's")) << report;
 }
 
 }  // namespace

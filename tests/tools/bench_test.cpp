@@ -95,6 +95,60 @@ TEST(Report, BadResultsAreRefusedWithAClearError) {
   testing::expect_command_refused("report", {dir.write("c.json", "{\"config\": {}}").string()}, "results.json");
 }
 
+// Regression mode: a run passes the expectations it wrote and fails a shifted copy (exit 3).
+TEST(Bench, RegressionModeChecksTauAndAcceptancePerPosition) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  testing::ScratchDir dir;
+  const std::vector<std::string> base = {"bench", "--model", testing::default_model_path().string(), "--prompts",
+                                         kDevPrompts, "--modes", "ngram:3@2", "--categories", "qa", "--limit", "1",
+                                         "--max-tokens", "8"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  const std::string expected = (dir.path() / "expected.json").string();
+  const testing::CommandResult first = run_draftwise(with({"--out", (dir.path() / "a").string(), "--write-expect", expected}));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const testing::CommandResult again = run_draftwise(with({"--out", (dir.path() / "b").string(), "--expect", expected}));
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("all within tolerance"), std::string::npos) << again.out;
+  std::ifstream in(expected);
+  nlohmann::json shifted = nlohmann::json::parse(in);
+  shifted["modes"]["ngram:3@2"]["tau"] = shifted["modes"]["ngram:3@2"]["tau"].get<double>() * 1.5;
+  const auto shifted_path = dir.write("shifted.json", shifted.dump());
+  const testing::CommandResult failed =
+      run_draftwise(with({"--out", (dir.path() / "c").string(), "--expect", shifted_path.string()}));
+  EXPECT_EQ(failed.exit_code, 3) << failed.err;
+  EXPECT_NE(failed.err.find("outside the expectation: ngram:3@2 tau"), std::string::npos) << failed.err;
+}
+
+// A sampled run measures acceptance only: no losslessness verdicts; the same seed gives the
+// same run.
+TEST(Bench, SampledRunsAreSeededAndSkipTheLosslessCheck) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  testing::ScratchDir dir;
+  nlohmann::json runs[2];
+  for (int i = 0; i < 2; ++i) {
+    const std::string out = (dir.path() / fmt::format("run{}", i)).string();
+    const testing::CommandResult result = run_draftwise(
+        {"bench", "--model", testing::default_model_path().string(), "--prompts", kDevPrompts, "--modes", "self:24@3",
+         "--categories", "writing", "--limit", "1", "--max-tokens", "12", "--temperature", "0.9", "--seed", "11",
+         "--out", out});
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    EXPECT_NE(result.out.find("temperature 0.9, seed 11"), std::string::npos) << result.out;
+    std::ifstream file(out + "/results.json");
+    runs[i] = nlohmann::json::parse(file);
+  }
+  const nlohmann::json& summary = runs[0]["overall"]["self:24@3"];
+  EXPECT_TRUE(summary["lossless"].is_null());
+  EXPECT_GT(summary["speculation"]["draft_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(runs[0]["config"]["seed"], 11);
+  EXPECT_EQ(runs[0]["prompts"][0]["modes"]["self:24@3"]["turn_tokens"],
+            runs[1]["prompts"][0]["modes"]["self:24@3"]["turn_tokens"]);
+  EXPECT_EQ(summary["speculation"]["accepted_tokens"], runs[1]["overall"]["self:24@3"]["speculation"]["accepted_tokens"]);
+}
+
 TEST(Bench, BadInputIsRefusedWithAClearError) {
   testing::ScratchDir dir;
   const std::string tiny = (testing::fixtures_dir() / "models/llama_tied").string();
@@ -120,6 +174,10 @@ TEST(Bench, BadInputIsRefusedWithAClearError) {
   expect_refused({"--prompts", kDevPrompts, "--out", out}, "--model is required");
   expect_refused({"--model", tiny, "--out", out}, "--prompts is required");
   expect_refused({"--model", tiny, "--prompts", kDevPrompts}, "--out is required");
+  expect_refused(with({"--temperature", "-1"}), "--temperature");
+  expect_refused(with({"--seed", "-2"}), "--seed must be ≥ 0");
+  expect_refused(with({"--expect", "/nonexistent/e.json"}), "--expect /nonexistent/e.json: cannot be read");
+  expect_refused(with({"--expect", dir.write("bad.json", "{").string()}), "not valid JSON");
   expect_refused({"--bogus"}, "unknown option '--bogus'", 2);
 }
 
