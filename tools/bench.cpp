@@ -14,6 +14,8 @@
 #include <memory>
 #include <set>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -23,6 +25,7 @@
 #include "engine/draft_spec.h"
 #include "kernels/sha256.h"
 #include "tools/bench_expect.h"
+#include "tools/bench_progress.h"
 #include "tools/bench_report.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
@@ -308,30 +311,16 @@ int run_bench(const std::vector<std::string>& cli) {
   // τ over processed tokens of each learning mode: one point per prompt of a learning phase.
   std::map<std::string, nlohmann::json> curves;
   std::map<size_t, int64_t> processed;
-  const auto started = std::chrono::steady_clock::now();
   size_t total_prompts = 0;
   for (const Phase& phase : phases) total_prompts += phase.prompts.size();
-  size_t prompts_done = 0;
+  std::vector<std::string> names;
+  for (const BenchMode& mode : bench_modes) names.push_back(mode.name);
+  BenchProgressDisplay display(stderr, isatty(fileno(stderr)) != 0, total_prompts, names);
   for (Phase& phase : phases) {
     for (const auto& [m, drafter] : learning_modes) drafter->learning()->set_enabled(phase.learn);
     const BenchProgress progress = [&](size_t done, size_t, const PromptOutcome& last) {
-      ++prompts_done;
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      std::string line = fmt::format("[{}/{}] {}{} {}:", prompts_done, total_prompts,
-                                     phases.size() > 1 ? phase.name + " " : std::string(),
-                                     phase.prompts[last.prompt].category, phase.prompts[last.prompt].id);
-      for (size_t m = 0; m < bench_modes.size(); ++m) {
-        const ModeOutcome& result = last.modes[m];
-        line += fmt::format(" {} {:.0f} tok/s", bench_modes[m].name, result.tokens_per_second());
-        if (m > 0) {
-          line += fmt::format(" τ {:.2f}{}", result.speculation.mean_acceptance_length(),
-                              result.difference ? " MISMATCH" : "");
-        }
-        line += ";";
-      }
-      line += fmt::format(" ETA {:.0f} s", elapsed / static_cast<double>(prompts_done) *
-                                               static_cast<double>(total_prompts - prompts_done));
-      fmt::print(stderr, "{}\n", line);
+      display.prompt_done(phases.size() > 1 ? phase.name : std::string(), phase.prompts[last.prompt].category,
+                          phase.prompts[last.prompt].id, last);
       if (!phase.learn) return;
       for (const auto& [m, drafter] : learning_modes) {
         const ModeOutcome& result = last.modes[m];
@@ -341,6 +330,8 @@ int run_bench(const std::vector<std::string>& cli) {
                                                 {"prompt_number", done},
                                                 {"tokens", processed[m]},
                                                 {"tau", result.speculation.mean_acceptance_length()},
+                                                {"drafts", result.speculation.drafts},
+                                                {"accepted_tokens", result.speculation.accepted_tokens},
                                                 {"acceptance_rate", result.speculation.acceptance_rate()},
                                                 {"updates", stats.updates},
                                                 {"learner_seconds", stats.seconds}});
@@ -348,10 +339,14 @@ int run_bench(const std::vector<std::string>& cli) {
     };
     Expected<std::vector<PromptOutcome>> outcomes =
         run_bench(*model->decoder, phase.prompts, bench_modes, config, format, progress);
-    if (!outcomes.ok()) return report_error(outcomes.error());
+    if (!outcomes.ok()) {
+      display.finish();
+      return report_error(outcomes.error());
+    }
     phase.outcomes = std::move(*outcomes);
   }
 
+  display.finish();
   nlohmann::json mode_names = nlohmann::json::array();
   for (const BenchMode& mode : bench_modes) mode_names.push_back(mode.name);
   std::set<std::string> category_names;

@@ -208,12 +208,13 @@ std::string mismatches(const json& results, const std::vector<std::string>& mode
   return out;
 }
 
-// τ of the last kCurveWindow prompts, token-weighted, over processed tokens.
+// τ over the last kCurveWindow prompts (1 + accepted / drafts, pooled; the mean of their τ
+// for results written before drafts were recorded), over processed tokens.
 LineChart tau_curve(const json& curves, const std::vector<std::string>& modes) {
   LineChart chart;
   chart.title = "τ while learning";
   chart.x_label = "processed tokens (learning prompts, in file order)";
-  chart.y_label = fmt::format("τ, last {} prompts (tokens per target step)", kCurveWindow);
+  chart.y_label = fmt::format("τ over the last {} prompts", kCurveWindow);
   int drafting = -1;  // the mode's index among the drafting modes: its colour in every plot
   for (const std::string& mode : modes) {
     if (mode == "ar") continue;
@@ -223,23 +224,22 @@ LineChart tau_curve(const json& curves, const std::vector<std::string>& modes) {
     LineSeries series;
     series.colour = drafting;
     series.name = mode;
-    std::vector<double> tokens, steps;
-    double previous = 0;
-    for (const json& point : points) {
-      const double processed = point.at("tokens").get<double>();
-      const double tau = point.at("tau").get<double>();
-      const double own = processed - previous;
-      previous = processed;
-      tokens.push_back(own);
-      steps.push_back(tau > 0 ? own / tau : 0.0);
-      double window_tokens = 0, window_steps = 0;
-      for (size_t i = tokens.size() > kCurveWindow ? tokens.size() - kCurveWindow : 0; i < tokens.size(); ++i) {
-        window_tokens += tokens[i];
-        window_steps += steps[i];
+    for (size_t end = 1; end <= points.size(); ++end) {
+      const size_t begin = end > kCurveWindow ? end - kCurveWindow : 0;
+      double drafts = 0, accepted = 0, tau_sum = 0;
+      bool pooled = true;
+      for (size_t i = begin; i < end; ++i) {
+        const json& point = points[i];
+        pooled = pooled && point.contains("drafts") && point.contains("accepted_tokens");
+        if (pooled) {
+          drafts += point.at("drafts").get<double>();
+          accepted += point.at("accepted_tokens").get<double>();
+        }
+        tau_sum += point.at("tau").get<double>();
       }
-      if (window_steps <= 0) continue;
-      series.x.push_back(processed);
-      series.y.push_back(window_tokens / window_steps);
+      series.x.push_back(points[end - 1].at("tokens").get<double>());
+      series.y.push_back(pooled ? (drafts > 0 ? 1.0 + accepted / drafts : 1.0)
+                                : tau_sum / static_cast<double>(end - begin));
     }
     chart.series.push_back(std::move(series));
   }
@@ -318,8 +318,9 @@ Expected<std::vector<ReportFile>> bench_report_files(const json& results) {
                 holdout_table(results.at("holdout"), modes, sampling) + "\n";
     }
     report += std::string(held_out ? "## The learning part\n\n" : "## Overall\n\n") +
-              "Speed-up: the mean over prompts of each prompt's tokens/s against ar's. τ: tokens per target step "
-              "while drafting, pooled over prompts (the bonus token counted).\n\n" +
+              "Speed-up: the mean over prompts of each prompt's tokens/s against ar's. τ: the mean acceptance "
+              "length, 1 + accepted / drafts (tokens per verification, the bonus token counted), pooled over "
+              "prompts.\n\n" +
               summary_table(overall, modes, sampling) + "\n";
     if (const std::string learners = learners_table(overall, modes); !learners.empty()) {
       report += "## Learners\n\n" + learners + "\n";
