@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/request_json.h"
+
 namespace draftwise {
 
 namespace {
@@ -43,21 +45,9 @@ Expected<BenchPrompt> parse_prompt_line(const nlohmann::json& line, size_t numbe
     if (!line["prompt"].is_string()) return make_error("line {}: \"prompt\" must be a string", number);
     prompt.turns.push_back(line["prompt"].get<std::string>());
   } else {
-    const nlohmann::json& messages = line["messages"];
-    if (!messages.is_array() || messages.empty()) {
-      return make_error("line {}: \"messages\" must be a non-empty list", number);
-    }
-    for (const nlohmann::json& message : messages) {
-      if (!message.is_object() || !message.contains("role") || !message.contains("content") ||
-          !message["role"].is_string() || !message["content"].is_string()) {
-        return make_error("line {}: every message needs a string \"role\" and \"content\"", number);
-      }
-      const std::string role = message["role"].get<std::string>();
-      if (role != "system" && role != "user" && role != "assistant") {
-        return make_error("line {}: unknown role '{}' (system, user or assistant)", number, role);
-      }
-      prompt.messages.push_back({role, message["content"].get<std::string>()});
-    }
+    Expected<std::vector<ChatMessage>> messages = chat_messages_from_json(line["messages"]);
+    if (!messages.ok()) return make_error("line {}: {}", number, messages.error().message);
+    prompt.messages = std::move(*messages);
   }
   return prompt;
 }

@@ -14,6 +14,7 @@
 #include "kernels/random.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
+#include "tools/draft_args.h"
 #include "tools/learn_args.h"
 #include "tools/model_loader.h"
 #include "tools/speculation_json.h"
@@ -45,9 +46,7 @@ struct GenerateArgs {
   std::string device = "cpu";
   std::string threads = "0";
   std::string kv_cache_share = "0.5";
-  std::string draft;
-  std::string draft_len = "4";
-  LearnArgs learn;
+  DraftArgs drafting;
 };
 
 Expected<LoadedModel> load_model(const GenerateArgs& args, const BackendOptions& options) {
@@ -156,11 +155,7 @@ int run_generate(const std::vector<std::string>& cli) {
   parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
   parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
                     "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
-  parser.add_option("draft", &args.draft, "ngram:N|model:PATH|self:E",
-                    "speculative decoding: the drafter that proposes tokens for the model to verify");
-  parser.add_option("draft-len", &args.draft_len, "K|auto",
-                    "with --draft: tokens proposed per step, at most 16, or auto (default 4)");
-  add_learn_options(parser, args.learn);
+  add_draft_options(parser, args.drafting);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   args.prompt_given = parser.given("prompt");
   args.prompt_ids_given = parser.given("prompt-ids");
@@ -179,41 +174,18 @@ int run_generate(const std::vector<std::string>& cli) {
       parse_backend_options(args.device, args.threads, args.kv_cache_share);
   if (!backend_options.ok()) return report_error(backend_options.error());
   const BackendOptions& backend = *backend_options;
-  std::optional<DraftSpec> draft_spec;
-  if (!args.draft.empty()) {
-    Expected<DraftSpec> spec = parse_draft_spec(args.draft, /*with_length=*/false);
-    if (!spec.ok()) return report_error(make_error("--draft {}", spec.error().message));
-    draft_spec = std::move(*spec);
-    const Expected<DraftLength> length = parse_draft_length(args.draft_len);
-    if (!length.ok()) return report_error(make_error("--draft-len: {}", length.error().message));
-    options->draft_length = *length;
-  } else if (parser.given("draft-len")) {
-    return report_error(make_error("--draft-len needs --draft"));
-  }
-  Expected<LearningConfig> learning = parse_learn_args(args.learn);
-  if (!learning.ok()) return report_error(learning.error());
-  if (draft_spec && draft_spec->learn) {
-    if (parser.given("learn")) return report_error(make_error("give either --draft {} or --learn", args.draft));
-    learning->scope = LearnScope::global;
-    learning->options.policy_gradient = !draft_spec->kl_only;
-  }
-  if (learning->requested() && !draft_spec) {
-    return report_error(make_error("--learn and --adapter need --draft self:E or model:PATH"));
-  }
-  options->learning_key = learning->key;
+  Expected<DraftSetup> setup = parse_draft_args(args.drafting, parser);
+  if (!setup.ok()) return report_error(setup.error());
+  options->draft_length = setup->length;
+  const LearningConfig& learning = setup->learning;
+  options->learning_key = learning.key;
 
   Expected<LoadedModel> model = load_model(args, backend);
   if (!model.ok()) return report_error(model.error());
-  std::unique_ptr<Drafter> drafter;
-  if (draft_spec) {
-    Expected<std::unique_ptr<Drafter>> made = make_drafter(*draft_spec, *model, backend);
-    if (!made.ok()) return report_error(make_error("--draft {}", made.error().message));
-    drafter = std::move(*made);
-    options->drafter = drafter.get();
-    if (Status attached = attach_learning(*drafter, *learning); !attached.ok()) {
-      return report_error(attached.error());
-    }
-  }
+  Expected<std::unique_ptr<Drafter>> made = make_setup_drafter(*setup, *model, backend);
+  if (!made.ok()) return report_error(made.error());
+  std::unique_ptr<Drafter> drafter = std::move(*made);
+  options->drafter = drafter.get();
   std::vector<int32_t> stop_tokens;
   const Expected<std::vector<int32_t>> prompt = prompt_tokens(args, *model, seed, stop_tokens);
   if (!prompt.ok()) return report_error(prompt.error());
@@ -241,7 +213,7 @@ int run_generate(const std::vector<std::string>& cli) {
       generate(*model->decoder, tokenizer, *prompt, *options, args.json ? OutputCallback() : stream);
   if (!result.ok()) return report_error(result.error());
   if (drafter) {
-    if (Status saved = save_learned_adapter(*drafter, *learning); !saved.ok()) return report_error(saved.error());
+    if (Status saved = save_learned_adapter(*drafter, learning); !saved.ok()) return report_error(saved.error());
   }
   const auto* learning_drafter = dynamic_cast<const LearningDrafter*>(drafter.get());
   const DraftLearning* learner = learning_drafter != nullptr ? learning_drafter->learning() : nullptr;

@@ -20,6 +20,8 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"batch", draftwise::run_batch,
+     "offline decoding of a JSONL file of requests, many at once, one JSON result a line"},
     {"bench", draftwise::run_bench,
      "the acceptance-rate benchmark: modes of drafting on the same prompts, results.json"},
     {"generate", draftwise::run_generate,
