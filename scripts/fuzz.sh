@@ -3,8 +3,9 @@
 #
 #   scripts/fuzz.sh [HARNESS...] [--seconds N]
 #
-# HARNESS: gguf_reader_fuzz, safetensors_reader_fuzz, tokenizer_fuzz, model_config_fuzz
-# (default: all four, one after the other). Each runs N seconds (default 600) from the seeds in
+# HARNESS: gguf_reader_fuzz, safetensors_reader_fuzz, tokenizer_fuzz, model_config_fuzz,
+# request_lines_fuzz (default: all five, one after the other). Each runs N seconds (default
+# 600) from the seeds in
 # tests/fuzz/seeds/ plus whatever it found before (fuzz-corpus/, git-ignored). A crash
 # leaves its input in fuzz-corpus/<harness>-crash-* and makes the script fail.
 set -euo pipefail
@@ -19,10 +20,10 @@ while [ $# -gt 0 ]; do
     *) harnesses+=("$1"); shift ;;
   esac
 done
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(gguf_reader_fuzz safetensors_reader_fuzz tokenizer_fuzz model_config_fuzz)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(gguf_reader_fuzz safetensors_reader_fuzz tokenizer_fuzz model_config_fuzz request_lines_fuzz)
 
 declare -A seeds=([gguf_reader_fuzz]=gguf [safetensors_reader_fuzz]=safetensors [tokenizer_fuzz]=tokenizer
-  [model_config_fuzz]=model_config)
+  [model_config_fuzz]=model_config [request_lines_fuzz]=request_lines)
 for harness in "${harnesses[@]}"; do
   [ -n "${seeds[$harness]:-}" ] || { echo "unknown harness '$harness'" >&2; exit 2; }
 done

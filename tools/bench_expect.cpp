@@ -25,7 +25,10 @@ Expected<double> number_in(const json& object, const char* key, double fallback,
 
 bool ExpectationCheck::passed() const { return std::fabs(actual - expected) <= allowed; }
 
-Expected<std::vector<ExpectationCheck>> check_expectations(const json& expectations, const json& overall) {
+namespace {
+
+// The checks; a mistyped field of `overall` throws.
+Expected<std::vector<ExpectationCheck>> check_expectations_or_throw(const json& expectations, const json& overall) {
   if (!expectations.is_object()) return make_error("the expectations must be a JSON object");
   DW_ASSIGN_OR_RETURN(const double tolerance, number_in(expectations, "tolerance", kTolerance, ""));
   DW_ASSIGN_OR_RETURN(const double floor, number_in(expectations, "absolute_tolerance", kAbsoluteTolerance, ""));
@@ -71,6 +74,16 @@ Expected<std::vector<ExpectationCheck>> check_expectations(const json& expectati
     }
   }
   return checks;
+}
+
+}  // namespace
+
+Expected<std::vector<ExpectationCheck>> check_expectations(const json& expectations, const json& overall) {
+  try {
+    return check_expectations_or_throw(expectations, overall);
+  } catch (const json::exception& error) {
+    return make_error("the run's results do not hold what the expectations name: {}", error.what());
+  }
 }
 
 json expectations_of(const json& overall, double tolerance) {
