@@ -27,6 +27,7 @@
 #include "tools/bench_expect.h"
 #include "tools/bench_progress.h"
 #include "tools/bench_report.h"
+#include "tools/bench_results.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
 #include "tools/learn_args.h"
@@ -104,25 +105,6 @@ std::string utc_now() {
   return text;
 }
 
-// `checked`: whether outputs were compared with ar's (greedy runs only); if not, the
-// losslessness fields are null.
-nlohmann::json summary_json(const ModeSummary& summary, const std::string& mode, bool checked) {
-  const auto when_checked = [&](nlohmann::json value) { return checked ? value : nlohmann::json(nullptr); };
-  return {{"prompts", summary.prompts},
-          {"tokens", summary.tokens},
-          {"seconds", summary.seconds},
-          {"tokens_per_second", summary.mean_tokens_per_second},
-          {"speedup", summary.speedup},
-          {"lossless_prompts", when_checked(summary.lossless_prompts)},
-          {"near_tie_prompts", when_checked(summary.near_tie_prompts)},
-          {"lossless", when_checked(summary.lossless_prompts == summary.prompts)},
-          {"lossless_up_to_near_ties",
-           when_checked(summary.lossless_prompts + summary.near_tie_prompts == summary.prompts)},
-          {"speculation", speculation_json(summary.speculation, mode == "ar" ? std::string() : mode)}};
-}
-
-// Tokens of a continuation shown for a mismatch.
-constexpr size_t kShownTokens = 12;
 
 int report_error(const Error& error) {
   print_error("draftwise bench: " + error.message);
@@ -282,6 +264,7 @@ int run_bench(const std::vector<std::string>& cli) {
     return tokenizer.encode(text, EncodeOptions{.add_special = false, .parse_special = true});
   };
   format.answer_text = [&](std::span<const int32_t> tokens) { return tokenizer.decode(tokens, /*skip_special=*/true); };
+  const auto decode = [&](std::span<const int32_t> tokens) { return tokenizer.decode(tokens, /*skip_special=*/false); };
 
   // Phases: every prompt once; or, with a hold-out, the held-back prompts with the heads as
   // they start, learning over the rest, and the held-back prompts again with the learned heads
@@ -434,42 +417,9 @@ int run_bench(const std::vector<std::string>& cli) {
       const BenchPrompt& prompt = phase.prompts[outcome.prompt];
       nlohmann::json entry = {{"id", prompt.id}, {"category", prompt.category}, {"modes", nlohmann::json::object()}};
       if (phases.size() > 1) entry["phase"] = phase.name;
-      const double reference = outcome.modes.front().tokens_per_second();
       for (size_t m = 0; m < bench_modes.size(); ++m) {
-        const ModeOutcome& result = outcome.modes[m];
-        nlohmann::json difference = nullptr;
-        if (result.difference) {
-          const auto continuation = [&](const ModeOutcome& of) {
-            static const std::vector<int32_t> none;
-            const auto turn_index = static_cast<size_t>(result.difference->turn);
-            const std::vector<int32_t>& turn = turn_index < of.turns.size() ? of.turns[turn_index] : none;
-            const size_t from = std::min(turn.size(), static_cast<size_t>(result.difference->position));
-            const size_t to = std::min(turn.size(), from + kShownTokens);
-            const std::vector<int32_t> shown(turn.begin() + static_cast<std::ptrdiff_t>(from),
-                                             turn.begin() + static_cast<std::ptrdiff_t>(to));
-            return std::pair{shown.empty() ? nlohmann::json(nullptr) : nlohmann::json(shown.front()),
-                             tokenizer.decode(shown, /*skip_special=*/false)};
-          };
-          const auto [reference_token, reference_text] = continuation(outcome.modes.front());
-          const auto [mode_token, mode_text] = continuation(result);
-          difference = {{"turn", result.difference->turn},
-                        {"position", result.difference->position},
-                        {"reference_margin", result.difference->reference_margin},
-                        {"after_near_tie", result.difference->after_near_tie},
-                        {"reference_token", reference_token},
-                        {"mode_token", mode_token},
-                        {"reference_text", reference_text},
-                        {"mode_text", mode_text}};
-        }
-        entry["modes"][bench_modes[m].name] = {
-            {"tokens", result.tokens},
-            {"turn_tokens", result.turns},
-            {"seconds", result.seconds},
-            {"tokens_per_second", result.tokens_per_second()},
-            {"speedup", reference > 0 ? result.tokens_per_second() / reference : 0.0},
-            {"lossless", greedy ? nlohmann::json(!result.difference.has_value()) : nlohmann::json(nullptr)},
-            {"first_difference", difference},
-            {"speculation", speculation_json(result.speculation, m == 0 ? std::string() : bench_modes[m].name)}};
+        entry["modes"][bench_modes[m].name] =
+            mode_outcome_json(outcome, m, m == 0 ? std::string() : bench_modes[m].name, greedy, decode);
       }
       results["prompts"].push_back(std::move(entry));
     }

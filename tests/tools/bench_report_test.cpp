@@ -10,6 +10,11 @@
 
 #include "tools/bench_expect.h"
 #include "tools/bench_report.h"
+#include "tools/bench_results.h"
+#include "target/checkpoint.h"
+#include "target/cpu_decoder.h"
+#include "tests/support/test_paths.h"
+#include "engine/generation.h"
 #include "tools/svg_chart.h"
 
 namespace draftwise {
@@ -255,6 +260,80 @@ TEST(BenchReport, SampledRunsSayLosslessnessIsNotChecked) {
   EXPECT_TRUE(contains(report, "temperature 0.8, seed 7")) << report;
   EXPECT_TRUE(contains(report, "not checked (sampling)")) << report;
   EXPECT_FALSE(contains(report, "outputs differ from ar's")) << report;
+}
+
+// A real run with a deliberately broken mode (plain decoding with the third token of every
+// turn replaced): the report lists every one of its prompts, at turn 1, position 2, with ar's
+// token and the broken one as their continuations begin.
+TEST(BenchReport, ABrokenModesFirstDifferingTokenIsListed) {
+  auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models/llama_tied").string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto decoder = CpuDecoder::load(*checkpoint, CpuDecoderOptions{2, 0});
+  ASSERT_TRUE(decoder.ok());
+  const std::vector<BenchPrompt> prompts = {{"p1", "qa", {"abc abc"}, {}}, {"p2", "qa", {"why?"}, {}}};
+  std::vector<BenchMode> modes(2);
+  modes[0].name = "ar";
+  modes[1].name = "broken";
+  modes[1].generate = [](Decoder& target, std::span<const int32_t> prompt, const GenerationOptions& options) {
+    Expected<GenerationResult> result = generate(target, nullptr, prompt, options);
+    if (result.ok() && result->token_ids.size() > 2) result->token_ids[2] = 'A' + (result->token_ids[2] + 1) % 26;
+    return result;
+  };
+  BenchFormat format;
+  format.render = [](std::span<const ChatMessage> messages) -> Expected<std::vector<int32_t>> {
+    std::vector<int32_t> tokens;
+    for (const ChatMessage& message : messages) {
+      for (const char c : message.content) tokens.push_back(static_cast<uint8_t>(c));
+    }
+    return tokens;
+  };
+  const auto bytes = [](std::span<const int32_t> tokens) {
+    std::string text;
+    for (const int32_t token : tokens) text.push_back(static_cast<char>(token));
+    return text;
+  };
+  format.answer_text = bytes;
+  BenchConfig config;
+  config.max_tokens = 8;
+  config.sampling.temperature = 0.0;
+  const Expected<std::vector<PromptOutcome>> outcomes = run_bench(**decoder, prompts, modes, config, format);
+  ASSERT_TRUE(outcomes.ok()) << outcomes.error().message;
+
+  json results = sample_results();
+  results["config"]["modes"] = {"ar", "broken"};
+  results["overall"] = json::object();
+  results["categories"] = json::object();
+  results.erase("learning_curves");
+  const std::vector<ModeSummary> overall = summarize_bench(*outcomes, prompts, modes.size());
+  for (size_t m = 0; m < modes.size(); ++m) {
+    results["overall"][modes[m].name] = summary_json(overall[m], modes[m].name, true);
+    results["categories"]["qa"][modes[m].name] = summary_json(overall[m], modes[m].name, true);
+  }
+  results["prompts"] = json::array();
+  for (const PromptOutcome& outcome : *outcomes) {
+    json entry = {{"id", prompts[outcome.prompt].id}, {"category", "qa"}, {"modes", json::object()}};
+    for (size_t m = 0; m < modes.size(); ++m) {
+      entry["modes"][modes[m].name] = mode_outcome_json(outcome, m, m == 0 ? "" : modes[m].name, true, bytes);
+    }
+    results["prompts"].push_back(entry);
+  }
+  const Expected<std::vector<ReportFile>> files = bench_report_files(results);
+  ASSERT_TRUE(files.ok()) << files.error().message;
+  const std::string& report = file_named(*files, "report.md").content;
+  EXPECT_TRUE(contains(report, "2 of 2 outputs differ from ar's.")) << report;
+  EXPECT_TRUE(contains(report, "**no** (0/2 equal")) << report;
+  for (const PromptOutcome& outcome : *outcomes) {
+    const std::vector<int32_t>& reference = outcome.modes[0].turns[0];
+    const std::vector<int32_t>& broken = outcome.modes[1].turns[0];
+    ASSERT_GT(reference.size(), 2u);
+    const json& difference = results["prompts"][outcome.prompt]["modes"]["broken"]["first_difference"];
+    EXPECT_EQ(difference["position"], 2);
+    EXPECT_EQ(difference["reference_token"], reference[2]);
+    EXPECT_EQ(difference["mode_token"], broken[2]);
+    EXPECT_EQ(difference["mode_text"].get<std::string>().front(), static_cast<char>(broken[2]));
+    EXPECT_TRUE(contains(report, fmt::format("| all | {} | qa | broken | 1 | 2 |", prompts[outcome.prompt].id)))
+        << report;
+  }
 }
 
 }  // namespace

@@ -133,7 +133,7 @@ TEST(Bench, SampledRunsAreSeededAndSkipTheLosslessCheck) {
     const std::string out = (dir.path() / fmt::format("run{}", i)).string();
     const testing::CommandResult result = run_draftwise(
         {"bench", "--model", testing::default_model_path().string(), "--prompts", kDevPrompts, "--modes", "self:24@3",
-         "--categories", "writing", "--limit", "1", "--max-tokens", "12", "--temperature", "0.9", "--seed", "11",
+         "--categories", "qa", "--limit", "1", "--max-tokens", "8", "--temperature", "0.9", "--seed", "11",
          "--out", out});
     ASSERT_EQ(result.exit_code, 0) << result.err;
     EXPECT_NE(result.out.find("temperature 0.9, seed 11"), std::string::npos) << result.out;
