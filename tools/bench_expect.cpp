@@ -36,7 +36,9 @@ Expected<std::vector<ExpectationCheck>> check_expectations_or_throw(const json& 
     return make_error("\"modes\" must be an object of at least one mode: {{\"MODE\": {{\"tau\": ...}}}}");
   }
   std::vector<ExpectationCheck> checks;
-  for (const auto& [mode, expected] : expectations.at("modes").items()) {
+  for (const auto& item : expectations.at("modes").items()) {
+    const std::string mode = item.key();
+    const json& expected = item.value();
     const std::string where = fmt::format("mode '{}': ", mode);
     if (!expected.is_object()) return make_error("{}must be an object", where);
     if (!overall.contains(mode)) return make_error("{}is not one of this run's modes", where);

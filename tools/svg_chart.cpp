@@ -119,6 +119,7 @@ std::vector<double> nice_ticks(double low, double high, int count) {
   if (high < low) std::swap(low, high);
   if (high == low) high = low + 1;
   const double rough = (high - low) / std::max(1, count);
+  if (!std::isfinite(rough) || !(rough > 0)) return {low, high};  // a range too wide or too narrow to divide
   const double magnitude = std::pow(10.0, std::floor(std::log10(rough)));
   double step = magnitude;
   for (const double factor : {1.0, 2.0, 5.0, 10.0}) {
@@ -127,10 +128,13 @@ std::vector<double> nice_ticks(double low, double high, int count) {
   }
   std::vector<double> ticks;
   const double first = std::floor(low / step) * step;
+  if (!std::isfinite(first) || !std::isfinite(step) || !(step > 0)) return {low, high};
   for (double tick = first; tick <= high + step * 0.999; tick += step) {
+    if (tick + step == tick || ticks.size() > 100) return {low, high};  // steps below the doubles' resolution
     ticks.push_back(std::fabs(tick) < step * 1e-9 ? 0.0 : tick);
     if (tick >= high) break;
   }
+  if (ticks.size() < 2) return {low, high};
   return ticks;
 }
 

@@ -169,6 +169,13 @@ TEST(SvgChart, TicksAreRoundAndCoverTheRange) {
   const struct {
     double low, high;
   } ranges[] = {{0, 1}, {0, 0.37}, {1.2, 1.62}, {0, 12403}, {-0.3, 2.1}, {5, 5}};
+  // Ranges no round step divides still give two ticks that cover them.
+  for (const auto& [low, high] : {std::pair{-1e308, 1e308}, std::pair{1.0, 1.0 + 4e-16}}) {
+    const std::vector<double> ticks = nice_ticks(low, high);
+    ASSERT_GE(ticks.size(), 2u);
+    EXPECT_LE(ticks.front(), low);
+    EXPECT_GE(ticks.back(), high);
+  }
   for (const auto& range : ranges) {
     const std::vector<double> ticks = nice_ticks(range.low, range.high);
     ASSERT_GE(ticks.size(), 2u) << range.low << " " << range.high;
