@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Device call B for batch throughput: second half, assemble, check, build, 240 dev prompts.
+# On a GPU machine, from the repository root, with the default model in models/: builds
+# draftwise and times `draftwise batch` over the 240 dev prompts (first turn, as chat
+# messages, greedy, 128 new tokens) at --parallel 1, 16, 64, and 16 with n-gram drafting.
+# Outputs go to $OUT (or /tmp).
 set -u
-cp .stage/part-ab /var/tmp/m/ && cat /var/tmp/m/part-a? > /var/tmp/m/model.gguf
-echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /var/tmp/m/model.gguf" | sha256sum -c || exit 1
-mkdir -p models && cp /var/tmp/m/model.gguf models/SmolLM2-135M-Instruct.Q4_1.gguf
+OUT=${OUT:-/tmp}
 scripts/gpu_build.sh || exit 1
 python3 -c "
 import json
