@@ -35,9 +35,7 @@ struct BatchArgs {
   std::string top_p = "1.0";
   std::string seed = "0";
   bool resume = false;
-  std::string device = "cpu";
-  std::string threads = "0";
-  std::string kv_cache_share = "0.5";
+  BackendArgs backend;
   DraftArgs drafting;
 };
 
@@ -97,10 +95,7 @@ int run_batch(const std::vector<std::string>& cli) {
   parser.add_option("seed", &args.seed, "S",
                     "sampling seed; a request without its own draws with S + its line number (default 0)");
   parser.add_flag("resume", &args.resume, "continue an output file: skip the ids it already holds");
-  parser.add_option("device", &args.device, "cpu|cuda[:N]", "where the model runs (default cpu)");
-  parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
-  parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
-                    "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
+  add_backend_options(parser, args.backend);
   add_draft_options(parser, args.drafting);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   if (args.model.empty()) return report_error(make_error("--model is required"));
@@ -127,7 +122,7 @@ int run_batch(const std::vector<std::string>& cli) {
   if (const Status valid = validate_sampling_params(defaults.sampling); !valid.ok()) {
     return report_error(make_error("--{}", valid.error().message));
   }
-  const Expected<BackendOptions> backend = parse_backend_options(args.device, args.threads, args.kv_cache_share);
+  const Expected<BackendOptions> backend = parse_backend_options(args.backend);
   if (!backend.ok()) return report_error(backend.error());
   Expected<DraftSetup> setup = parse_draft_args(args.drafting, parser);
   if (!setup.ok()) return report_error(setup.error());
@@ -152,19 +147,10 @@ int run_batch(const std::vector<std::string>& cli) {
   Expected<std::unique_ptr<Drafter>> drafter = make_setup_drafter(*setup, *model, *backend);
   if (!drafter.ok()) return report_error(drafter.error());
   defaults.drafter = drafter->get();
-  for (const int64_t id : model->decoder->config().eos_token_ids) {
-    if (id >= 0 && id < model->decoder->config().vocab_size) defaults.stop_token_ids.push_back(static_cast<int32_t>(id));
-  }
-  if (tokenizer.eos_id()) defaults.stop_token_ids.push_back(*tokenizer.eos_id());
-  for (const char* end_of_turn : {"<|im_end|>", "<|eot_id|>"}) {
-    if (const std::optional<int32_t> id = tokenizer.find(end_of_turn)) defaults.stop_token_ids.push_back(*id);
-  }
+  defaults.stop_token_ids = chat_stop_token_ids(*model->decoder, tokenizer);
   std::optional<ChatTemplate> chat;
-  if (tokenizer.chat_template()) {
-    const auto token_text = [&](std::optional<int32_t> id) { return id ? tokenizer.token(*id) : std::string(); };
-    Expected<ChatTemplate> recognized = ChatTemplate::recognize(
-        *tokenizer.chat_template(), token_text(tokenizer.bos_id()), token_text(tokenizer.eos_id()));
-    if (recognized.ok()) chat = std::move(*recognized);
+  if (Expected<ChatTemplate> recognized = recognize_chat_template(tokenizer); recognized.ok()) {
+    chat = std::move(*recognized);
   }
 
   std::FILE* out = std::fopen(args.output.c_str(), "ab");

@@ -45,9 +45,7 @@ struct BenchArgs {
   std::string max_tokens = "128";
   std::string limit = "0";
   std::string categories;
-  std::string device = "cpu";
-  std::string threads = "0";
-  std::string kv_cache_share = "0.5";
+  BackendArgs backend;
   std::string out;
   std::string holdout = "0";
   std::string temperature = "0";
@@ -126,10 +124,7 @@ int run_bench(const std::vector<std::string>& cli) {
   parser.add_option("max-tokens", &args.max_tokens, "N", "new tokens per turn (default 128)");
   parser.add_option("limit", &args.limit, "N", "the first N prompts of each category; 0: all (default 0)");
   parser.add_option("categories", &args.categories, "a,b", "only these categories");
-  parser.add_option("device", &args.device, "cpu|cuda[:N]", "where the model runs (default cpu)");
-  parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
-  parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
-                    "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
+  add_backend_options(parser, args.backend);
   parser.add_option("out", &args.out, "DIR", "where results.json goes (created if missing)");
   parser.add_option("holdout", &args.holdout, "N",
                     "with +learn modes: hold back every N-th prompt of each category, run them before and after "
@@ -190,7 +185,7 @@ int run_bench(const std::vector<std::string>& cli) {
     expectations = std::move(parsed);
   }
   const Expected<BackendOptions> backend_options =
-      parse_backend_options(args.device, args.threads, args.kv_cache_share);
+      parse_backend_options(args.backend);
   if (!backend_options.ok()) return report_error(backend_options.error());
   const BackendOptions& backend = *backend_options;
   Expected<std::vector<ModeSpec>> modes = parse_modes(args.modes);
@@ -208,9 +203,7 @@ int run_bench(const std::vector<std::string>& cli) {
     return report_error(make_error("{}: bench needs a model with a tokenizer and a chat template", args.model));
   }
   const Tokenizer& tokenizer = *model->tokenizer;
-  const auto token_text = [&](std::optional<int32_t> id) { return id ? tokenizer.token(*id) : std::string(); };
-  Expected<ChatTemplate> chat = ChatTemplate::recognize(*tokenizer.chat_template(), token_text(tokenizer.bos_id()),
-                                                        token_text(tokenizer.eos_id()));
+  Expected<ChatTemplate> chat = recognize_chat_template(tokenizer);
   if (!chat.ok()) return report_error(make_error("{}: {}", args.model, chat.error().message));
   const Expected<std::string> model_hash = sha256_of_path(args.model);
   if (!model_hash.ok()) return report_error(model_hash.error());
@@ -251,13 +244,7 @@ int run_bench(const std::vector<std::string>& cli) {
   BenchConfig config;
   config.max_tokens = *max_tokens;
   config.sampling = sampling;
-  for (const int64_t id : model->decoder->config().eos_token_ids) {
-    if (id >= 0 && id < model->decoder->config().vocab_size) config.stop_token_ids.push_back(static_cast<int32_t>(id));
-  }
-  if (tokenizer.eos_id()) config.stop_token_ids.push_back(*tokenizer.eos_id());
-  for (const char* end_of_turn : {"<|im_end|>", "<|eot_id|>"}) {
-    if (const std::optional<int32_t> id = tokenizer.find(end_of_turn)) config.stop_token_ids.push_back(*id);
-  }
+  config.stop_token_ids = chat_stop_token_ids(*model->decoder, tokenizer);
   BenchFormat format;
   format.render = [&](std::span<const ChatMessage> messages) -> Expected<std::vector<int32_t>> {
     DW_ASSIGN_OR_RETURN(const std::string text, chat->render(messages, /*add_generation_prompt=*/true));

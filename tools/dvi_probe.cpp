@@ -125,9 +125,7 @@ int main(int argc, char** argv) {
   if (!model.ok()) return fail(model.error().message);
   if (!model->tokenizer || !model->tokenizer->chat_template()) return fail(model_path + ": needs a chat template");
   const Tokenizer& tokenizer = *model->tokenizer;
-  const auto token_text = [&](std::optional<int32_t> id) { return id ? tokenizer.token(*id) : std::string(); };
-  Expected<ChatTemplate> chat = ChatTemplate::recognize(*tokenizer.chat_template(), token_text(tokenizer.bos_id()),
-                                                        token_text(tokenizer.eos_id()));
+  Expected<ChatTemplate> chat = recognize_chat_template(tokenizer);
   if (!chat.ok()) return fail(chat.error().message);
   Expected<std::vector<BenchPrompt>> prompts = read_bench_prompts(prompts_path);
   if (!prompts.ok()) return fail(prompts.error().message);
@@ -137,11 +135,7 @@ int main(int argc, char** argv) {
   BenchConfig config;
   config.max_tokens = max_tokens;
   config.sampling.temperature = 0.0;
-  for (const int64_t id : decoder.config().eos_token_ids) {
-    if (id >= 0 && id < decoder.config().vocab_size) config.stop_token_ids.push_back(static_cast<int32_t>(id));
-  }
-  if (tokenizer.eos_id()) config.stop_token_ids.push_back(*tokenizer.eos_id());
-  if (const std::optional<int32_t> id = tokenizer.find("<|im_end|>")) config.stop_token_ids.push_back(*id);
+  config.stop_token_ids = chat_stop_token_ids(decoder, tokenizer);
   BenchFormat format;
   format.render = [&](std::span<const ChatMessage> messages) -> Expected<std::vector<int32_t>> {
     DW_ASSIGN_OR_RETURN(const std::string text, chat->render(messages, /*add_generation_prompt=*/true));

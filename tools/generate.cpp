@@ -43,9 +43,7 @@ struct GenerateArgs {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool json = false;
-  std::string device = "cpu";
-  std::string threads = "0";
-  std::string kv_cache_share = "0.5";
+  BackendArgs backend;
   DraftArgs drafting;
 };
 
@@ -90,12 +88,7 @@ Expected<std::vector<int32_t>> prompt_tokens(const GenerateArgs& args, const Loa
   if (!tokenizer.chat_template()) {
     return make_error("the model has no chat template; drop --chat and format the prompt yourself");
   }
-  const auto token_text = [&](std::optional<int32_t> id) {
-    return id ? tokenizer.token(*id) : std::string();
-  };
-  DW_ASSIGN_OR_RETURN(const ChatTemplate chat,
-                      ChatTemplate::recognize(*tokenizer.chat_template(), token_text(tokenizer.bos_id()),
-                                              token_text(tokenizer.eos_id())));
+  DW_ASSIGN_OR_RETURN(const ChatTemplate chat, recognize_chat_template(tokenizer));
   std::vector<ChatMessage> messages;
   if (!args.system.empty()) messages.push_back({"system", args.system});
   messages.push_back({"user", args.prompt});
@@ -151,10 +144,7 @@ int run_generate(const std::vector<std::string>& cli) {
   parser.add_list_option("stop", &args.stop, "TEXT", "end the completion before this text");
   parser.add_flag("ignore-eos", &args.ignore_eos, "keep generating past end-of-sequence tokens");
   parser.add_flag("json", &args.json, "print one JSON object at the end instead of streaming");
-  parser.add_option("device", &args.device, "cpu|cuda[:N]", "where the model runs (default cpu)");
-  parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
-  parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
-                    "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
+  add_backend_options(parser, args.backend);
   add_draft_options(parser, args.drafting);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   args.prompt_given = parser.given("prompt");
@@ -171,7 +161,7 @@ int run_generate(const std::vector<std::string>& cli) {
   Expected<GenerationOptions> options = generation_options(args, seed);
   if (!options.ok()) return report_error(options.error());
   const Expected<BackendOptions> backend_options =
-      parse_backend_options(args.device, args.threads, args.kv_cache_share);
+      parse_backend_options(args.backend);
   if (!backend_options.ok()) return report_error(backend_options.error());
   const BackendOptions& backend = *backend_options;
   Expected<DraftSetup> setup = parse_draft_args(args.drafting, parser);

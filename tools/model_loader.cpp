@@ -75,15 +75,40 @@ Expected<LoadedModel> load(const std::string& path, const std::string& config_pa
 
 }  // namespace
 
-Expected<BackendOptions> parse_backend_options(std::string_view device, std::string_view threads,
-                                               std::string_view kv_cache_share) {
+void add_backend_options(ArgParser& parser, BackendArgs& args) {
+  parser.add_option("device", &args.device, "cpu|cuda[:N]", "where the model runs (default cpu)");
+  parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
+  parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
+                    "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
+}
+
+Expected<BackendOptions> parse_backend_options(const BackendArgs& args) {
   BackendOptions options;
-  DW_ASSIGN_OR_RETURN(const int64_t thread_count, parse_integer_option("--threads", threads));
+  DW_ASSIGN_OR_RETURN(const int64_t thread_count, parse_integer_option("--threads", args.threads));
   if (thread_count < 0 || thread_count > 1024) return make_error("--threads must be in [0, 1024]");
   options.threads = static_cast<int>(thread_count);
-  DW_ASSIGN_OR_RETURN(options.device, parse_device_option(device));
-  DW_ASSIGN_OR_RETURN(options.kv_cache_share, parse_number_option("--kv-cache-share", kv_cache_share));
+  DW_ASSIGN_OR_RETURN(options.device, parse_device_option(args.device));
+  DW_ASSIGN_OR_RETURN(options.kv_cache_share, parse_number_option("--kv-cache-share", args.kv_cache_share));
   return options;
+}
+
+Expected<ChatTemplate> recognize_chat_template(const Tokenizer& tokenizer) {
+  if (!tokenizer.chat_template()) return make_error("the model has no chat template");
+  const auto token_text = [&](std::optional<int32_t> id) { return id ? tokenizer.token(*id) : std::string(); };
+  return ChatTemplate::recognize(*tokenizer.chat_template(), token_text(tokenizer.bos_id()),
+                                 token_text(tokenizer.eos_id()));
+}
+
+std::vector<int32_t> chat_stop_token_ids(const Decoder& decoder, const Tokenizer& tokenizer) {
+  std::vector<int32_t> ids;
+  for (const int64_t id : decoder.config().eos_token_ids) {
+    if (id >= 0 && id < decoder.config().vocab_size) ids.push_back(static_cast<int32_t>(id));
+  }
+  if (tokenizer.eos_id()) ids.push_back(*tokenizer.eos_id());
+  for (const char* end_of_turn : {"<|im_end|>", "<|eot_id|>"}) {
+    if (const std::optional<int32_t> id = tokenizer.find(end_of_turn)) ids.push_back(*id);
+  }
+  return ids;
 }
 
 Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options) {

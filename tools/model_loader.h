@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "draft/drafter.h"
+#include "engine/chat_template.h"
 #include "engine/draft_spec.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "target/decoder.h"
@@ -28,10 +29,15 @@ struct LoadedModel {
   std::string backend;  // for the stats line, e.g. "cpu (2 threads, avx2+fma)"
 };
 
-// The backend options as --device, --threads and --kv-cache-share give them; errors name the
-// option.
-Expected<BackendOptions> parse_backend_options(std::string_view device, std::string_view threads,
-                                               std::string_view kv_cache_share);
+// --device, --threads and --kv-cache-share as given.
+struct BackendArgs {
+  std::string device = "cpu";
+  std::string threads = "0";
+  std::string kv_cache_share = "0.5";
+};
+void add_backend_options(ArgParser& parser, BackendArgs& args);
+// The backend options the flags give; errors name the option.
+Expected<BackendOptions> parse_backend_options(const BackendArgs& args);
 
 // Seed of the weights --random-weights builds; fixed so that runs compare.
 inline constexpr uint64_t kRandomWeightSeed = 1234;
@@ -40,6 +46,12 @@ inline constexpr uint64_t kRandomWeightSeed = 1234;
 Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options);
 // Seeded random weights in the shape of a config.json; no tokenizer.
 Expected<LoadedModel> load_random_model(const std::string& config_path, const BackendOptions& options);
+
+// The tokenizer's chat template, recognised; an error when there is none or it is unknown.
+Expected<ChatTemplate> recognize_chat_template(const Tokenizer& tokenizer);
+// The tokens that end an answer to a chat turn: the config's EOS ids inside the vocabulary, the
+// tokenizer's EOS and the end-of-turn tokens it has (<|im_end|>, <|eot_id|>).
+std::vector<int32_t> chat_stop_token_ids(const Decoder& decoder, const Tokenizer& tokenizer);
 
 // The drafter of `spec` for `target`, on the target's backend. A draft model must have the
 // target's vocabulary (size, and with tokenizers on both sides every token).
