@@ -111,6 +111,21 @@ Expected<ChatTemplate> ChatTemplate::recognize(std::string_view jinja, std::stri
   return chat;
 }
 
+ChatTemplate ChatTemplate::of_family(ChatFamily family, std::string bos_text, std::string eos_text) {
+  ChatTemplate chat;
+  chat.family_ = family;
+  chat.bos_text_ = std::move(bos_text);
+  chat.eos_text_ = std::move(eos_text);
+  return chat;
+}
+
+Expected<ChatFamily> parse_chat_family(std::string_view name) {
+  for (const ChatFamily family : {ChatFamily::chatml, ChatFamily::llama3, ChatFamily::llama2, ChatFamily::mistral}) {
+    if (chat_family_name(family) == name) return family;
+  }
+  return make_error("unknown chat template '{}' (chatml, llama3, llama2 or mistral)", name);
+}
+
 Expected<std::string> ChatTemplate::render(std::span<const ChatMessage> messages,
                                            bool add_generation_prompt) const {
   DW_TRY(check_roles(messages));

@@ -30,12 +30,16 @@ struct ChatMessage {
 
 enum class ChatFamily { chatml, llama3, llama2, mistral };
 std::string_view chat_family_name(ChatFamily family);
+// "chatml", "llama3", "llama2", "mistral".
+Expected<ChatFamily> parse_chat_family(std::string_view name);
 
 class ChatTemplate {
  public:
   // `bos_text` / `eos_text`: the tokenizer's BOS and EOS token text, which templates insert.
   static Expected<ChatTemplate> recognize(std::string_view jinja, std::string bos_text,
                                           std::string eos_text);
+  // A family named by the user (serve --chat-template), for a template recognize() refuses.
+  static ChatTemplate of_family(ChatFamily family, std::string bos_text, std::string eos_text);
 
   // The prompt text, to be tokenized without adding special tokens (and with special-token
   // text parsed as tokens). Refuses unknown roles and empty conversations.

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "draft/drafter.h"
@@ -32,10 +33,27 @@ struct GenerationOptions {
   DraftLength draft_length = DraftLength::fixed(4);
   // Which adapter a learning drafter with per-key scope uses for this request.
   std::string learning_key;
+  // Log-probabilities of the target's distribution (the raw logits' log-softmax, before
+  // temperature and filters) for every generated token: -1 none, else the token's own and
+  // the `logprobs` most likely tokens' (at most kMaxTopLogprobs).
+  int logprobs = -1;
+  // Prompt tokens a prefill forward pass takes at most (bounds the activations).
+  int64_t prefill_chunk = 512;
 };
 
-enum class FinishReason { stop, length };
-std::string_view finish_reason_name(FinishReason reason);  // "stop", "length"
+inline constexpr int kMaxTopLogprobs = 20;
+
+// One generated token's log-probability and the most likely alternatives, most likely first.
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// stop: EOS or a stop string; length: max_tokens or the context; cancelled: the caller gave
+// up (a closed connection, a shutdown).
+enum class FinishReason { stop, length, cancelled };
+std::string_view finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled"
 
 struct GenerationStats {
   int64_t prompt_tokens = 0;
@@ -50,14 +68,21 @@ struct GenerationStats {
 struct GenerationResult {
   std::vector<int32_t> token_ids;  // every sampled token, a final EOS included
   std::string text;                // decoded, without EOS or the stop string; empty without a tokenizer
+  std::vector<TokenLogprob> logprobs;  // one per token of token_ids when options.logprobs ≥ 0
   FinishReason finish_reason = FinishReason::length;
   GenerationStats stats;
 };
 
-// Called as output becomes final: `text` is the newly released text (may be empty, always
-// empty without a tokenizer), `token` the token just sampled, or -1 for text held back
-// until the end (an unfinished character, a possible start of a stop string).
-using OutputCallback = std::function<void(std::string_view text, int32_t token)>;
+// Output as it becomes final: `text` is the newly released text (may be empty, always empty
+// without a tokenizer), `token` the token just sampled, or -1 for text held back until the
+// end (an unfinished character, a possible start of a stop string); `logprob` the token's
+// log-probabilities when they were asked for, else null.
+struct OutputEvent {
+  std::string_view text;
+  int32_t token = -1;
+  const TokenLogprob* logprob = nullptr;
+};
+using OutputCallback = std::function<void(const OutputEvent& event)>;
 
 // Checks the prompt (non-empty, ids inside the vocabulary, room for one more token in the
 // context) and the options, then generates. `tokenizer` may be null: then no text and no

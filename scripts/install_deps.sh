@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build python3 libboost-dev libfmt-dev libgtest-dev
-          nlohmann-json3-dev ca-certificates)
+          nlohmann-json3-dev ca-certificates curl)
 python3 -m pip --version > /dev/null 2>&1 || packages+=(python3-pip)
 
 missing=()

@@ -140,6 +140,15 @@ int64_t CpuDecoder::pending_tokens(SequenceId sequence) const {
   return it == sequences_.end() ? -1 : static_cast<int64_t>(it->second.pending.size());
 }
 
+CacheUsage CpuDecoder::cache_usage() const {
+  CacheUsage usage;
+  for (const auto& [id, sequence] : sequences_) {
+    const int64_t positions = sequence.length + static_cast<int64_t>(sequence.pending.size());
+    usage.used_blocks += (positions + usage.block_size - 1) / usage.block_size;
+  }
+  return usage;
+}
+
 void CpuDecoder::reserve(Sequence& sequence, int64_t length) {
   if (length <= sequence.capacity) return;
   const int64_t capacity = std::min(context_length_, std::max(length, 2 * sequence.capacity));

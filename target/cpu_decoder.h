@@ -47,6 +47,7 @@ class CpuDecoder final : public Decoder {
   Status forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
                        std::vector<float>& logits) override;
   int64_t pending_tokens(SequenceId sequence) const override;
+  CacheUsage cache_usage() const override;
   Expected<std::vector<float>> final_norm_weight() const override { return final_norm_; }
 
   // The frozen output head, for the draft-head learner: W_lm [vocab, hidden] (the embedding

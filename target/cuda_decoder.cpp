@@ -273,6 +273,10 @@ int64_t CudaDecoder::pending_tokens(SequenceId sequence) const {
   return it == sequences_.end() ? -1 : static_cast<int64_t>(it->second.pending.size());
 }
 
+CacheUsage CudaDecoder::cache_usage() const {
+  return {options_.kv_block_size, num_blocks_, num_blocks_ - static_cast<int64_t>(free_blocks_.size())};
+}
+
 Status CudaDecoder::truncate_sequence(SequenceId sequence, int64_t length) {
   const auto it = sequences_.find(sequence);
   if (it == sequences_.end()) return make_error("unknown sequence {}", sequence);

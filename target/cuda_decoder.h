@@ -68,6 +68,7 @@ class CudaDecoder final : public Decoder {
   Status forward_draft_greedy(std::span<const ForwardRequest> batch, const DraftHead& head,
                               std::vector<int32_t>& tokens) override;
   int64_t pending_tokens(SequenceId sequence) const override;
+  CacheUsage cache_usage() const override;
   Expected<std::vector<float>> final_norm_weight() const override;
 
   // The frozen LM head on the GPU ([vocab, hidden] bf16; the embedding when tied), for the

@@ -50,6 +50,15 @@ struct DraftHead {
   std::vector<float>* exit_hidden = nullptr;
 };
 
+// The key/value cache in blocks of positions. A backend with a fixed pool (the GPU) has
+// total_blocks > 0 and used_blocks of it taken; one whose cache grows in host memory (the CPU)
+// has total_blocks 0 and counts the blocks its sequences' positions fill.
+struct CacheUsage {
+  int64_t block_size = 16;
+  int64_t total_blocks = 0;
+  int64_t used_blocks = 0;
+};
+
 class Decoder {
  public:
   virtual ~Decoder() = default;
@@ -66,6 +75,7 @@ class Decoder {
   virtual int64_t sequence_length(SequenceId sequence) const = 0;
   // Rollback: forgets every position from `length` on (0 ≤ length ≤ current length).
   virtual Status truncate_sequence(SequenceId sequence, int64_t length) = 0;
+  virtual CacheUsage cache_usage() const = 0;
 
   // Runs every request's new tokens through the model and appends them to its sequence's
   // cache. `logits` is resized to [Σ logit_rows, vocab_size], rows in request order. The

@@ -1,9 +1,11 @@
 // draftwise batch: offline decoding of a JSONL file of requests (tools/batch_lines.h), many
-// in flight at once through the engine's batched generation, with the drafting and learning
-// flags of generate. Every output line is written and flushed as soon as its batch ends, so a
-// crash or kill loses at most the requests in flight; --resume skips the ids already in the
-// output (a torn last line is cut off first). A bad line or a failed request gets an error
-// record and the batch goes on; the exit code is 1 when any did.
+// in flight at once through the engine's scheduler (continuous batching: a finished request's
+// place goes to the next line at once), with the drafting and learning flags of generate.
+// Every output line is written and flushed as soon as its request ends, so a crash or kill
+// loses at most the requests in flight; --resume skips the ids already in the output (a torn
+// last line is cut off first). A bad line or a failed request gets an error record and the
+// batch goes on; the exit code is 1 when any did. Progress goes to stderr: a status line on a
+// terminal, a plain line every few seconds otherwise.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -11,11 +13,14 @@
 #include <memory>
 #include <set>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template.h"
 #include "engine/generation.h"
+#include "engine/scheduler.h"
 #include "tools/batch_lines.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
@@ -71,10 +76,56 @@ Expected<std::set<std::string>> finished_ids(const std::filesystem::path& path) 
   return ids;
 }
 
-struct Pending {
-  BatchLine line;
-  std::vector<int32_t> prompt;
-  GenerationOptions options;
+// Lines in the input, for the progress display's total.
+int64_t count_lines(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  int64_t lines = 0;
+  std::string text;
+  while (std::getline(in, text)) lines += text.find_first_not_of(" \t\r") != std::string::npos ? 1 : 0;
+  return lines;
+}
+
+// The status line: done of total, failures, completion tokens/s, τ and the time left.
+class BatchProgress {
+ public:
+  BatchProgress(int64_t total, bool drafting)
+      : terminal_(isatty(fileno(stderr)) != 0), total_(total), drafting_(drafting),
+        started_(std::chrono::steady_clock::now()), last_(started_) {}
+
+  void update(int64_t done, int64_t failed, int64_t skipped, int64_t tokens, const SpeculationStats& speculation,
+              bool last = false) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!last && !terminal_ && std::chrono::duration<double>(now - last_).count() < 5.0) return;
+    last_ = now;
+    const double seconds = std::chrono::duration<double>(now - started_).count();
+    const int64_t handled = done + failed + skipped;
+    const double rate = seconds > 0 ? static_cast<double>(done + failed) / seconds : 0.0;
+    const int64_t left = std::max<int64_t>(0, total_ - handled);
+    constexpr int kWidth = 24;
+    const int filled = total_ > 0 ? static_cast<int>(kWidth * std::min<int64_t>(handled, total_) / total_) : kWidth;
+    std::string line = fmt::format("[{}{}] {}/{} done, {} failed, {} skipped, {:.1f} tokens/s", std::string(filled, '#'),
+                                   std::string(kWidth - filled, '.'), handled, total_, failed, skipped,
+                                   seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
+    if (drafting_) {
+      line += fmt::format(", τ {:.2f}, acceptance {:.2f}", speculation.mean_acceptance_length(),
+                          speculation.acceptance_rate());
+    }
+    if (rate > 0 && left > 0) line += fmt::format(", ETA {:.0f} s", static_cast<double>(left) / rate);
+    if (terminal_) {
+      fmt::print(stderr, "\r{:<{}}", line, width_);
+      width_ = std::max(width_, line.size());
+      if (last) fmt::print(stderr, "\n");
+    } else {
+      fmt::print(stderr, "{}\n", line);
+    }
+  }
+
+ private:
+  bool terminal_;
+  int64_t total_;
+  bool drafting_;
+  std::chrono::steady_clock::time_point started_, last_;
+  size_t width_ = 0;
 };
 
 }  // namespace
@@ -162,96 +213,111 @@ int run_batch(const std::vector<std::string>& cli) {
   };
   int64_t failed = 0, succeeded = 0, skipped = 0, tokens = 0;
   SpeculationStats speculation;
-  const auto started = std::chrono::steady_clock::now();
   std::set<std::string> seen;
-  std::vector<Pending> pending;
   const std::string drafter_name = defaults.drafter != nullptr ? defaults.drafter->name() : std::string();
+  BatchProgress progress(count_lines(args.input), defaults.drafter != nullptr);
 
-  const auto run_pending = [&] {
-    if (pending.empty()) return;
-    std::vector<GenerationRequest> requests;
-    for (const Pending& each : pending) requests.push_back({each.prompt, each.options, {}});
-    const std::vector<Expected<GenerationResult>> results = generate_batch(*model->decoder, &tokenizer, requests);
-    for (size_t i = 0; i < pending.size(); ++i) {
-      const nlohmann::json& id = pending[i].line.id;
-      if (!results[i].ok()) {
+  // This thread is the engine thread: it submits lines and steps the scheduler, which keeps
+  // `parallel` requests running and a few more queued.
+  SchedulerOptions scheduling;
+  scheduling.max_running = *parallel;
+  scheduling.max_waiting = *parallel;
+  Scheduler scheduler(*model->decoder, &tokenizer, scheduling, {});
+  int64_t in_flight = 0;
+  int64_t number = 0;  // of the input line being read
+  const auto submit = [&](const nlohmann::json& id, std::vector<int32_t> prompt, const GenerationOptions& options) {
+    ScheduledRequest request;
+    request.prompt = std::move(prompt);
+    request.options = options;
+    request.on_done = [&, id](Expected<GenerationResult> outcome) {
+      --in_flight;
+      if (!outcome.ok()) {
         ++failed;
-        write(batch_error_record(id, results[i].error().message, "generation_error"));
-        continue;
+        write(batch_error_record(id, outcome.error().message, "generation_error"));
+      } else {
+        const GenerationResult& result = *outcome;
+        ++succeeded;
+        tokens += result.stats.completion_tokens;
+        speculation.add(result.stats.speculation);
+        write({{"id", id},
+               {"text", result.text},
+               {"finish_reason", finish_reason_name(result.finish_reason)},
+               {"usage",
+                {{"prompt_tokens", result.stats.prompt_tokens},
+                 {"completion_tokens", result.stats.completion_tokens},
+                 {"total_tokens", result.stats.prompt_tokens + result.stats.completion_tokens}}},
+               {"speculation", speculation_json(result.stats.speculation, drafter_name)}});
       }
-      const GenerationResult& result = *results[i];
-      ++succeeded;
-      tokens += result.stats.completion_tokens;
-      speculation.add(result.stats.speculation);
-      write({{"id", id},
-             {"text", result.text},
-             {"finish_reason", finish_reason_name(result.finish_reason)},
-             {"usage",
-              {{"prompt_tokens", result.stats.prompt_tokens},
-               {"completion_tokens", result.stats.completion_tokens},
-               {"total_tokens", result.stats.prompt_tokens + result.stats.completion_tokens}}},
-             {"speculation", speculation_json(result.stats.speculation, drafter_name)}});
+      progress.update(succeeded, failed, skipped, tokens, speculation);
+    };
+    const std::variant<TicketId, Scheduler::Refused> ticket = scheduler.submit(std::move(request));
+    if (const auto* refused = std::get_if<Scheduler::Refused>(&ticket)) {
+      ++failed;
+      write(batch_error_record(id, fmt::format("line {}: {}", number, refused->message), "invalid_request_error"));
+      return;
     }
-    pending.clear();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    fmt::print(stderr, "[{} done, {} failed, {} skipped] {:.1f} tokens/s{}\n", succeeded, failed, skipped,
-               seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0,
-               defaults.drafter != nullptr ? fmt::format(", τ {:.2f}", speculation.mean_acceptance_length())
-                                           : std::string());
+    ++in_flight;
   };
 
   std::string text;
-  int64_t number = 0;
-  while (std::getline(input, text)) {
-    ++number;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines carry nothing
-    nlohmann::json id;
-    Expected<BatchLine> line = parse_batch_line(text, number, id);
-    if (done->count(id.dump()) > 0) {
-      ++skipped;
-      continue;
-    }
-    if (!seen.insert(id.dump()).second) {
-      ++failed;
-      write(batch_error_record(id, fmt::format("line {}: the id {} was given before", number, id.dump()),
-                               "invalid_request_error"));
-      continue;
-    }
-    if (!line.ok()) {
-      ++failed;
-      write(batch_error_record(id, line.error().message, "invalid_request_error"));
-      continue;
-    }
-    Pending request{std::move(*line), {}, defaults};
-    GenerationOptions& options = request.options;
-    if (request.line.max_tokens) options.max_tokens = *request.line.max_tokens;
-    if (request.line.temperature) options.sampling.temperature = *request.line.temperature;
-    if (request.line.top_p) options.sampling.top_p = *request.line.top_p;
-    options.sampling.seed = request.line.seed ? *request.line.seed : static_cast<uint64_t>(*seed + number);
-    options.stop = request.line.stop;
-    Status prepared = validate_sampling_params(options.sampling);
-    if (prepared.ok()) {
-      if (request.line.prompt) {
-        request.prompt = tokenizer.encode(*request.line.prompt);
-      } else if (!chat) {
-        prepared = make_error("the model has no chat template for \"messages\"; give a \"prompt\"");
-      } else if (Expected<std::string> rendered = chat->render(request.line.messages, /*add_generation_prompt=*/true);
-                 rendered.ok()) {
-        request.prompt = tokenizer.encode(*rendered, EncodeOptions{.add_special = false, .parse_special = true});
-      } else {
-        prepared = rendered.error();
+  bool more = true;
+  while (more || in_flight > 0) {
+    // Keep the scheduler fed: every running place taken, as many queued behind.
+    while (more && in_flight < 2 * *parallel) {
+      if (!std::getline(input, text)) {
+        more = false;
+        break;
       }
+      ++number;
+      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines carry nothing
+      nlohmann::json id;
+      Expected<BatchLine> line = parse_batch_line(text, number, id);
+      if (done->count(id.dump()) > 0) {
+        ++skipped;
+        continue;
+      }
+      if (!seen.insert(id.dump()).second) {
+        ++failed;
+        write(batch_error_record(id, fmt::format("line {}: the id {} was given before", number, id.dump()),
+                                 "invalid_request_error"));
+        continue;
+      }
+      if (!line.ok()) {
+        ++failed;
+        write(batch_error_record(id, line.error().message, "invalid_request_error"));
+        continue;
+      }
+      GenerationOptions options = defaults;
+      if (line->max_tokens) options.max_tokens = *line->max_tokens;
+      if (line->temperature) options.sampling.temperature = *line->temperature;
+      if (line->top_p) options.sampling.top_p = *line->top_p;
+      options.sampling.seed = line->seed ? *line->seed : static_cast<uint64_t>(*seed + number);
+      options.stop = line->stop;
+      std::vector<int32_t> prompt;
+      Status prepared = validate_sampling_params(options.sampling);
+      if (prepared.ok()) {
+        if (line->prompt) {
+          prompt = tokenizer.encode(*line->prompt);
+        } else if (!chat) {
+          prepared = make_error("the model has no chat template for \"messages\"; give a \"prompt\"");
+        } else if (Expected<std::string> rendered = chat->render(line->messages, /*add_generation_prompt=*/true);
+                   rendered.ok()) {
+          prompt = tokenizer.encode(*rendered, EncodeOptions{.add_special = false, .parse_special = true});
+        } else {
+          prepared = rendered.error();
+        }
+      }
+      if (!prepared.ok()) {
+        ++failed;
+        write(batch_error_record(id, fmt::format("line {}: {}", number, prepared.error().message),
+                                 "invalid_request_error"));
+        continue;
+      }
+      submit(id, std::move(prompt), options);
     }
-    if (!prepared.ok()) {
-      ++failed;
-      write(batch_error_record(id, fmt::format("line {}: {}", number, prepared.error().message),
-                               "invalid_request_error"));
-      continue;
-    }
-    pending.push_back(std::move(request));
-    if (static_cast<int64_t>(pending.size()) >= *parallel) run_pending();
+    if (in_flight > 0) scheduler.step();
   }
-  run_pending();
+  progress.update(succeeded, failed, skipped, tokens, speculation, /*last=*/true);
   const bool read_failed = input.bad();
   std::fclose(out);
   if (read_failed) return report_error(make_error("--input {}: read error", args.input));

@@ -15,8 +15,10 @@ int run_batch(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
+int run_loadgen(const std::vector<std::string>& args);
 int run_perf(const std::vector<std::string>& args);
 int run_report(const std::vector<std::string>& args);
+int run_serve(const std::vector<std::string>& args);
 int run_version(const std::vector<std::string>& args);
 
 // What `draftwise inspect --json` prints for the model at `path`.

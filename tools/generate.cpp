@@ -190,11 +190,11 @@ int run_generate(const std::vector<std::string>& cli) {
 
   const Tokenizer* tokenizer = model->tokenizer ? &*model->tokenizer : nullptr;
   bool first_output = true;
-  const OutputCallback stream = [&](std::string_view text, int32_t token) {
+  const OutputCallback stream = [&](const OutputEvent& event) {
     if (tokenizer != nullptr) {
-      fmt::print("{}", text);
-    } else if (token >= 0) {
-      fmt::print("{}{}", first_output ? "" : " ", token);
+      fmt::print("{}", event.text);
+    } else if (event.token >= 0) {
+      fmt::print("{}{}", first_output ? "" : " ", event.token);
       first_output = false;
     }
     std::fflush(stdout);

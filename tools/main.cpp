@@ -28,9 +28,13 @@ constexpr Command kCommands[] = {
      "complete one prompt, streaming the text; token counts and speed at the end"},
     {"inspect", draftwise::run_inspect,
      "what is inside a model file: architecture, tensors, tokenizer, chat template"},
+    {"loadgen", draftwise::run_loadgen,
+     "load on an OpenAI-compatible server: concurrent streaming clients, throughput and latency"},
     {"perf", draftwise::run_perf,
      "decode and prefill speed on a GPU against its measured bandwidth and GEMM rate"},
     {"report", draftwise::run_report, "remake report.md and the plots of a bench run from its results.json"},
+    {"serve", draftwise::run_serve,
+     "the OpenAI-compatible HTTP server: completions and chat, streaming, continuous batching"},
     {"version", draftwise::run_version, "build information and the CUDA devices visible"},
 };
 

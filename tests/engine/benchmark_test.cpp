@@ -60,7 +60,7 @@ TEST(Benchmark, ReadsJsonlPromptsAndNamesTheBadLine) {
       {"{\"turns\": []}\n", "\"turns\" must be a non-empty list"},
       {"{\"turns\": [3]}\n", "every turn must be a string"},
       {"{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}\n", "unknown role 'robot'"},
-      {"{\"messages\": [{\"role\": \"user\"}]}\n", "needs a string \"role\" and \"content\""},
+      {"{\"messages\": [{\"role\": \"user\"}]}\n", "needs a string \"role\" and a \"content\""},
       {"{\"prompt\": \"x\", \"category\": 7}\n", "\"category\" must be a string"},
       {"\n\n", "holds no prompts"}};
   for (const auto& [text, problem] : bad) {

@@ -75,7 +75,7 @@ TEST(Generation, ASeedReproducesSampledTokensAndTheStreamSeesEveryToken) {
   options.sampling = {0.9, 40, 0.95, 0.02, 99};
   std::vector<int32_t> streamed;
   const auto first = generate(*decoder, nullptr, prompt, options,
-                              [&](std::string_view, int32_t token) { streamed.push_back(token); });
+                              [&](const OutputEvent& event) { streamed.push_back(event.token); });
   const auto second = generate(*decoder, nullptr, prompt, options);
   ASSERT_TRUE(first.ok() && second.ok());
   EXPECT_EQ(first->token_ids, second->token_ids);
@@ -175,7 +175,7 @@ TEST(Generation, DefaultModelTextStopsBeforeTheStopString) {
   options.stop = {stop};
   std::string streamed;
   const auto cut = generate(**decoder, &tok, prompt, options,
-                            [&](std::string_view text, int32_t) { streamed += text; });
+                            [&](const OutputEvent& event) { streamed += event.text; });
   ASSERT_TRUE(cut.ok());
   EXPECT_EQ(cut->finish_reason, FinishReason::stop);
   EXPECT_EQ(cut->text, full->text.substr(0, full->text.find(stop)));
