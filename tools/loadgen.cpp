@@ -5,12 +5,16 @@
 // JSON summary: requests, errors, completion tokens/s, TTFT / chunk gap / TPOT p50 and p99.
 // --outputs writes each prompt's answer; --expect-outputs compares against such a file (greedy
 // answers of a concurrent run against one-at-a-time), and the exit code says whether any
-// request failed or any answer differed.
+// request failed or any answer differed. With --logprobs the answers carry their tokens and,
+// per position, the gap between the two most likely tokens' log-probabilities: where an
+// answer first differs from the reference, the reference's gap there says whether the
+// difference came after a near-tie (DESIGN.md, Numerics).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <thread>
 #include <utility>  // before Boost.Asio, whose 1.74 headers use std::exchange without it
@@ -48,13 +52,53 @@ struct LoadArgs {
   std::string model;
   std::string outputs, expect_outputs;
   std::string draft;
+  bool logprobs = false;
 };
+
+// An answer, and with --logprobs its tokens and each position's top-1/top-2 log-probability gap.
+struct Answer {
+  std::string text;
+  std::vector<std::string> tokens;
+  std::vector<double> gaps;
+  bool operator==(const Answer& other) const { return text == other.text; }
+};
+
+Json answer_json(const Answer& answer) {
+  if (answer.tokens.empty()) return answer.text;
+  return {{"text", answer.text}, {"tokens", answer.tokens}, {"gaps", answer.gaps}};
+}
+
+Answer answer_from_json(const Json& json) {
+  Answer answer;
+  if (json.is_string()) {
+    answer.text = json.get<std::string>();
+  } else if (json.is_object()) {
+    answer.text = json.value("text", "");
+    if (json.contains("tokens") && json["tokens"].is_array()) {
+      for (const Json& token : json["tokens"]) answer.tokens.push_back(token.is_string() ? token.get<std::string>() : "");
+    }
+    if (json.contains("gaps") && json["gaps"].is_array()) {
+      for (const Json& gap : json["gaps"]) answer.gaps.push_back(gap.is_number() ? gap.get<double>() : 0.0);
+    }
+  }
+  return answer;
+}
+
+// The reference's gap where `answer` first differs from it (by token), if both have tokens.
+std::optional<double> first_difference_gap(const Answer& reference, const Answer& answer) {
+  if (reference.tokens.empty() || answer.tokens.empty()) return std::nullopt;
+  const size_t common = std::min(reference.tokens.size(), answer.tokens.size());
+  size_t i = 0;
+  while (i < common && reference.tokens[i] == answer.tokens[i]) ++i;
+  if (i >= reference.gaps.size()) return std::nullopt;
+  return reference.gaps[i];
+}
 
 struct RequestTiming {
   size_t prompt = 0;
   bool ok = false;
   std::string error;
-  std::string text;
+  Answer answer;
   int64_t completion_tokens = 0;
   double ttft = 0;
   double total = 0;
@@ -118,7 +162,17 @@ RequestTiming run_request(const std::string& host, unsigned short port, const st
         if (!chunk.contains("choices") || chunk["choices"].empty()) continue;
         const Json& delta = chunk["choices"][0]["delta"];
         if (!delta.contains("content") || delta["content"].get<std::string>().empty()) continue;
-        timing.text += delta["content"].get<std::string>();
+        timing.answer.text += delta["content"].get<std::string>();
+        const Json& logprobs = chunk["choices"][0]["logprobs"];
+        if (logprobs.is_object() && logprobs.contains("content") && logprobs["content"].is_array()) {
+          for (const Json& token : logprobs["content"]) {
+            timing.answer.tokens.push_back(token.value("token", ""));
+            const Json& top = token["top_logprobs"];
+            timing.answer.gaps.push_back(top.is_array() && top.size() >= 2
+                                             ? top[0].value("logprob", 0.0) - top[1].value("logprob", 0.0)
+                                             : 0.0);
+          }
+        }
         if (first) {
           timing.ttft = std::chrono::duration<double>(now - sent).count();
           first = false;
@@ -171,6 +225,8 @@ int run_loadgen(const std::vector<std::string>& cli) {
   parser.add_option("draft", &args.draft, "SPEC|none", "draftwise.draft of each request (default: the server's)");
   parser.add_option("outputs", &args.outputs, "FILE", "write each prompt's answer (JSON: index → text)");
   parser.add_option("expect-outputs", &args.expect_outputs, "FILE", "compare the answers with such a file");
+  parser.add_flag("logprobs", &args.logprobs,
+                  "ask for the top-2 log-probabilities, to say where differing answers first differ");
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   if (args.prompts.empty()) return report_error(make_error("--prompts is required"));
   const std::string prefix = "http://";
@@ -212,6 +268,10 @@ int run_loadgen(const std::vector<std::string>& cli) {
                  {"stream_options", {{"include_usage", true}}}};
     if (!args.model.empty()) body["model"] = args.model;
     if (!args.draft.empty()) body["draftwise"] = {{"draft", args.draft}};
+    if (args.logprobs) {
+      body["logprobs"] = true;
+      body["top_logprobs"] = 2;
+    }
     bodies.push_back(body.dump());
   }
 
@@ -240,8 +300,9 @@ int run_loadgen(const std::vector<std::string>& cli) {
 
   int64_t errors = 0, tokens = 0;
   std::vector<double> ttft, gaps, tpot;
-  std::map<size_t, std::string> answers;
+  std::map<size_t, Answer> answers;
   int64_t inconsistent = 0;
+  std::vector<double> difference_gaps;  // the reference's gap where an answer first differs
   std::vector<std::string> error_samples;
   for (const RequestTiming& timing : timings) {
     if (!timing.ok) {
@@ -255,8 +316,11 @@ int run_loadgen(const std::vector<std::string>& cli) {
     if (timing.completion_tokens > 1) {
       tpot.push_back((timing.total - timing.ttft) / static_cast<double>(timing.completion_tokens - 1));
     }
-    const auto [it, inserted] = answers.emplace(timing.prompt, timing.text);
-    if (!inserted && it->second != timing.text) ++inconsistent;
+    const auto [it, inserted] = answers.emplace(timing.prompt, timing.answer);
+    if (!inserted && !(it->second == timing.answer)) {
+      ++inconsistent;
+      if (const std::optional<double> gap = first_difference_gap(it->second, timing.answer)) difference_gaps.push_back(*gap);
+    }
   }
   int64_t differing = 0;
   if (!args.expect_outputs.empty()) {
@@ -265,14 +329,18 @@ int run_loadgen(const std::vector<std::string>& cli) {
     if (expected.is_discarded() || !expected.is_object()) {
       return report_error(make_error("--expect-outputs {}: not a JSON object of answers", args.expect_outputs));
     }
-    for (const auto& [prompt, text] : answers) {
+    for (const auto& [prompt, answer] : answers) {
       const std::string key = std::to_string(prompt);
-      if (expected.contains(key) && expected[key] != text) ++differing;
+      if (!expected.contains(key)) continue;
+      const Answer reference = answer_from_json(expected[key]);
+      if (reference == answer) continue;
+      ++differing;
+      if (const std::optional<double> gap = first_difference_gap(reference, answer)) difference_gaps.push_back(*gap);
     }
   }
   if (!args.outputs.empty()) {
     Json out = Json::object();
-    for (const auto& [prompt, text] : answers) out[std::to_string(prompt)] = text;
+    for (const auto& [prompt, answer] : answers) out[std::to_string(prompt)] = answer_json(answer);
     std::ofstream(args.outputs) << out.dump(1, ' ', false, Json::error_handler_t::replace) << "\n";
   }
   const Json summary = {{"clients", *clients},
@@ -290,7 +358,13 @@ int run_loadgen(const std::vector<std::string>& cli) {
                         {"tpot_p50", percentile(tpot, 0.5)},
                         {"tpot_p99", percentile(tpot, 0.99)},
                         {"answers_inconsistent_across_repeats", inconsistent},
-                        {"answers_differing_from_expected", differing}};
+                        {"answers_differing_from_expected", differing},
+                        {"first_difference_gaps",
+                         {{"count", difference_gaps.size()},
+                          {"median", percentile(difference_gaps, 0.5)},
+                          {"max", difference_gaps.empty()
+                                      ? 0.0
+                                      : *std::max_element(difference_gaps.begin(), difference_gaps.end())}}}};
   fmt::print("{}\n", summary.dump(1));
   return errors > 0 || inconsistent > 0 || differing > 0 ? 1 : 0;
 }
