@@ -31,6 +31,7 @@ CpuDecoder::CpuDecoder(const ModelConfig& config, const CpuDecoderOptions& optio
     : config_(config),
       context_length_(options.context_length > 0 ? options.context_length
                                                  : config.max_position_embeddings),
+      max_cache_blocks_(std::max<int64_t>(0, options.max_cache_blocks)),
       pool_(options.num_threads),
       inv_freq_(rope_inverse_frequencies(config)) {}
 
@@ -142,11 +143,27 @@ int64_t CpuDecoder::pending_tokens(SequenceId sequence) const {
 
 CacheUsage CpuDecoder::cache_usage() const {
   CacheUsage usage;
-  for (const auto& [id, sequence] : sequences_) {
-    const int64_t positions = sequence.length + static_cast<int64_t>(sequence.pending.size());
-    usage.used_blocks += (positions + usage.block_size - 1) / usage.block_size;
-  }
+  usage.block_size = kCacheBlock;
+  usage.total_blocks = max_cache_blocks_;
+  usage.used_blocks = blocks_after({}, false);
   return usage;
+}
+
+int64_t CpuDecoder::blocks_after(std::span<const ForwardRequest> batch, bool draft) const {
+  std::unordered_map<SequenceId, int64_t> added;
+  for (const ForwardRequest& request : batch) added[request.sequence] += static_cast<int64_t>(request.tokens.size());
+  int64_t blocks = 0;
+  for (const auto& [id, sequence] : sequences_) {
+    const int64_t pending = static_cast<int64_t>(sequence.pending.size());
+    const auto it = added.find(id);
+    // A full pass begins with the pending tokens (they become the sequence's); a draft pass
+    // appends to them.
+    const int64_t positions = it == added.end() ? sequence.length + pending
+                              : draft           ? sequence.length + pending + it->second
+                                                : sequence.length + it->second;
+    blocks += (positions + kCacheBlock - 1) / kCacheBlock;
+  }
+  return blocks;
 }
 
 void CpuDecoder::reserve(Sequence& sequence, int64_t length) {
@@ -177,6 +194,13 @@ Status CpuDecoder::checked_pass(std::span<const ForwardRequest> batch, const Dra
         const Sequence& sequence = sequences_.at(id);
         return PendingTokens{sequence.pending, sequence.pending_exit_layer};
       }));
+  if (max_cache_blocks_ > 0) {
+    const int64_t needed = blocks_after(batch, draft != nullptr && draft->exit_layer < config_.num_layers);
+    if (needed > max_cache_blocks_) {
+      return make_error("the key/value cache is full: the batch needs {} blocks of {} positions, the pool holds {}",
+                        needed, kCacheBlock, max_cache_blocks_);
+    }
+  }
   try {
     run_pass(batch, draft, logits);
   } catch (const std::bad_alloc&) {

@@ -22,6 +22,9 @@ namespace draftwise {
 struct CpuDecoderOptions {
   int num_threads = 0;         // 0: one per hardware thread
   int64_t context_length = 0;  // 0: the config's max_position_embeddings
+  // A fixed pool of key/value blocks of kCacheBlock positions, as a GPU has: a batch that would
+  // need more is refused, changing nothing. 0: the cache grows in host memory.
+  int64_t max_cache_blocks = 0;
 };
 
 class CpuDecoder final : public Decoder {
@@ -105,8 +108,13 @@ class CpuDecoder final : public Decoder {
                  const float* rope_sin, LayerScratch& scratch);
   void reserve(Sequence& sequence, int64_t length);
 
+  static constexpr int64_t kCacheBlock = 16;
+  // The blocks every sequence would hold after `batch` (a draft pass when `draft`).
+  int64_t blocks_after(std::span<const ForwardRequest> batch, bool draft) const;
+
   ModelConfig config_;
   int64_t context_length_;
+  int64_t max_cache_blocks_;
   cpu::ThreadPool pool_;
   std::vector<float> inv_freq_;    // [head_dim / 2]
   std::vector<float> embedding_;   // [vocab, hidden]

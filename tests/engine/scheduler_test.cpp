@@ -17,10 +17,12 @@
 namespace draftwise {
 namespace {
 
-std::unique_ptr<CpuDecoder> tiny_decoder() {
+std::unique_ptr<CpuDecoder> tiny_decoder(int64_t max_cache_blocks = 0) {
   auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models/llama_tied").string());
   EXPECT_TRUE(checkpoint.ok());
-  auto decoder = CpuDecoder::load(*checkpoint, {});
+  CpuDecoderOptions options;
+  options.max_cache_blocks = max_cache_blocks;
+  auto decoder = CpuDecoder::load(*checkpoint, options);
   EXPECT_TRUE(decoder.ok());
   return std::move(decoder).value();
 }
@@ -128,6 +130,48 @@ TEST(Scheduler, APreemptedRunResumesWhereItWas) {
     }
     EXPECT_EQ(run.take_result().token_ids, alone->token_ids);
   }
+}
+
+TEST(Scheduler, WhenTheCacheIsShortRequestsWaitOrArePreemptedAndStillGetTheirTokens) {
+  auto unlimited = tiny_decoder();
+  auto ngram = std::move(NgramDrafter::create(2)).value();
+  constexpr int kRequests = 6;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<GenerationOptions> options;
+  std::vector<Expected<GenerationResult>> alone;
+  for (int i = 0; i < kRequests; ++i) {
+    prompts.push_back(prompt_of(i, 20 + i * 3));
+    options.push_back(options_for(i, ngram.get()));
+    options.back().max_tokens = 40;
+    alone.push_back(generate(*unlimited, nullptr, prompts.back(), options.back()));
+    ASSERT_TRUE(alone.back().ok());
+  }
+  // 14 blocks of 16 positions: room for about three of these requests at once.
+  auto decoder = tiny_decoder(14);
+  SchedulerOptions scheduling;
+  scheduling.token_budget = 16;
+  Scheduler scheduler(*decoder, nullptr, scheduling, {});
+  std::map<int, Expected<GenerationResult>> outcomes;
+  for (int i = 0; i < kRequests; ++i) {
+    ScheduledRequest request;
+    request.prompt = prompts[static_cast<size_t>(i)];
+    request.options = options[static_cast<size_t>(i)];
+    request.on_done = [&, i](Expected<GenerationResult> result) { outcomes.emplace(i, std::move(result)); };
+    ASSERT_TRUE(std::holds_alternative<TicketId>(scheduler.submit(std::move(request))));
+  }
+  int64_t most_blocks = 0;
+  for (int steps = 0; steps < 5000 && scheduler.step(); ++steps) {
+    most_blocks = std::max(most_blocks, decoder->cache_usage().used_blocks);
+  }
+  ASSERT_EQ(static_cast<int>(outcomes.size()), kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(outcomes.at(i).ok()) << outcomes.at(i).error().message;
+    EXPECT_EQ(outcomes.at(i)->token_ids, alone[static_cast<size_t>(i)]->token_ids);
+  }
+  EXPECT_LE(most_blocks, 14);
+  EXPECT_GT(scheduler.counters().preemptions, 0);
+  EXPECT_EQ(decoder->cache_usage().used_blocks, 0);
 }
 
 TEST(Scheduler, CancelEndsARequestAndFreesItsCache) {

@@ -346,6 +346,27 @@ TEST(ServeAlone, ApiKeyProtectsEverythingButHealth) {
   EXPECT_EQ(post(server.port(), "/v1/completions", body, {{"Authorization", "Bearer s3cret"}}).status, 200);
 }
 
+TEST(ServeAlone, AFullQueueIsA429AndTheServerGoesOn) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  ServerProcess server(serve_args({"--max-running", "1", "--max-waiting", "0"}));
+  ASSERT_TRUE(server.ready()) << server.log();
+  HttpResponse first;
+  std::thread client([&] {
+    first = post(server.port(), "/v1/completions", {{"prompt", "Count to fifty:"}, {"max_tokens", 60}, {"temperature", 0}});
+  });
+  // Wait until the first request runs, then a second finds no place.
+  for (int i = 0; i < 200; ++i) {
+    if (metric(http_request(server.port(), "GET", "/metrics").body, "draftwise:num_requests_running") == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const HttpResponse second = post(server.port(), "/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 2}});
+  EXPECT_EQ(second.status, 429) << second.body;
+  EXPECT_EQ(json::parse(second.body)["error"]["type"], "rate_limit_exceeded");
+  client.join();
+  EXPECT_EQ(first.status, 200);
+  EXPECT_EQ(post(server.port(), "/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 2}}).status, 200);
+}
+
 TEST(ServeAlone, SigtermFinishesTheRunningRequestAndExits) {
   DW_REQUIRE_DEFAULT_MODEL();
   ServerProcess server(serve_args());
