@@ -385,6 +385,29 @@ TEST(ServeAlone, SigtermFinishesTheRunningRequestAndExits) {
   EXPECT_NE(streamed.chunks.back()["choices"][0]["finish_reason"], nullptr);
 }
 
+TEST(ServeAlone, TheReadmeSetupLearnsAndSavesItsAdapterAtShutdown) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  testing::ScratchDir dir;
+  const auto adapter = dir.path() / "adapter.safetensors";
+  ServerProcess server(serve_args({"--draft", "self:8", "--draft-len", "4", "--learn", "global", "--save-adapter",
+                                   adapter.string()}));
+  ASSERT_TRUE(server.ready()) << server.log();
+  const HttpResponse response = post(server.port(), "/v1/chat/completions",
+                                     {{"messages", {{{"role", "user"}, {"content", "List five fruits."}}}},
+                                      {"max_tokens", 24},
+                                      {"temperature", 0}});
+  ASSERT_EQ(response.status, 200) << response.body;
+  const json answer = json::parse(response.body);
+  EXPECT_EQ(answer["draftwise"]["drafter"], "self:8");
+  EXPECT_GT(answer["draftwise"]["drafts"].get<int>(), 0);
+  const std::string metrics = http_request(server.port(), "GET", "/metrics").body;
+  EXPECT_GT(metric(metrics, "draftwise:learner_records_total"), 0) << metrics;
+  EXPECT_FALSE(std::filesystem::exists(adapter));
+  EXPECT_EQ(server.stop(SIGINT, std::chrono::seconds(120)), 0) << server.log();
+  EXPECT_TRUE(std::filesystem::exists(adapter)) << server.log();
+  EXPECT_GT(std::filesystem::file_size(adapter), 0u);
+}
+
 TEST(ServeAlone, RefusesAMissingModelAndBadFlags) {
   testing::expect_command_refused("serve", {"--model", "/nonexistent/model.gguf", "--port", "0"}, "/nonexistent");
   testing::expect_command_refused("serve", {"--model", "x.gguf", "--port", "70000"}, "--port");

@@ -1,0 +1,438 @@
+#include "target/ttt_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "target/checkpoint.h"
+
+namespace draftwise {
+
+namespace {
+
+constexpr double kInnerNormEps = 1e-6;  // the inner LayerNorms and post_norm (TTT.md)
+
+Expected<int64_t> positive_field(const nlohmann::json& config, const char* key, int64_t fallback) {
+  if (!config.contains(key) || config[key].is_null()) return fallback;
+  if (!config[key].is_number_integer() || config[key].get<int64_t>() <= 0) {
+    return make_error("config.json: \"{}\" must be a positive integer", key);
+  }
+  return config[key].get<int64_t>();
+}
+
+Expected<double> number_field(const nlohmann::json& config, const char* key, double fallback) {
+  if (!config.contains(key) || config[key].is_null()) return fallback;
+  if (!config[key].is_number()) return make_error("config.json: \"{}\" must be a number", key);
+  return config[key].get<double>();
+}
+
+Expected<bool> flag_field(const nlohmann::json& config, const char* key, bool fallback) {
+  if (!config.contains(key) || config[key].is_null()) return fallback;
+  if (!config[key].is_boolean()) return make_error("config.json: \"{}\" must be true or false", key);
+  return config[key].get<bool>();
+}
+
+// y = W x for W [out, in] (the Hugging Face layout).
+void matvec(std::span<const float> w, std::span<const float> x, int64_t out, std::span<float> y) {
+  const int64_t in = static_cast<int64_t>(x.size());
+  for (int64_t o = 0; o < out; ++o) {
+    const float* row = w.data() + o * in;
+    double sum = 0;
+    for (int64_t i = 0; i < in; ++i) sum += static_cast<double>(row[i]) * x[static_cast<size_t>(i)];
+    y[static_cast<size_t>(o)] = static_cast<float>(sum);
+  }
+}
+
+void rms_norm(std::span<const float> x, std::span<const float> weight, double eps, std::span<float> y) {
+  double sum = 0;
+  for (const float v : x) sum += static_cast<double>(v) * v;
+  const double scale = 1.0 / std::sqrt(sum / static_cast<double>(x.size()) + eps);
+  for (size_t i = 0; i < x.size(); ++i) y[i] = static_cast<float>(x[i] * scale) * weight[i];
+}
+
+// LayerNorm over x: y = γ x̂ + β; x̂ and 1/σ returned for the backward pass.
+void layer_norm(std::span<const float> x, const float* gain, const float* bias, std::span<float> y,
+                std::vector<double>* normalized = nullptr, double* inv_std = nullptr) {
+  const size_t n = x.size();
+  double mean = 0;
+  for (const float v : x) mean += v;
+  mean /= static_cast<double>(n);
+  double var = 0;
+  for (const float v : x) var += (v - mean) * (v - mean);
+  var /= static_cast<double>(n);
+  const double inv = 1.0 / std::sqrt(var + kInnerNormEps);
+  if (normalized != nullptr) normalized->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double hat = (x[i] - mean) * inv;
+    if (normalized != nullptr) (*normalized)[i] = hat;
+    y[i] = static_cast<float>(hat * gain[i] + bias[i]);
+  }
+  if (inv_std != nullptr) *inv_std = inv;
+}
+
+constexpr double kGeluC = 0.7978845608028654;  // √(2/π)
+
+double gelu_tanh(double x) { return 0.5 * x * (1.0 + std::tanh(kGeluC * (x + 0.044715 * x * x * x))); }
+
+double gelu_tanh_derivative(double x) {
+  const double u = kGeluC * (x + 0.044715 * x * x * x);
+  const double t = std::tanh(u);
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kGeluC * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+// Causal depthwise convolution of one new input `u` [C] with the window of the last k − 1
+// inputs (oldest first; updated): y[c] = Σ_m w[c][m] · u_{t−k+1+m}[c] + bias[c].
+void causal_conv_step(std::span<const float> weight, std::span<const float> bias, int64_t kernel,
+                      std::vector<float>& window, std::span<const float> u, std::span<float> y) {
+  const size_t channels = u.size();
+  const size_t past = static_cast<size_t>(kernel - 1);
+  for (size_t c = 0; c < channels; ++c) {
+    double sum = bias.empty() ? 0.0 : bias[c];
+    for (size_t m = 0; m < past; ++m) sum += static_cast<double>(weight[c * (past + 1) + m]) * window[m * channels + c];
+    sum += static_cast<double>(weight[c * (past + 1) + past]) * u[c];
+    y[c] = static_cast<float>(sum);
+  }
+  // Shift the window by one input.
+  if (past > 0) {
+    std::memmove(window.data(), window.data() + channels, (past - 1) * channels * sizeof(float));
+    std::memcpy(window.data() + (past - 1) * channels, u.data(), channels * sizeof(float));
+  }
+}
+
+// RoPE in the interleaved pairing ((2j, 2j+1)) at `position`.
+void rope_interleaved(std::span<float> v, int64_t position, double theta) {
+  const size_t f = v.size();
+  for (size_t j = 0; j < f / 2; ++j) {
+    const double angle =
+        static_cast<double>(position) * std::pow(theta, -2.0 * static_cast<double>(j) / static_cast<double>(f));
+    const double c = std::cos(angle), s = std::sin(angle);
+    const double a = v[2 * j], b = v[2 * j + 1];
+    v[2 * j] = static_cast<float>(a * c - b * s);
+    v[2 * j + 1] = static_cast<float>(a * s + b * c);
+  }
+}
+
+}  // namespace
+
+Expected<TttConfig> parse_ttt_config(const nlohmann::json& json) {
+  if (!json.is_object()) return make_error("config.json: expected a JSON object");
+  if (json.value("model_type", "") != "ttt") return make_error("config.json: model_type is not \"ttt\"");
+  TttConfig config;
+  DW_ASSIGN_OR_RETURN(config.vocab_size, positive_field(json, "vocab_size", config.vocab_size));
+  DW_ASSIGN_OR_RETURN(config.hidden_size, positive_field(json, "hidden_size", config.hidden_size));
+  DW_ASSIGN_OR_RETURN(config.intermediate_size, positive_field(json, "intermediate_size", config.intermediate_size));
+  DW_ASSIGN_OR_RETURN(config.num_layers, positive_field(json, "num_hidden_layers", config.num_layers));
+  DW_ASSIGN_OR_RETURN(config.num_heads, positive_field(json, "num_attention_heads", config.num_heads));
+  DW_ASSIGN_OR_RETURN(config.mini_batch_size, positive_field(json, "mini_batch_size", config.mini_batch_size));
+  DW_ASSIGN_OR_RETURN(config.conv_kernel, positive_field(json, "conv_kernel", config.conv_kernel));
+  DW_ASSIGN_OR_RETURN(config.max_position_embeddings,
+                      positive_field(json, "max_position_embeddings", config.max_position_embeddings));
+  DW_ASSIGN_OR_RETURN(config.rms_norm_eps, number_field(json, "rms_norm_eps", config.rms_norm_eps));
+  DW_ASSIGN_OR_RETURN(config.rope_theta, number_field(json, "rope_theta", config.rope_theta));
+  DW_ASSIGN_OR_RETURN(config.ttt_base_lr, number_field(json, "ttt_base_lr", config.ttt_base_lr));
+  DW_ASSIGN_OR_RETURN(config.tie_word_embeddings, flag_field(json, "tie_word_embeddings", config.tie_word_embeddings));
+  DW_ASSIGN_OR_RETURN(config.use_gate, flag_field(json, "use_gate", config.use_gate));
+  DW_ASSIGN_OR_RETURN(config.share_qk, flag_field(json, "share_qk", config.share_qk));
+  DW_ASSIGN_OR_RETURN(config.pre_conv, flag_field(json, "pre_conv", config.pre_conv));
+  const std::string type = json.value("ttt_layer_type", "linear");
+  if (type != "linear" && type != "mlp") {
+    return make_error("config.json: \"ttt_layer_type\" must be \"linear\" or \"mlp\", got \"{}\"", type);
+  }
+  config.mlp_layers = type == "mlp";
+  if (config.hidden_size % config.num_heads != 0 || config.head_dim() % 2 != 0) {
+    return make_error("config.json: hidden_size {} must split into num_attention_heads {} heads of an even width",
+                      config.hidden_size, config.num_heads);
+  }
+  if (!(config.rms_norm_eps > 0) || !(config.rope_theta > 0)) {
+    return make_error("config.json: rms_norm_eps and rope_theta must be positive");
+  }
+  return config;
+}
+
+Expected<std::unique_ptr<TttModel>> TttModel::load(const std::string& folder) {
+  std::ifstream in(folder + "/config.json");
+  if (!in) return make_error("{}/config.json: cannot be read", folder);
+  const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return make_error("{}/config.json: not valid JSON", folder);
+  std::unique_ptr<TttModel> model(new TttModel());
+  DW_ASSIGN_OR_RETURN(model->config_, parse_ttt_config(json));
+  DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(folder));
+  const TttConfig& c = model->config_;
+  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), inner = c.inner_width();
+  // A tensor of exactly `count` elements (any shape that holds them, as the reference stores
+  // some per-head vectors with unit axes), F32.
+  const auto read = [&](const std::string& name, int64_t count) -> Expected<std::vector<float>> {
+    const CheckpointTensor* tensor = checkpoint.find(name);
+    if (tensor == nullptr) return make_error("{}: missing tensor {}", folder, name);
+    int64_t elements = 1;
+    for (const int64_t d : tensor->shape) elements *= d;
+    if (elements != count) {
+      return make_error("{}: tensor {} has shape {}, expected {} elements", folder, name,
+                        shape_to_string(tensor->shape), count);
+    }
+    if (tensor->type != TensorType::f32) return make_error("{}: tensor {} is not F32", folder, name);
+    std::vector<float> values(static_cast<size_t>(count));
+    std::memcpy(values.data(), tensor->data.data(), values.size() * sizeof(float));
+    return values;
+  };
+  DW_ASSIGN_OR_RETURN(model->embedding_, read("model.embed_tokens.weight", c.vocab_size * C));
+  DW_ASSIGN_OR_RETURN(model->final_norm_, read("model.norm.weight", C));
+  if (!c.tie_word_embeddings) {
+    DW_ASSIGN_OR_RETURN(model->lm_head_, read("lm_head.weight", c.vocab_size * C));
+  }
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = fmt::format("model.layers.{}.", i);
+    const std::string s = p + "seq_modeling_block.";
+    Layer layer;
+    DW_ASSIGN_OR_RETURN(layer.seq_norm, read(p + "seq_norm.weight", C));
+    DW_ASSIGN_OR_RETURN(layer.ffn_norm, read(p + "ffn_norm.weight", C));
+    DW_ASSIGN_OR_RETURN(layer.gate_proj, read(p + "mlp.gate_proj.weight", c.intermediate_size * C));
+    DW_ASSIGN_OR_RETURN(layer.up_proj, read(p + "mlp.up_proj.weight", c.intermediate_size * C));
+    DW_ASSIGN_OR_RETURN(layer.down_proj, read(p + "mlp.down_proj.weight", C * c.intermediate_size));
+    if (c.pre_conv) {
+      DW_ASSIGN_OR_RETURN(layer.conv_norm, read(p + "conv.norm.weight", C));
+      DW_ASSIGN_OR_RETURN(layer.conv_weight, read(p + "conv.conv.weight", C * c.conv_kernel));
+      DW_ASSIGN_OR_RETURN(layer.conv_bias, read(p + "conv.conv.bias", C));
+    }
+    DW_ASSIGN_OR_RETURN(layer.q_proj, read(s + "q_proj.weight", C * C));
+    if (c.share_qk) {
+      DW_ASSIGN_OR_RETURN(layer.conv_q_weight, read(s + "conv_q.weight", C * c.conv_kernel));
+      DW_ASSIGN_OR_RETURN(layer.conv_q_bias, read(s + "conv_q.bias", C));
+      DW_ASSIGN_OR_RETURN(layer.conv_k_weight, read(s + "conv_k.weight", C * c.conv_kernel));
+      DW_ASSIGN_OR_RETURN(layer.conv_k_bias, read(s + "conv_k.bias", C));
+    } else {
+      DW_ASSIGN_OR_RETURN(layer.k_proj, read(s + "k_proj.weight", C * C));
+    }
+    DW_ASSIGN_OR_RETURN(layer.v_proj, read(s + "v_proj.weight", C * C));
+    DW_ASSIGN_OR_RETURN(layer.o_proj, read(s + "o_proj.weight", C * C));
+    if (c.use_gate) {
+      DW_ASSIGN_OR_RETURN(layer.g_proj, read(s + "g_proj.weight", C * C));
+    }
+    DW_ASSIGN_OR_RETURN(layer.token_idx, read(s + "learnable_token_idx", c.mini_batch_size));
+    DW_ASSIGN_OR_RETURN(layer.lr_weight, read(s + "learnable_ttt_lr_weight", nh * C));
+    DW_ASSIGN_OR_RETURN(layer.lr_bias, read(s + "learnable_ttt_lr_bias", nh));
+    DW_ASSIGN_OR_RETURN(layer.ttt_norm_weight, read(s + "ttt_norm_weight", nh * f));
+    DW_ASSIGN_OR_RETURN(layer.ttt_norm_bias, read(s + "ttt_norm_bias", nh * f));
+    DW_ASSIGN_OR_RETURN(layer.post_norm_weight, read(s + "post_norm.weight", C));
+    DW_ASSIGN_OR_RETURN(layer.post_norm_bias, read(s + "post_norm.bias", C));
+    DW_ASSIGN_OR_RETURN(layer.w1, read(s + "W1", nh * f * inner));
+    DW_ASSIGN_OR_RETURN(layer.b1, read(s + "b1", nh * inner));
+    if (c.mlp_layers) {
+      DW_ASSIGN_OR_RETURN(layer.w2, read(s + "W2", nh * inner * f));
+      DW_ASSIGN_OR_RETURN(layer.b2, read(s + "b2", nh * f));
+    }
+    model->layers_.push_back(std::move(layer));
+  }
+  return model;
+}
+
+TttState TttModel::initial_state() const {
+  const TttConfig& c = config_;
+  const size_t f = static_cast<size_t>(c.head_dim()), inner = static_cast<size_t>(c.inner_width());
+  const size_t window = static_cast<size_t>((c.conv_kernel - 1) * c.hidden_size);
+  TttState state;
+  for (const Layer& layer : layers_) {
+    TttState::Layer own;
+    for (size_t h = 0; h < static_cast<size_t>(c.num_heads); ++h) {
+      TttState::Head head;
+      head.w1.assign(layer.w1.begin() + static_cast<std::ptrdiff_t>(h * f * inner),
+                     layer.w1.begin() + static_cast<std::ptrdiff_t>((h + 1) * f * inner));
+      head.b1.assign(layer.b1.begin() + static_cast<std::ptrdiff_t>(h * inner),
+                     layer.b1.begin() + static_cast<std::ptrdiff_t>((h + 1) * inner));
+      head.g_w1.assign(head.w1.size(), 0.0f);
+      head.g_b1.assign(head.b1.size(), 0.0f);
+      if (c.mlp_layers) {
+        head.w2.assign(layer.w2.begin() + static_cast<std::ptrdiff_t>(h * inner * f),
+                       layer.w2.begin() + static_cast<std::ptrdiff_t>((h + 1) * inner * f));
+        head.b2.assign(layer.b2.begin() + static_cast<std::ptrdiff_t>(h * f),
+                       layer.b2.begin() + static_cast<std::ptrdiff_t>((h + 1) * f));
+        head.g_w2.assign(head.w2.size(), 0.0f);
+        head.g_b2.assign(head.b2.size(), 0.0f);
+      }
+      own.heads.push_back(std::move(head));
+    }
+    if (c.pre_conv) own.pre_conv_window.assign(window, 0.0f);
+    if (c.share_qk) own.qk_window.assign(window, 0.0f);
+    state.layers.push_back(std::move(own));
+  }
+  return state;
+}
+
+// The TTT layer on one token (TTT.md steps 1–9, primal form): `normed` [C] → `out` [C].
+void TttModel::ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t position, std::span<const float> normed,
+                         std::span<float> out) const {
+  const TttConfig& c = config_;
+  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), inner = c.inner_width();
+  const int64_t b = c.mini_batch_size;
+  const int64_t index = position % b;  // inside the mini-batch
+  std::vector<float> q(static_cast<size_t>(C)), k(static_cast<size_t>(C)), v(static_cast<size_t>(C));
+  matvec(layer.q_proj, normed, C, q);
+  if (c.share_qk) {
+    const std::vector<float> shared = q;
+    std::vector<float> window = state.qk_window;
+    causal_conv_step(layer.conv_q_weight, layer.conv_q_bias, c.conv_kernel, window, shared, q);
+    causal_conv_step(layer.conv_k_weight, layer.conv_k_bias, c.conv_kernel, state.qk_window, shared, k);
+  } else {
+    matvec(layer.k_proj, normed, C, k);
+  }
+  matvec(layer.v_proj, normed, C, v);
+  const double token_factor = std::max(0.0, 1.0 / static_cast<double>(index + 1) + layer.token_idx[static_cast<size_t>(index)]);
+  std::vector<float> heads_out(static_cast<size_t>(C));
+  std::vector<double> z1(static_cast<size_t>(inner)), a1(static_cast<size_t>(inner)), dz1(static_cast<size_t>(inner));
+  std::vector<float> z(static_cast<size_t>(f)), y(static_cast<size_t>(f));
+  std::vector<double> hat;
+  for (int64_t h = 0; h < nh; ++h) {
+    TttState::Head& head = state.heads[static_cast<size_t>(h)];
+    std::span<float> qh(q.data() + h * f, static_cast<size_t>(f)), kh(k.data() + h * f, static_cast<size_t>(f));
+    const std::span<const float> vh(v.data() + h * f, static_cast<size_t>(f));
+    rope_interleaved(qh, index, c.rope_theta);
+    rope_interleaved(kh, index, c.rope_theta);
+    double gate = layer.lr_bias[static_cast<size_t>(h)];
+    for (int64_t i = 0; i < C; ++i) gate += static_cast<double>(layer.lr_weight[static_cast<size_t>(h * C + i)]) * normed[static_cast<size_t>(i)];
+    const double lr = c.ttt_base_lr / (1.0 + std::exp(-gate)) / static_cast<double>(f);
+    const float* gain = layer.ttt_norm_weight.data() + h * f;
+    const float* bias = layer.ttt_norm_bias.data() + h * f;
+    // g(z; W) for the inner model at weights (w1, b1, w2, b2): into z [f], keeping the
+    // MLP's first-layer pre-activations and activations.
+    const auto inner_model = [&](std::span<const float> input, const std::vector<float>& w1, const std::vector<float>& b1,
+                                 const std::vector<float>& w2, const std::vector<float>& b2) {
+      for (int64_t o = 0; o < inner; ++o) {
+        double sum = b1[static_cast<size_t>(o)];
+        for (int64_t i = 0; i < f; ++i) sum += static_cast<double>(input[static_cast<size_t>(i)]) * w1[static_cast<size_t>(i * inner + o)];
+        z1[static_cast<size_t>(o)] = sum;
+        a1[static_cast<size_t>(o)] = c.mlp_layers ? gelu_tanh(sum) : sum;
+      }
+      if (!c.mlp_layers) {
+        for (int64_t o = 0; o < f; ++o) z[static_cast<size_t>(o)] = static_cast<float>(z1[static_cast<size_t>(o)]);
+        return;
+      }
+      for (int64_t o = 0; o < f; ++o) {
+        double sum = b2[static_cast<size_t>(o)];
+        for (int64_t a = 0; a < inner; ++a) sum += a1[static_cast<size_t>(a)] * w2[static_cast<size_t>(a * f + o)];
+        z[static_cast<size_t>(o)] = static_cast<float>(sum);
+      }
+    };
+    // ∇ℓ at the mini-batch's start weights, added to the sum with this token's rate.
+    inner_model(kh, head.w1, head.b1, head.w2, head.b2);
+    double inv_std = 0;
+    layer_norm(z, gain, bias, y, &hat, &inv_std);
+    std::vector<double> dhat(static_cast<size_t>(f));
+    double mean_dhat = 0, mean_dhat_hat = 0;
+    for (int64_t o = 0; o < f; ++o) {
+      const double target = static_cast<double>(vh[static_cast<size_t>(o)]) - kh[static_cast<size_t>(o)];
+      dhat[static_cast<size_t>(o)] = (y[static_cast<size_t>(o)] - target) * gain[o];
+      mean_dhat += dhat[static_cast<size_t>(o)];
+      mean_dhat_hat += dhat[static_cast<size_t>(o)] * hat[static_cast<size_t>(o)];
+    }
+    mean_dhat /= static_cast<double>(f);
+    mean_dhat_hat /= static_cast<double>(f);
+    std::vector<double> dz(static_cast<size_t>(f));
+    for (int64_t o = 0; o < f; ++o) {
+      dz[static_cast<size_t>(o)] = inv_std * (dhat[static_cast<size_t>(o)] - mean_dhat - hat[static_cast<size_t>(o)] * mean_dhat_hat);
+    }
+    if (c.mlp_layers) {
+      for (int64_t a = 0; a < inner; ++a) {
+        double da = 0;
+        for (int64_t o = 0; o < f; ++o) {
+          head.g_w2[static_cast<size_t>(a * f + o)] += static_cast<float>(lr * a1[static_cast<size_t>(a)] * dz[static_cast<size_t>(o)]);
+          da += static_cast<double>(head.w2[static_cast<size_t>(a * f + o)]) * dz[static_cast<size_t>(o)];
+        }
+        dz1[static_cast<size_t>(a)] = da * gelu_tanh_derivative(z1[static_cast<size_t>(a)]);
+      }
+      for (int64_t o = 0; o < f; ++o) head.g_b2[static_cast<size_t>(o)] += static_cast<float>(lr * dz[static_cast<size_t>(o)]);
+    } else {
+      for (int64_t o = 0; o < f; ++o) dz1[static_cast<size_t>(o)] = dz[static_cast<size_t>(o)];
+    }
+    for (int64_t i = 0; i < f; ++i) {
+      for (int64_t o = 0; o < inner; ++o) {
+        head.g_w1[static_cast<size_t>(i * inner + o)] += static_cast<float>(lr * kh[static_cast<size_t>(i)] * dz1[static_cast<size_t>(o)]);
+      }
+    }
+    for (int64_t o = 0; o < inner; ++o) head.g_b1[static_cast<size_t>(o)] += static_cast<float>(lr * dz1[static_cast<size_t>(o)]);
+    // This token's weights, W_state − tok_i · Grad, and its output Q + LN(g(Q; W_i)).
+    const auto stepped = [&](const std::vector<float>& w, const std::vector<float>& g) {
+      std::vector<float> out_w(w.size());
+      for (size_t i = 0; i < w.size(); ++i) out_w[i] = static_cast<float>(w[i] - token_factor * g[i]);
+      return out_w;
+    };
+    const std::vector<float> w1 = stepped(head.w1, head.g_w1), b1 = stepped(head.b1, head.g_b1);
+    const std::vector<float> w2 = c.mlp_layers ? stepped(head.w2, head.g_w2) : std::vector<float>();
+    const std::vector<float> b2 = c.mlp_layers ? stepped(head.b2, head.g_b2) : std::vector<float>();
+    inner_model(qh, w1, b1, w2, b2);
+    layer_norm(z, gain, bias, y);
+    for (int64_t o = 0; o < f; ++o) heads_out[static_cast<size_t>(h * f + o)] = qh[static_cast<size_t>(o)] + y[static_cast<size_t>(o)];
+    // The end of a mini-batch commits its weights.
+    if (index == b - 1) {
+      head.w1 = w1;
+      head.b1 = b1;
+      std::fill(head.g_w1.begin(), head.g_w1.end(), 0.0f);
+      std::fill(head.g_b1.begin(), head.g_b1.end(), 0.0f);
+      if (c.mlp_layers) {
+        head.w2 = w2;
+        head.b2 = b2;
+        std::fill(head.g_w2.begin(), head.g_w2.end(), 0.0f);
+        std::fill(head.g_b2.begin(), head.g_b2.end(), 0.0f);
+      }
+    }
+  }
+  std::vector<float> normed_out(static_cast<size_t>(C));
+  layer_norm(heads_out, layer.post_norm_weight.data(), layer.post_norm_bias.data(), normed_out);
+  if (c.use_gate) {
+    std::vector<float> gate(static_cast<size_t>(C));
+    matvec(layer.g_proj, normed, C, gate);
+    for (int64_t i = 0; i < C; ++i) {
+      normed_out[static_cast<size_t>(i)] = static_cast<float>(normed_out[static_cast<size_t>(i)] * gelu_tanh(gate[static_cast<size_t>(i)]));
+    }
+  }
+  matvec(layer.o_proj, normed_out, C, out);
+}
+
+void TttModel::layer_step(size_t l, TttState::Layer& state, int64_t position, std::vector<float>& x) const {
+  const TttConfig& c = config_;
+  const Layer& layer = layers_[l];
+  const size_t C = static_cast<size_t>(c.hidden_size);
+  std::vector<float> normed(C), delta(C);
+  if (c.pre_conv) {
+    rms_norm(x, layer.conv_norm, c.rms_norm_eps, normed);
+    causal_conv_step(layer.conv_weight, layer.conv_bias, c.conv_kernel, state.pre_conv_window, normed, delta);
+    for (size_t i = 0; i < C; ++i) x[i] += delta[i];
+  }
+  rms_norm(x, layer.seq_norm, c.rms_norm_eps, normed);
+  ttt_mixer(layer, state, position, normed, delta);
+  for (size_t i = 0; i < C; ++i) x[i] += delta[i];
+  rms_norm(x, layer.ffn_norm, c.rms_norm_eps, normed);
+  const size_t ffn = static_cast<size_t>(c.intermediate_size);
+  std::vector<float> gate(ffn), up(ffn);
+  matvec(layer.gate_proj, normed, static_cast<int64_t>(ffn), gate);
+  matvec(layer.up_proj, normed, static_cast<int64_t>(ffn), up);
+  for (size_t i = 0; i < ffn; ++i) gate[i] = static_cast<float>(gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i])))) * up[i];
+  matvec(layer.down_proj, gate, static_cast<int64_t>(C), delta);
+  for (size_t i = 0; i < C; ++i) x[i] += delta[i];
+}
+
+Status TttModel::forward(TttState& state, std::span<const int32_t> tokens, std::vector<float>& logits) const {
+  const TttConfig& c = config_;
+  if (state.layers.size() != layers_.size()) return make_error("the TTT state is not this model's");
+  for (const int32_t token : tokens) {
+    if (token < 0 || token >= c.vocab_size) {
+      return make_error("token id {} is outside the vocabulary [0, {})", token, c.vocab_size);
+    }
+  }
+  const size_t C = static_cast<size_t>(c.hidden_size), vocab = static_cast<size_t>(c.vocab_size);
+  logits.assign(tokens.size() * vocab, 0.0f);
+  std::vector<float> x(C), normed(C);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    std::copy_n(embedding_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(tokens[t]) * C), C, x.begin());
+    for (size_t l = 0; l < layers_.size(); ++l) layer_step(l, state.layers[l], state.position, x);
+    rms_norm(x, final_norm_, c.rms_norm_eps, normed);
+    const std::vector<float>& head = lm_head_.empty() ? embedding_ : lm_head_;
+    matvec(head, normed, static_cast<int64_t>(vocab), std::span(logits).subspan(t * vocab, vocab));
+    ++state.position;
+  }
+  return {};
+}
+
+}  // namespace draftwise
