@@ -40,15 +40,15 @@ std::variant<TicketId, Scheduler::Refused> Scheduler::submit(ScheduledRequest re
   }
   std::lock_guard lock(mutex_);
   if (stopping_) return Refused{Refusal::stopped, "the server is shutting down"};
-  if (queued_ >= options_.max_waiting + std::max<int64_t>(0, options_.max_running - counters_.running)) {
+  if (held_ >= options_.max_running + options_.max_waiting) {
     return Refused{Refusal::queue_full,
-                   fmt::format("the queue is full ({} requests running, {} waiting); try again later",
-                               counters_.running, queued_)};
+                   fmt::format("the queue is full ({} requests running or waiting, at most {} + {}); try again later",
+                               held_, options_.max_running, options_.max_waiting)};
   }
   entry->ticket = next_ticket_++;
   const TicketId ticket = entry->ticket;
   incoming_.push_back(std::move(entry));
-  ++queued_;
+  ++held_;
   ++counters_.submitted;
   wake_.notify_one();
   return ticket;
@@ -80,6 +80,11 @@ void Scheduler::finish(Entry& entry, Expected<GenerationResult> outcome) {
     ++totals_.failed;
   }
   entry.run.reset();  // frees its sequence before anyone hears of the end
+  {
+    // Its place is free before anyone hears of the end (a client may ask again at once).
+    std::lock_guard lock(mutex_);
+    --held_;
+  }
   if (entry.request.on_done) entry.request.on_done(std::move(outcome));
 }
 
@@ -200,7 +205,6 @@ void Scheduler::publish_counters() {
   counters_.running = static_cast<int64_t>(running_.size());
   counters_.waiting = static_cast<int64_t>(waiting_.size() + incoming_.size());
   counters_.cache = decoder_.cache_usage();
-  queued_ = counters_.waiting;
 }
 
 bool Scheduler::step() {

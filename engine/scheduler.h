@@ -120,7 +120,7 @@ class Scheduler {
   bool stopping_ = false;
   bool cancel_all_ = false;
   TicketId next_ticket_ = 1;
-  int64_t queued_ = 0;  // incoming + waiting, for the queue limit
+  int64_t held_ = 0;  // submitted and not yet ended: running, waiting or incoming
   SchedulerCounters counters_;
 
   // Engine thread only.
