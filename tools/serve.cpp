@@ -11,7 +11,6 @@
 // SIGINT: stop accepting, let running requests finish (cancel them after
 // --shutdown-timeout), save the learned adapter, exit.
 #include <atomic>
-#include <utility>  // before Boost.Asio, whose 1.74 headers use std::exchange without it
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -21,18 +20,19 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>  // before Boost.Asio, whose 1.74 headers use std::exchange without it
 
+#include <fmt/format.h>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "draft/learning_drafter.h"
+#include "draft/ngram_drafter.h"
 #include "engine/chat_template.h"
 #include "engine/draft_spec.h"
 #include "engine/scheduler.h"
-#include "draft/learning_drafter.h"
-#include "draft/ngram_drafter.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
 #include "tools/draft_args.h"
@@ -104,21 +104,28 @@ struct ServerState {
   std::map<std::string, std::unique_ptr<Drafter>> drafters;
   Drafter* default_drafter = nullptr;
 
-  SchedulerCounters counters() const { return ready.load() ? scheduler->counters() : SchedulerCounters{}; }
+  SchedulerCounters counters() const {
+    return ready.load() ? scheduler->counters() : SchedulerCounters{};
+  }
 };
 
 int64_t unix_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string random_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};
-  const uint64_t value = (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull) ^
-                         (counter.fetch_add(1) * 0xBF58476D1CE4E5B9ull);
+  const uint64_t value =
+      (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull) ^
+      (counter.fetch_add(1) * 0xBF58476D1CE4E5B9ull);
   return fmt::format("{}-{:016x}", prefix, value);
 }
 
-std::string dump(const Json& json) { return json.dump(-1, ' ', false, Json::error_handler_t::replace); }
+std::string dump(const Json& json) {
+  return json.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
 
 // What one completion request is while the engine runs it: its output as it comes, the
 // timing, and how the connection hears of it. Shared by the connection and the callbacks.
@@ -154,27 +161,31 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(static_cast<uint64_t>(state_.config.max_body));
     stream_.expires_after(std::chrono::seconds(60));
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code error, size_t) { self->on_read(error); });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code error, size_t) { self->on_read(error); });
   }
 
   void on_read(beast::error_code error) {
     if (error == http::error::end_of_stream || error == net::error::operation_aborted ||
-        error == beast::error::timeout || error == net::error::eof || error == net::error::connection_reset) {
+        error == beast::error::timeout || error == net::error::eof ||
+        error == net::error::connection_reset) {
       return close();
     }
     if (error == http::error::body_limit) {
       keep_alive_ = false;
-      drain_after_ = true;  // the client may still be sending: read it away, or it never reads our answer
-      return send_error("", 11, ApiError{413,
-                                         fmt::format("the request body is larger than the limit of {} bytes",
-                                                     state_.config.max_body),
-                                         "invalid_request_error", "", "body_too_large"});
+      drain_after_ =
+          true;  // the client may still be sending: read it away, or it never reads our answer
+      return send_error(
+          "", ApiError{413,
+                       fmt::format("the request body is larger than the limit of {} bytes",
+                                   state_.config.max_body),
+                       "invalid_request_error", "", "body_too_large"});
     }
     if (error) {
       keep_alive_ = false;
       drain_after_ = true;
-      return send_error("", 11, ApiError{400, "malformed HTTP request: " + error.message()});
+      return send_error("", ApiError{400, "malformed HTTP request: " + error.message()});
     }
     request_ = parser_->release();
     keep_alive_ = request_.keep_alive();
@@ -186,9 +197,10 @@ class Session : public std::enable_shared_from_this<Session> {
     path_ = target.substr(0, target.find('?'));
     const http::verb method = request_.method();
     const auto allow = [&](const char* allowed) {
-      send_error(allowed, request_.version(),
-                 ApiError{405, fmt::format("{} does not take {}; use {}", path_, std::string(request_.method_string()), allowed),
-                          "invalid_request_error"});
+      send_error(allowed, ApiError{405,
+                                   fmt::format("{} does not take {}; use {}", path_,
+                                               std::string(request_.method_string()), allowed),
+                                   "invalid_request_error"});
     };
     static const std::map<std::string, const char*> kRoutes = {{"/health", "GET"},
                                                                {"/metrics", "GET"},
@@ -198,9 +210,8 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto route = kRoutes.find(path_);
     metric_path_ = route == kRoutes.end() ? "other" : path_;
     if (route == kRoutes.end()) {
-      return send_error("", request_.version(),
-                        ApiError{404, fmt::format("no such endpoint: {}", path_), "invalid_request_error", "",
-                                 "not_found"});
+      return send_error("", ApiError{404, fmt::format("no such endpoint: {}", path_),
+                                     "invalid_request_error", "", "not_found"});
     }
     if (http::string_to_verb(route->second) != method) return allow(route->second);
     if (path_ == "/health") {
@@ -211,9 +222,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!state_.config.api_key.empty()) {
       const std::string expected = "Bearer " + state_.config.api_key;
       if (request_[http::field::authorization] != expected) {
-        return send_error("", request_.version(),
-                          ApiError{401, "a valid API key is needed: send \"Authorization: Bearer KEY\"",
-                                   "invalid_request_error", "", "invalid_api_key"});
+        return send_error(
+            "", ApiError{401, "a valid API key is needed: send \"Authorization: Bearer KEY\"",
+                         "invalid_request_error", "", "invalid_api_key"});
       }
     }
     if (path_ == "/metrics") {
@@ -221,9 +232,9 @@ class Session : public std::enable_shared_from_this<Session> {
                   state_.metrics.prometheus(state_.counters(), state_.ready.load()));
     }
     if (!state_.ready.load()) {
-      return send_error("", request_.version(),
-                        ApiError{503, state_.failed ? state_.load_error : "the model is still loading",
-                                 "service_unavailable"});
+      return send_error(
+          "", ApiError{503, state_.failed ? state_.load_error : "the model is still loading",
+                       "service_unavailable"});
     }
     if (path_ == "/v1/models") {
       const Json model = {{"id", state_.config.served_name},
@@ -232,18 +243,21 @@ class Session : public std::enable_shared_from_this<Session> {
                           {"owned_by", "draftwise"},
                           {"root", state_.config.model_path},
                           {"max_model_len", state_.model.decoder->context_length()}};
-      return send(200, "application/json", dump({{"object", "list"}, {"data", Json::array({model})}}));
+      return send(200, "application/json",
+                  dump({{"object", "list"}, {"data", Json::array({model})}}));
     }
-    start_completion(path_ == "/v1/chat/completions" ? ApiEndpoint::chat_completions : ApiEndpoint::completions);
+    start_completion(path_ == "/v1/chat/completions" ? ApiEndpoint::chat_completions
+                                                     : ApiEndpoint::completions);
   }
 
   // Parses, tokenizes and submits; the answer comes from the engine's callbacks.
   void start_completion(ApiEndpoint endpoint) {
     if (state_.stopping.load()) {
-      return send_error("", request_.version(), ApiError{503, "the server is shutting down", "service_unavailable"});
+      return send_error("", ApiError{503, "the server is shutting down", "service_unavailable"});
     }
-    std::variant<CompletionCall, ApiError> parsed = parse_completion_call(request_.body(), endpoint);
-    if (auto* error = std::get_if<ApiError>(&parsed)) return send_error("", request_.version(), *error);
+    std::variant<CompletionCall, ApiError> parsed =
+        parse_completion_call(request_.body(), endpoint);
+    if (auto* error = std::get_if<ApiError>(&parsed)) return send_error("", *error);
     auto call = std::make_shared<CallState>();
     call->call = std::move(std::get<CompletionCall>(parsed));
     call->arrived = Clock::now();
@@ -251,17 +265,19 @@ class Session : public std::enable_shared_from_this<Session> {
     const CompletionCall& request = call->call;
     if (!request.model.empty() && request.model != state_.config.served_name &&
         request.model != state_.config.model_path) {
-      return send_error("", request_.version(),
-                        ApiError{404, fmt::format("the model '{}' does not exist; this server serves '{}'",
-                                                  request.model, state_.config.served_name),
-                                 "invalid_request_error", "model", "model_not_found"});
+      return send_error(
+          "", ApiError{404,
+                       fmt::format("the model '{}' does not exist; this server serves '{}'",
+                                   request.model, state_.config.served_name),
+                       "invalid_request_error", "model", "model_not_found"});
     }
     Expected<ScheduledRequest> prepared = prepare(*call);
     if (!prepared.ok()) {
-      return send_error("", request_.version(), ApiError{400, prepared.error().message, "invalid_request_error"});
+      return send_error("", ApiError{400, prepared.error().message, "invalid_request_error"});
     }
-    call->context = {random_id(endpoint == ApiEndpoint::chat_completions ? "chatcmpl" : "cmpl"), unix_seconds(),
-                     state_.config.served_name, prepared->drafter_spec.substr(0, prepared->drafter_spec.rfind('|'))};
+    call->context = {random_id(endpoint == ApiEndpoint::chat_completions ? "chatcmpl" : "cmpl"),
+                     unix_seconds(), state_.config.served_name,
+                     prepared->drafter_spec.substr(0, prepared->drafter_spec.rfind('|'))};
     call_ = call;
     auto self = shared_from_this();
     const auto executor = stream_.get_executor();
@@ -275,23 +291,24 @@ class Session : public std::enable_shared_from_this<Session> {
     prepared->on_done = [self, call, executor](Expected<GenerationResult> outcome) {
       self->flush_step(*call, executor);
       auto shared = std::make_shared<Expected<GenerationResult>>(std::move(outcome));
-      net::post(executor, [self, call, shared] { self->finish_completion(*call, std::move(*shared)); });
+      net::post(executor,
+                [self, call, shared] { self->finish_completion(*call, std::move(*shared)); });
     };
     ++state_.requests_in_flight;
     in_flight_ = true;
-    std::variant<TicketId, Scheduler::Refused> ticket = state_.scheduler->submit(std::move(*prepared));
+    std::variant<TicketId, Scheduler::Refused> ticket =
+        state_.scheduler->submit(std::move(*prepared));
     if (auto* refused = std::get_if<Scheduler::Refused>(&ticket)) {
       --state_.requests_in_flight;
       in_flight_ = false;
       call_.reset();
-      const int status = refused->kind == Scheduler::Refusal::invalid    ? 400
+      const int status = refused->kind == Scheduler::Refusal::invalid      ? 400
                          : refused->kind == Scheduler::Refusal::queue_full ? 429
                                                                            : 503;
-      return send_error("", request_.version(),
-                        ApiError{status, refused->message,
-                                 status == 400 ? "invalid_request_error"
-                                 : status == 429 ? "rate_limit_exceeded"
-                                                 : "service_unavailable"});
+      return send_error("", ApiError{status, refused->message,
+                                     status == 400   ? "invalid_request_error"
+                                     : status == 429 ? "rate_limit_exceeded"
+                                                     : "service_unavailable"});
     }
     call->ticket = std::get<TicketId>(ticket);
     stream_.expires_never();
@@ -309,16 +326,20 @@ class Session : public std::enable_shared_from_this<Session> {
       if (tokenizer == nullptr || !state_.chat) {
         return make_error("this model has no chat template; use /v1/completions with a prompt");
       }
-      DW_ASSIGN_OR_RETURN(const std::string rendered, state_.chat->render(call.messages, /*add_generation_prompt=*/true));
-      request.prompt = tokenizer->encode(rendered, EncodeOptions{.add_special = false, .parse_special = true});
+      DW_ASSIGN_OR_RETURN(const std::string rendered,
+                          state_.chat->render(call.messages, /*add_generation_prompt=*/true));
+      request.prompt =
+          tokenizer->encode(rendered, EncodeOptions{.add_special = false, .parse_special = true});
     } else if (call.prompt_text) {
-      if (tokenizer == nullptr) return make_error("this model has no tokenizer; send the prompt as token ids");
+      if (tokenizer == nullptr)
+        return make_error("this model has no tokenizer; send the prompt as token ids");
       request.prompt = tokenizer->encode(*call.prompt_text);
     } else {
       request.prompt = call.prompt_ids;
       for (const int32_t id : request.prompt) {
         if (id >= decoder.config().vocab_size) {
-          return make_error("prompt token id {} is outside the vocabulary [0, {})", id, decoder.config().vocab_size);
+          return make_error("prompt token id {} is outside the vocabulary [0, {})", id,
+                            decoder.config().vocab_size);
         }
       }
     }
@@ -326,20 +347,25 @@ class Session : public std::enable_shared_from_this<Session> {
     const int64_t context = decoder.context_length();
     const int64_t prompt = static_cast<int64_t>(request.prompt.size());
     if (prompt >= context) {
-      return make_error("this model's maximum context length is {} tokens; the prompt has {}, which leaves no room to "
-                        "generate",
-                        context, prompt);
+      return make_error(
+          "this model's maximum context length is {} tokens; the prompt has {}, which leaves no "
+          "room to "
+          "generate",
+          context, prompt);
     }
-    const int64_t limit = state_.config.max_tokens_limit > 0 ? state_.config.max_tokens_limit : context;
+    const int64_t limit =
+        state_.config.max_tokens_limit > 0 ? state_.config.max_tokens_limit : context;
     GenerationOptions& options = request.options;
     if (call.max_tokens) {
       if (*call.max_tokens > limit) {
-        return make_error("max_tokens is {}; this server allows at most {}", *call.max_tokens, limit);
+        return make_error("max_tokens is {}; this server allows at most {}", *call.max_tokens,
+                          limit);
       }
       if (prompt + *call.max_tokens > context) {
-        return make_error("this model's maximum context length is {} tokens; {} in the prompt and {} to generate "
-                          "is {}",
-                          context, prompt, *call.max_tokens, prompt + *call.max_tokens);
+        return make_error(
+            "this model's maximum context length is {} tokens; {} in the prompt and {} to generate "
+            "is {}",
+            context, prompt, *call.max_tokens, prompt + *call.max_tokens);
       }
       options.max_tokens = *call.max_tokens;
     } else {
@@ -349,9 +375,11 @@ class Session : public std::enable_shared_from_this<Session> {
     options.sampling.top_p = call.top_p.value_or(1.0);
     options.sampling.top_k = call.top_k.value_or(0);
     options.sampling.min_p = call.min_p.value_or(0.0);
-    options.sampling.seed = call.seed.value_or(static_cast<uint64_t>(Clock::now().time_since_epoch().count()));
+    options.sampling.seed =
+        call.seed.value_or(static_cast<uint64_t>(Clock::now().time_since_epoch().count()));
     options.stop = call.stop;
-    if (!options.stop.empty() && tokenizer == nullptr) return make_error("stop strings need a model with a tokenizer");
+    if (!options.stop.empty() && tokenizer == nullptr)
+      return make_error("stop strings need a model with a tokenizer");
     options.stop_token_ids = state_.stop_tokens;
     options.logprobs = call.logprobs;
     // Drafting: the server's default unless the request's extension object says otherwise.
@@ -364,15 +392,19 @@ class Session : public std::enable_shared_from_this<Session> {
       } else {
         Expected<DraftSpec> parsed = parse_draft_spec(*call.draft, /*with_length=*/false);
         if (!parsed.ok()) return make_error("draftwise.draft: {}", parsed.error().message);
-        if (parsed->learn) return make_error("draftwise.draft: give learning as draftwise.learn, not +learn");
+        if (parsed->learn)
+          return make_error("draftwise.draft: give learning as draftwise.learn, not +learn");
         // What the drafter's construction would refuse, refused here (a 400, not a failed request).
         const int64_t layers = decoder.config().num_layers;
-        if (parsed->kind == DraftSpec::Kind::ngram && (parsed->n < 1 || parsed->n > NgramDrafter::kMaxN)) {
-          return make_error("draftwise.draft: ngram:N needs N in [1, {}], got {}", NgramDrafter::kMaxN, parsed->n);
+        if (parsed->kind == DraftSpec::Kind::ngram &&
+            (parsed->n < 1 || parsed->n > NgramDrafter::kMaxN)) {
+          return make_error("draftwise.draft: ngram:N needs N in [1, {}], got {}",
+                            NgramDrafter::kMaxN, parsed->n);
         }
-        if (parsed->kind == DraftSpec::Kind::self && (parsed->exit_layer < 1 || parsed->exit_layer >= layers)) {
-          return make_error("draftwise.draft: self:E needs E in [1, {}] for this model, got {}", layers - 1,
-                            parsed->exit_layer);
+        if (parsed->kind == DraftSpec::Kind::self &&
+            (parsed->exit_layer < 1 || parsed->exit_layer >= layers)) {
+          return make_error("draftwise.draft: self:E needs E in [1, {}] for this model, got {}",
+                            layers - 1, parsed->exit_layer);
         }
         if (parsed->kind == DraftSpec::Kind::model && !std::filesystem::exists(parsed->path)) {
           return make_error("draftwise.draft: no draft model at {}", parsed->path);
@@ -413,8 +445,8 @@ class Session : public std::enable_shared_from_this<Session> {
     call.sent_tokens += call.pending_tokens;
     call.pending_tokens = 0;
     if (call.call.stream && (!call.pending_text.empty() || !call.pending_logprobs.empty())) {
-      const Json chunk = stream_chunk(call.call, call.context, call.pending_text, first, call.pending_logprobs,
-                                      token_text());
+      const Json chunk = stream_chunk(call.call, call.context, call.pending_text, first,
+                                      call.pending_logprobs, token_text());
       std::string event = "data: " + dump(chunk) + "\n\n";
       net::post(executor, [self = shared_from_this(), event = std::move(event)]() mutable {
         self->queue_event(std::move(event));
@@ -441,31 +473,38 @@ class Session : public std::enable_shared_from_this<Session> {
       state_.metrics.request_failed();
     } else {
       const FinishReason reason = outcome->finish_reason;
-      state_.metrics.request_finished(reason == FinishReason::cancelled ? "abort" : std::string(finish_reason_name(reason)),
-                                      *outcome, seconds);
+      state_.metrics.request_finished(
+          reason == FinishReason::cancelled ? "abort" : std::string(finish_reason_name(reason)),
+          *outcome, seconds);
     }
     if (disconnected_) return close();
     if (!call.call.stream) {
       if (!outcome.ok()) {
-        return send_error("", request_.version(), ApiError{500, outcome.error().message, "internal_error"});
+        return send_error("", ApiError{500, outcome.error().message, "internal_error"});
       }
       if (outcome->finish_reason == FinishReason::cancelled) {
-        return send_error("", request_.version(),
-                          ApiError{503, "the request was cancelled: the server is shutting down", "service_unavailable"});
+        return send_error("",
+                          ApiError{503, "the request was cancelled: the server is shutting down",
+                                   "service_unavailable"});
       }
-      return send(200, "application/json", dump(completion_response(call.call, call.context, *outcome, token_text())));
+      return send(200, "application/json",
+                  dump(completion_response(call.call, call.context, *outcome, token_text())));
     }
     if (!outcome.ok()) {
-      queue_event("data: " + dump(api_error_json(ApiError{500, outcome.error().message, "internal_error"})) + "\n\n");
+      queue_event("data: " +
+                  dump(api_error_json(ApiError{500, outcome.error().message, "internal_error"})) +
+                  "\n\n");
     } else if (outcome->finish_reason == FinishReason::cancelled) {
       queue_event("data: " +
-                  dump(api_error_json(ApiError{503, "the request was cancelled: the server is shutting down",
-                                               "service_unavailable"})) +
+                  dump(api_error_json(
+                      ApiError{503, "the request was cancelled: the server is shutting down",
+                               "service_unavailable"})) +
                   "\n\n");
     } else {
       queue_event("data: " + dump(stream_finish_chunk(call.call, call.context, *outcome)) + "\n\n");
       if (call.call.include_usage) {
-        queue_event("data: " + dump(stream_usage_chunk(call.call, call.context, *outcome)) + "\n\n");
+        queue_event("data: " + dump(stream_usage_chunk(call.call, call.context, *outcome)) +
+                    "\n\n");
       }
     }
     queue_event("data: [DONE]\n\n");
@@ -475,7 +514,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Streaming: the header (chunked transfer), then one chunk per event.
   void start_stream() {
-    auto response = std::make_shared<http::response<http::empty_body>>(http::status::ok, request_.version());
+    auto response =
+        std::make_shared<http::response<http::empty_body>>(http::status::ok, request_.version());
     response->set(http::field::server, "draftwise");
     response->set(http::field::content_type, "text/event-stream");
     response->set(http::field::cache_control, "no-cache");
@@ -483,14 +523,15 @@ class Session : public std::enable_shared_from_this<Session> {
     response->chunked(true);
     auto serializer = std::make_shared<http::response_serializer<http::empty_body>>(*response);
     writing_ = true;
-    http::async_write_header(stream_, *serializer,
-                             [self = shared_from_this(), response, serializer](beast::error_code error, size_t) {
-                               self->writing_ = false;
-                               self->header_sent_ = true;
-                               self->state_.metrics.http_response(self->metric_path_, 200);
-                               if (error) return self->lost_connection();
-                               self->write_events();
-                             });
+    http::async_write_header(
+        stream_, *serializer,
+        [self = shared_from_this(), response, serializer](beast::error_code error, size_t) {
+          self->writing_ = false;
+          self->header_sent_ = true;
+          self->state_.metrics.http_response(self->metric_path_, 200);
+          if (error) return self->lost_connection();
+          self->write_events();
+        });
   }
 
   void queue_event(std::string event) {
@@ -505,11 +546,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (stream_ended_ && !last_chunk_sent_) {
         last_chunk_sent_ = true;
         writing_ = true;
-        net::async_write(stream_, http::make_chunk_last(), [self = shared_from_this()](beast::error_code error, size_t) {
-          self->writing_ = false;
-          if (error) return self->lost_connection();
-          self->response_done();
-        });
+        net::async_write(stream_, http::make_chunk_last(),
+                         [self = shared_from_this()](beast::error_code error, size_t) {
+                           self->writing_ = false;
+                           if (error) return self->lost_connection();
+                           self->response_done();
+                         });
       }
       return;
     }
@@ -549,14 +591,13 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!in_flight_) close();
   }
 
-  void send_error(const char* allow, unsigned version, const ApiError& error) {
-    (void)version;
+  void send_error(const char* allow, const ApiError& error) {
     send(error.status, "application/json", dump(api_error_json(error)), allow);
   }
 
   void send(int status, const std::string& content_type, std::string body, const char* allow = "") {
-    auto response = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(status),
-                                                                         request_.version() == 0 ? 11 : request_.version());
+    auto response = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(status), request_.version() == 0 ? 11 : request_.version());
     response->set(http::field::server, "draftwise");
     response->set(http::field::content_type, content_type);
     if (allow != nullptr && *allow != '\0') response->set(http::field::allow, allow);
@@ -565,11 +606,12 @@ class Session : public std::enable_shared_from_this<Session> {
     response->prepare_payload();
     state_.metrics.http_response(metric_path_, status);
     writing_ = true;
-    http::async_write(stream_, *response, [self = shared_from_this(), response](beast::error_code error, size_t) {
-      self->writing_ = false;
-      if (error) return self->lost_connection();
-      self->response_done();
-    });
+    http::async_write(stream_, *response,
+                      [self = shared_from_this(), response](beast::error_code error, size_t) {
+                        self->writing_ = false;
+                        if (error) return self->lost_connection();
+                        self->response_done();
+                      });
   }
 
   void response_done() {
@@ -601,10 +643,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void drain() {
     stream_.expires_after(std::chrono::seconds(10));
     auto scratch = std::make_shared<std::vector<char>>(65536);
-    stream_.async_read_some(net::buffer(*scratch), [self = shared_from_this(), scratch](beast::error_code error, size_t) {
-      if (error) return self->close();
-      self->drain();
-    });
+    stream_.async_read_some(net::buffer(*scratch),
+                            [self = shared_from_this(), scratch](beast::error_code error, size_t) {
+                              if (error) return self->close();
+                              self->drain();
+                            });
   }
 
   void close() {
@@ -641,7 +684,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
       : io_(io), acceptor_(std::move(acceptor)), state_(state) {}
 
   void accept() {
-    acceptor_.async_accept(net::make_strand(io_), [self = shared_from_this()](beast::error_code error, tcp::socket socket) {
+    acceptor_.async_accept(net::make_strand(io_), [self = shared_from_this()](
+                                                      beast::error_code error, tcp::socket socket) {
       if (error == net::error::operation_aborted || !self->acceptor_.is_open()) return;
       if (!error) std::make_shared<Session>(std::move(socket), self->state_)->start();
       self->accept();
@@ -672,19 +716,25 @@ Expected<ServeConfig> parse_serve_args(const ServeArgs& args, const ArgParser& p
   if (!args.chat_template.empty()) {
     DW_ASSIGN_OR_RETURN(config.chat_family, parse_chat_family(args.chat_template));
   }
-  const auto positive = [](const char* flag, const std::string& text, int64_t low) -> Expected<int64_t> {
+  const auto positive = [](const char* flag, const std::string& text,
+                           int64_t low) -> Expected<int64_t> {
     DW_ASSIGN_OR_RETURN(const int64_t value, parse_integer_option(flag, text));
     if (value < low) return make_error("{} must be at least {}, got {}", flag, low, value);
     return value;
   };
-  DW_ASSIGN_OR_RETURN(config.scheduling.max_running, positive("--max-running", args.max_running, 1));
-  DW_ASSIGN_OR_RETURN(config.scheduling.max_waiting, positive("--max-waiting", args.max_waiting, 0));
-  DW_ASSIGN_OR_RETURN(config.scheduling.token_budget, positive("--token-budget", args.token_budget, 1));
+  DW_ASSIGN_OR_RETURN(config.scheduling.max_running,
+                      positive("--max-running", args.max_running, 1));
+  DW_ASSIGN_OR_RETURN(config.scheduling.max_waiting,
+                      positive("--max-waiting", args.max_waiting, 0));
+  DW_ASSIGN_OR_RETURN(config.scheduling.token_budget,
+                      positive("--token-budget", args.token_budget, 1));
   DW_ASSIGN_OR_RETURN(config.scheduling.speculation_max_batch,
                       positive("--speculation-max-batch", args.speculation_max_batch, 0));
   DW_ASSIGN_OR_RETURN(config.max_body, positive("--max-body-bytes", args.max_body, 1024));
-  DW_ASSIGN_OR_RETURN(config.max_tokens_limit, positive("--max-tokens-limit", args.max_tokens_limit, 0));
-  DW_ASSIGN_OR_RETURN(const double timeout, parse_number_option("--shutdown-timeout", args.shutdown_timeout));
+  DW_ASSIGN_OR_RETURN(config.max_tokens_limit,
+                      positive("--max-tokens-limit", args.max_tokens_limit, 0));
+  DW_ASSIGN_OR_RETURN(const double timeout,
+                      parse_number_option("--shutdown-timeout", args.shutdown_timeout));
   if (!(timeout >= 0)) return make_error("--shutdown-timeout must be ≥ 0, got {}", timeout);
   config.shutdown_timeout = timeout;
   DW_ASSIGN_OR_RETURN(config.backend, parse_backend_options(args.backend));
@@ -706,14 +756,17 @@ void run_engine(ServerState& state) {
   if (state.model.tokenizer) {
     const Tokenizer& tokenizer = *state.model.tokenizer;
     state.stop_tokens = chat_stop_token_ids(*state.model.decoder, tokenizer);
-    const auto token_text = [&](std::optional<int32_t> id) { return id ? tokenizer.token(*id) : std::string(); };
+    const auto token_text = [&](std::optional<int32_t> id) {
+      return id ? tokenizer.token(*id) : std::string();
+    };
     if (config.chat_family) {
       state.chat = ChatTemplate::of_family(*config.chat_family, token_text(tokenizer.bos_id()),
                                            token_text(tokenizer.eos_id()));
     } else if (tokenizer.chat_template()) {
       Expected<ChatTemplate> chat = recognize_chat_template(tokenizer);
       if (!chat.ok()) {
-        state.load_error = chat.error().message + "; name the family with --chat-template chatml|llama3|llama2|mistral";
+        state.load_error = chat.error().message +
+                           "; name the family with --chat-template chatml|llama3|llama2|mistral";
         print_error("draftwise serve: " + state.load_error);
         state.failed = true;
         return;
@@ -729,14 +782,16 @@ void run_engine(ServerState& state) {
     DW_ASSIGN_OR_RETURN(setup.spec, parse_draft_spec(key.substr(0, bar), /*with_length=*/false));
     DW_ASSIGN_OR_RETURN(setup.learning.scope, parse_learn_scope(key.substr(bar + 1)));
     if (setup.spec->kind == DraftSpec::Kind::ngram) setup.learning = LearningConfig{};
-    DW_ASSIGN_OR_RETURN(std::unique_ptr<Drafter> drafter, make_setup_drafter(setup, state.model, state.config.backend));
+    DW_ASSIGN_OR_RETURN(std::unique_ptr<Drafter> drafter,
+                        make_setup_drafter(setup, state.model, state.config.backend));
     Drafter* made = drafter.get();
     state.drafters.emplace(key, std::move(drafter));
     return made;
   };
   if (config.drafting.spec) {
     Expected<Drafter*> drafter =
-        provide(config.drafting.spec->name + "|" + std::string(learn_scope_name(config.drafting.learning.scope)));
+        provide(config.drafting.spec->name + "|" +
+                std::string(learn_scope_name(config.drafting.learning.scope)));
     if (!drafter.ok()) {
       state.load_error = drafter.error().message;
       print_error("draftwise serve: " + state.load_error);
@@ -746,14 +801,16 @@ void run_engine(ServerState& state) {
     state.default_drafter = *drafter;
   }
   const Tokenizer* tokenizer = state.model.tokenizer ? &*state.model.tokenizer : nullptr;
-  state.scheduler = std::make_unique<Scheduler>(*state.model.decoder, tokenizer, config.scheduling, provide);
+  state.scheduler =
+      std::make_unique<Scheduler>(*state.model.decoder, tokenizer, config.scheduling, provide);
   state.created = unix_seconds();
   state.ready = true;
   if (state.stopping) state.scheduler->stop(/*cancel_held=*/true);  // a signal came while loading
   fmt::print(stderr, "draftwise serve: {} on {} ready{}\n", config.served_name, state.model.backend,
-             config.drafting.spec ? fmt::format(", drafting {} (learning: {})", config.drafting.spec->name,
-                                                learn_scope_name(config.drafting.learning.scope))
-                                  : std::string());
+             config.drafting.spec
+                 ? fmt::format(", drafting {} (learning: {})", config.drafting.spec->name,
+                               learn_scope_name(config.drafting.learning.scope))
+                 : std::string());
   state.scheduler->run([&state] {
     if (state.default_drafter == nullptr) return;
     if (const auto* learning = dynamic_cast<const LearningDrafter*>(state.default_drafter);
@@ -762,7 +819,8 @@ void run_engine(ServerState& state) {
     }
   });
   if (state.default_drafter != nullptr) {
-    if (const Status saved = save_learned_adapter(*state.default_drafter, config.drafting.learning); !saved.ok()) {
+    if (const Status saved = save_learned_adapter(*state.default_drafter, config.drafting.learning);
+        !saved.ok()) {
       print_error("draftwise serve: " + saved.error().message);
     }
   }
@@ -772,28 +830,41 @@ void run_engine(ServerState& state) {
 
 int run_serve(const std::vector<std::string>& cli) {
   ServeArgs args;
-  ArgParser parser("serve",
-                   "The OpenAI-compatible HTTP server: /v1/completions and /v1/chat/completions (streaming too), "
-                   "/v1/models, /health, /metrics; continuous batching, speculation and online learning.");
+  ArgParser parser(
+      "serve",
+      "The OpenAI-compatible HTTP server: /v1/completions and /v1/chat/completions (streaming "
+      "too), "
+      "/v1/models, /health, /metrics; continuous batching, speculation and online learning.");
   parser.add_option("model", &args.model, "PATH", "GGUF file or Hugging Face model folder");
   parser.add_option("host", &args.host, "ADDRESS", "address to listen on (default 127.0.0.1)");
-  parser.add_option("port", &args.port, "N", "port to listen on; 0 picks a free one (default 8080)");
-  parser.add_option("served-model-name", &args.served_name, "NAME", "the model's name in the API (default: --model)");
-  parser.add_option("api-key", &args.api_key, "KEY", "require \"Authorization: Bearer KEY\" (all but /health)");
-  parser.add_option("chat-template", &args.chat_template, "chatml|llama3|llama2|mistral",
-                    "render chats in this family when the model's own template is not one draftwise knows");
-  parser.add_option("max-running", &args.max_running, "N", "requests in the running batch (default 64)");
-  parser.add_option("max-waiting", &args.max_waiting, "N", "requests queued behind them; more get 429 (default 256)");
-  parser.add_option("token-budget", &args.token_budget, "N", "tokens per engine step, prefill chunks included (default 512)");
+  parser.add_option("port", &args.port, "N",
+                    "port to listen on; 0 picks a free one (default 8080)");
+  parser.add_option("served-model-name", &args.served_name, "NAME",
+                    "the model's name in the API (default: --model)");
+  parser.add_option("api-key", &args.api_key, "KEY",
+                    "require \"Authorization: Bearer KEY\" (all but /health)");
+  parser.add_option(
+      "chat-template", &args.chat_template, "chatml|llama3|llama2|mistral",
+      "render chats in this family when the model's own template is not one draftwise knows");
+  parser.add_option("max-running", &args.max_running, "N",
+                    "requests in the running batch (default 64)");
+  parser.add_option("max-waiting", &args.max_waiting, "N",
+                    "requests queued behind them; more get 429 (default 256)");
+  parser.add_option("token-budget", &args.token_budget, "N",
+                    "tokens per engine step, prefill chunks included (default 512)");
   parser.add_option("speculation-max-batch", &args.speculation_max_batch, "N",
-                    "no drafting while more than N requests run; 0: always (default 32, measured: docs/serving.md)");
-  parser.add_option("max-body-bytes", &args.max_body, "N", "largest request body; larger get 413 (default 4194304)");
+                    "no drafting while more than N requests run; 0: always (default 32, measured: "
+                    "docs/serving.md)");
+  parser.add_option("max-body-bytes", &args.max_body, "N",
+                    "largest request body; larger get 413 (default 4194304)");
   parser.add_option("max-tokens-limit", &args.max_tokens_limit, "N",
                     "largest max_tokens a request may ask for; 0: the context length (default 0)");
-  parser.add_option("http-threads", &args.http_threads, "N", "threads running the connections (default 2)");
-  parser.add_option("shutdown-timeout", &args.shutdown_timeout, "SECONDS",
-                    "on SIGTERM/SIGINT, how long running requests may take to finish before they are cancelled "
-                    "(default 30)");
+  parser.add_option("http-threads", &args.http_threads, "N",
+                    "threads running the connections (default 2)");
+  parser.add_option(
+      "shutdown-timeout", &args.shutdown_timeout, "SECONDS",
+      "on SIGTERM/SIGINT, how long running requests may take to finish before they are cancelled "
+      "(default 30)");
   add_backend_options(parser, args.backend);
   add_draft_options(parser, args.drafting);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
@@ -801,27 +872,34 @@ int run_serve(const std::vector<std::string>& cli) {
   if (!config.ok()) return report_error(config.error());
   const Expected<int64_t> port = parse_integer_option("--port", args.port);
   if (!port.ok()) return report_error(port.error());
-  if (*port < 0 || *port > 65535) return report_error(make_error("--port must be in [0, 65535], got {}", *port));
+  if (*port < 0 || *port > 65535)
+    return report_error(make_error("--port must be in [0, 65535], got {}", *port));
   const Expected<int64_t> threads = parse_integer_option("--http-threads", args.http_threads);
   if (!threads.ok()) return report_error(threads.error());
-  if (*threads < 1 || *threads > 64) return report_error(make_error("--http-threads must be in [1, 64], got {}", *threads));
+  if (*threads < 1 || *threads > 64)
+    return report_error(make_error("--http-threads must be in [1, 64], got {}", *threads));
 
   ServerState state;
   state.config = std::move(*config);
   net::io_context io(static_cast<int>(*threads));
   beast::error_code error;
   const net::ip::address address = net::ip::make_address(args.host, error);
-  if (error) return report_error(make_error("--host {}: not an IP address ({})", args.host, error.message()));
+  if (error)
+    return report_error(
+        make_error("--host {}: not an IP address ({})", args.host, error.message()));
   tcp::acceptor acceptor(io);
   const tcp::endpoint endpoint(address, static_cast<unsigned short>(*port));
   acceptor.open(endpoint.protocol(), error);
   if (!error) acceptor.set_option(net::socket_base::reuse_address(true), error);
   if (!error) acceptor.bind(endpoint, error);
   if (!error) acceptor.listen(net::socket_base::max_listen_connections, error);
-  if (error) return report_error(make_error("cannot listen on {}:{}: {}", args.host, *port, error.message()));
+  if (error)
+    return report_error(
+        make_error("cannot listen on {}:{}: {}", args.host, *port, error.message()));
   const tcp::endpoint bound = acceptor.local_endpoint();
   // The address goes out first, so that scripts and tests that asked for port 0 learn it.
-  fmt::print("draftwise serve: listening on http://{}:{}\n", bound.address().to_string(), bound.port());
+  fmt::print("draftwise serve: listening on http://{}:{}\n", bound.address().to_string(),
+             bound.port());
   std::fflush(stdout);
   auto listener = std::make_shared<Listener>(io, std::move(acceptor), state);
   listener->accept();
@@ -867,7 +945,8 @@ int run_serve(const std::vector<std::string>& cli) {
                signal == SIGINT ? "SIGINT" : "SIGTERM");
     state.stopping = true;
     listener->close();
-    deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(state.config.shutdown_timeout * 1000));
+    deadline = Clock::now() + std::chrono::milliseconds(
+                                  static_cast<int64_t>(state.config.shutdown_timeout * 1000));
     if (state.ready) state.scheduler->stop(/*cancel_held=*/state.config.shutdown_timeout == 0);
   });
   tick();
