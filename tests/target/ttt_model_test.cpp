@@ -107,6 +107,41 @@ TEST_P(TttOfficial, FeedingInPiecesEqualsOnePass) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TttOfficial, ::testing::Values("linear_base", "mlp_base"));
 
+// The other options, against this project's PyTorch implementation of TTT.md
+// (tools/make_ttt_fixtures.py, itself checked against the official fixtures first): every
+// prompt position's logits and the greedy continuation.
+class TttOptions : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TttOptions, ReproducesThePyTorchImplementation) {
+  const auto folder = testing::fixtures_dir() / "ttt" / GetParam();
+  Expected<std::unique_ptr<TttModel>> model = TttModel::load(folder.string());
+  ASSERT_TRUE(model.ok()) << model.error().message;
+  const TttModel& ttt = **model;
+  const std::vector<int32_t> prompt = read_ids(folder / "input_ids.txt");
+  const std::vector<int32_t> greedy = read_ids(folder / "greedy_ids.txt");
+  std::ifstream in(folder / "reference.json");
+  const nlohmann::json reference = nlohmann::json::parse(in);
+  const size_t vocab = static_cast<size_t>(ttt.config().vocab_size);
+  TttState state = ttt.initial_state();
+  std::vector<float> logits;
+  ASSERT_TRUE(ttt.forward(state, prompt, logits).ok());
+  ASSERT_EQ(reference["logits"].size(), prompt.size());
+  for (size_t row = 0; row < prompt.size(); ++row) {
+    expect_close(std::span(logits).subspan(row * vocab, vocab), reference["logits"][row], "row " + std::to_string(row));
+  }
+  std::vector<int32_t> generated = {argmax_of(std::span(logits).subspan((prompt.size() - 1) * vocab, vocab))};
+  while (generated.size() < greedy.size()) {
+    const int32_t last = generated.back();
+    ASSERT_TRUE(ttt.forward(state, std::span(&last, 1), logits).ok());
+    generated.push_back(argmax_of(logits));
+  }
+  EXPECT_EQ(generated, greedy);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, TttOptions,
+                         ::testing::Values("linear_gate_shareqk_untied_mb8", "mlp_preconv_untied_mb16",
+                                           "linear_preconv_gate_shareqk_mb4", "mlp_shareqk_gate_mb8"));
+
 TEST(TttConfig, DefaultsAndErrors) {
   const Expected<TttConfig> defaults = parse_ttt_config({{"model_type", "ttt"}});
   ASSERT_TRUE(defaults.ok()) << defaults.error().message;
