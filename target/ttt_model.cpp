@@ -102,6 +102,26 @@ void causal_conv_step(std::span<const float> weight, std::span<const float> bias
   }
 }
 
+// ∂ℓ/∂z for ℓ = ½‖LN(z) − target‖² (LayerNorm with `gain`, `bias`): the analytic backward.
+void inner_loss_gradient(std::span<const float> z, std::span<const double> target, const float* gain, const float* bias,
+                         std::span<double> dz) {
+  const size_t f = z.size();
+  std::vector<float> y(f);
+  std::vector<double> hat;
+  double inv_std = 0;
+  layer_norm(z, gain, bias, y, &hat, &inv_std);
+  std::vector<double> dhat(f);
+  double mean_dhat = 0, mean_dhat_hat = 0;
+  for (size_t o = 0; o < f; ++o) {
+    dhat[o] = (y[o] - target[o]) * gain[o];
+    mean_dhat += dhat[o];
+    mean_dhat_hat += dhat[o] * hat[o];
+  }
+  mean_dhat /= static_cast<double>(f);
+  mean_dhat_hat /= static_cast<double>(f);
+  for (size_t o = 0; o < f; ++o) dz[o] = inv_std * (dhat[o] - mean_dhat - hat[o] * mean_dhat_hat);
+}
+
 // RoPE in the interleaved pairing ((2j, 2j+1)) at `position`.
 void rope_interleaved(std::span<float> v, int64_t position, double theta) {
   const size_t f = v.size();
@@ -262,37 +282,74 @@ TttState TttModel::initial_state() const {
 }
 
 // The TTT layer on one token (TTT.md steps 1–9, primal form): `normed` [C] → `out` [C].
+TttModel::Projected TttModel::project(const Layer& layer, TttState::Layer& state, int64_t index,
+                                      std::span<const float> normed) const {
+  const TttConfig& c = config_;
+  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim();
+  Projected p;
+  p.q.resize(static_cast<size_t>(C));
+  p.k.resize(static_cast<size_t>(C));
+  p.v.resize(static_cast<size_t>(C));
+  matvec(layer.q_proj, normed, C, p.q);
+  if (c.share_qk) {
+    const std::vector<float> shared = p.q;
+    std::vector<float> window = state.qk_window;
+    causal_conv_step(layer.conv_q_weight, layer.conv_q_bias, c.conv_kernel, window, shared, p.q);
+    causal_conv_step(layer.conv_k_weight, layer.conv_k_bias, c.conv_kernel, state.qk_window, shared, p.k);
+  } else {
+    matvec(layer.k_proj, normed, C, p.k);
+  }
+  matvec(layer.v_proj, normed, C, p.v);
+  for (int64_t h = 0; h < nh; ++h) {
+    rope_interleaved(std::span(p.q.data() + h * f, static_cast<size_t>(f)), index, c.rope_theta);
+    rope_interleaved(std::span(p.k.data() + h * f, static_cast<size_t>(f)), index, c.rope_theta);
+    double gate = layer.lr_bias[static_cast<size_t>(h)];
+    for (int64_t i = 0; i < C; ++i) {
+      gate += static_cast<double>(layer.lr_weight[static_cast<size_t>(h * C + i)]) * normed[static_cast<size_t>(i)];
+    }
+    p.lr.push_back(c.ttt_base_lr / (1.0 + std::exp(-gate)) / static_cast<double>(f));
+  }
+  return p;
+}
+
+double TttModel::token_factor(const Layer& layer, int64_t index) const {
+  return std::max(0.0, 1.0 / static_cast<double>(index + 1) + layer.token_idx[static_cast<size_t>(index)]);
+}
+
+void TttModel::finish_mixer(const Layer& layer, std::span<const float> normed, std::span<const float> heads_out,
+                            std::span<float> out) const {
+  const TttConfig& c = config_;
+  const int64_t C = c.hidden_size;
+  std::vector<float> normed_out(static_cast<size_t>(C));
+  layer_norm(heads_out, layer.post_norm_weight.data(), layer.post_norm_bias.data(), normed_out);
+  if (c.use_gate) {
+    std::vector<float> gate(static_cast<size_t>(C));
+    matvec(layer.g_proj, normed, C, gate);
+    for (int64_t i = 0; i < C; ++i) {
+      normed_out[static_cast<size_t>(i)] =
+          static_cast<float>(normed_out[static_cast<size_t>(i)] * gelu_tanh(gate[static_cast<size_t>(i)]));
+    }
+  }
+  matvec(layer.o_proj, normed_out, C, out);
+}
+
 void TttModel::ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t position, std::span<const float> normed,
                          std::span<float> out) const {
   const TttConfig& c = config_;
   const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), inner = c.inner_width();
   const int64_t b = c.mini_batch_size;
   const int64_t index = position % b;  // inside the mini-batch
-  std::vector<float> q(static_cast<size_t>(C)), k(static_cast<size_t>(C)), v(static_cast<size_t>(C));
-  matvec(layer.q_proj, normed, C, q);
-  if (c.share_qk) {
-    const std::vector<float> shared = q;
-    std::vector<float> window = state.qk_window;
-    causal_conv_step(layer.conv_q_weight, layer.conv_q_bias, c.conv_kernel, window, shared, q);
-    causal_conv_step(layer.conv_k_weight, layer.conv_k_bias, c.conv_kernel, state.qk_window, shared, k);
-  } else {
-    matvec(layer.k_proj, normed, C, k);
-  }
-  matvec(layer.v_proj, normed, C, v);
-  const double token_factor = std::max(0.0, 1.0 / static_cast<double>(index + 1) + layer.token_idx[static_cast<size_t>(index)]);
+  Projected p = project(layer, state, index, normed);
+  const double factor = token_factor(layer, index);
   std::vector<float> heads_out(static_cast<size_t>(C));
   std::vector<double> z1(static_cast<size_t>(inner)), a1(static_cast<size_t>(inner)), dz1(static_cast<size_t>(inner));
   std::vector<float> z(static_cast<size_t>(f)), y(static_cast<size_t>(f));
-  std::vector<double> hat;
   for (int64_t h = 0; h < nh; ++h) {
     TttState::Head& head = state.heads[static_cast<size_t>(h)];
-    std::span<float> qh(q.data() + h * f, static_cast<size_t>(f)), kh(k.data() + h * f, static_cast<size_t>(f));
-    const std::span<const float> vh(v.data() + h * f, static_cast<size_t>(f));
-    rope_interleaved(qh, index, c.rope_theta);
-    rope_interleaved(kh, index, c.rope_theta);
-    double gate = layer.lr_bias[static_cast<size_t>(h)];
-    for (int64_t i = 0; i < C; ++i) gate += static_cast<double>(layer.lr_weight[static_cast<size_t>(h * C + i)]) * normed[static_cast<size_t>(i)];
-    const double lr = c.ttt_base_lr / (1.0 + std::exp(-gate)) / static_cast<double>(f);
+    const std::span<const float> qh(p.q.data() + h * f, static_cast<size_t>(f));
+    const std::span<const float> kh(p.k.data() + h * f, static_cast<size_t>(f));
+    const std::span<const float> vh(p.v.data() + h * f, static_cast<size_t>(f));
+    const double lr = p.lr[static_cast<size_t>(h)];
     const float* gain = layer.ttt_norm_weight.data() + h * f;
     const float* bias = layer.ttt_norm_bias.data() + h * f;
     // g(z; W) for the inner model at weights (w1, b1, w2, b2): into z [f], keeping the
@@ -317,22 +374,11 @@ void TttModel::ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t pos
     };
     // ∇ℓ at the mini-batch's start weights, added to the sum with this token's rate.
     inner_model(kh, head.w1, head.b1, head.w2, head.b2);
-    double inv_std = 0;
-    layer_norm(z, gain, bias, y, &hat, &inv_std);
-    std::vector<double> dhat(static_cast<size_t>(f));
-    double mean_dhat = 0, mean_dhat_hat = 0;
+    std::vector<double> target(static_cast<size_t>(f)), dz(static_cast<size_t>(f));
     for (int64_t o = 0; o < f; ++o) {
-      const double target = static_cast<double>(vh[static_cast<size_t>(o)]) - kh[static_cast<size_t>(o)];
-      dhat[static_cast<size_t>(o)] = (y[static_cast<size_t>(o)] - target) * gain[o];
-      mean_dhat += dhat[static_cast<size_t>(o)];
-      mean_dhat_hat += dhat[static_cast<size_t>(o)] * hat[static_cast<size_t>(o)];
+      target[static_cast<size_t>(o)] = static_cast<double>(vh[static_cast<size_t>(o)]) - kh[static_cast<size_t>(o)];
     }
-    mean_dhat /= static_cast<double>(f);
-    mean_dhat_hat /= static_cast<double>(f);
-    std::vector<double> dz(static_cast<size_t>(f));
-    for (int64_t o = 0; o < f; ++o) {
-      dz[static_cast<size_t>(o)] = inv_std * (dhat[static_cast<size_t>(o)] - mean_dhat - hat[static_cast<size_t>(o)] * mean_dhat_hat);
-    }
+    inner_loss_gradient(z, target, gain, bias, dz);
     if (c.mlp_layers) {
       for (int64_t a = 0; a < inner; ++a) {
         double da = 0;
@@ -355,7 +401,7 @@ void TttModel::ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t pos
     // This token's weights, W_state − tok_i · Grad, and its output Q + LN(g(Q; W_i)).
     const auto stepped = [&](const std::vector<float>& w, const std::vector<float>& g) {
       std::vector<float> out_w(w.size());
-      for (size_t i = 0; i < w.size(); ++i) out_w[i] = static_cast<float>(w[i] - token_factor * g[i]);
+      for (size_t i = 0; i < w.size(); ++i) out_w[i] = static_cast<float>(w[i] - factor * g[i]);
       return out_w;
     };
     const std::vector<float> w1 = stepped(head.w1, head.g_w1), b1 = stepped(head.b1, head.g_b1);
@@ -378,39 +424,133 @@ void TttModel::ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t pos
       }
     }
   }
-  std::vector<float> normed_out(static_cast<size_t>(C));
-  layer_norm(heads_out, layer.post_norm_weight.data(), layer.post_norm_bias.data(), normed_out);
-  if (c.use_gate) {
-    std::vector<float> gate(static_cast<size_t>(C));
-    matvec(layer.g_proj, normed, C, gate);
-    for (int64_t i = 0; i < C; ++i) {
-      normed_out[static_cast<size_t>(i)] = static_cast<float>(normed_out[static_cast<size_t>(i)] * gelu_tanh(gate[static_cast<size_t>(i)]));
-    }
-  }
-  matvec(layer.o_proj, normed_out, C, out);
+  finish_mixer(layer, normed, heads_out, out);
 }
 
-void TttModel::layer_step(size_t l, TttState::Layer& state, int64_t position, std::vector<float>& x) const {
+void ttt_linear_dual(std::span<const double> q, std::span<const double> k, std::span<const double> g,
+                     std::span<const double> eta, std::span<const double> w0, std::span<const double> b0, int64_t n,
+                     int64_t f, std::span<double> out) {
+  const size_t F = static_cast<size_t>(f);
+  for (int64_t i = 0; i < n; ++i) {
+    double* row = out.data() + i * f;
+    // Q_i W0 + b0
+    for (size_t o = 0; o < F; ++o) row[o] = b0.empty() ? 0.0 : b0[o];
+    for (size_t m = 0; m < F; ++m) {
+      const double qm = q[static_cast<size_t>(i) * F + m];
+      for (size_t o = 0; o < F; ++o) row[o] += qm * w0[m * F + o];
+    }
+    // − Σ_{j≤i} η_ij (Q_i·K_j [+ 1 for the bias]) G_j
+    for (int64_t j = 0; j <= i; ++j) {
+      double a = 0;
+      for (size_t m = 0; m < F; ++m) a += q[static_cast<size_t>(i) * F + m] * k[static_cast<size_t>(j) * F + m];
+      const double weight = eta[static_cast<size_t>(i * n + j)] * (a + (b0.empty() ? 0.0 : 1.0));
+      for (size_t o = 0; o < F; ++o) row[o] -= weight * g[static_cast<size_t>(j) * F + o];
+    }
+  }
+}
+
+// TTT-Linear over one whole mini-batch (rows 0..b−1, the state at the mini-batch's start), every
+// head in the dual form: the inner gradients at W0 for all rows, then Z̄ by matrix products, the
+// outputs, and W0 and b0 carried to the next mini-batch.
+void TttModel::mixer_dual(const Layer& layer, TttState::Layer& state, std::span<const float> normed,
+                          std::span<float> out) const {
+  const TttConfig& c = config_;
+  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), n = c.mini_batch_size;
+  const size_t F = static_cast<size_t>(f), N = static_cast<size_t>(n);
+  std::vector<Projected> rows;
+  for (int64_t r = 0; r < n; ++r) rows.push_back(project(layer, state, r, normed.subspan(static_cast<size_t>(r * C), static_cast<size_t>(C))));
+  std::vector<float> heads_out(static_cast<size_t>(n * C));
+  std::vector<double> q(N * F), k(N * F), g(N * F), eta(N * N, 0.0), zbar(N * F), w0(F * F), b0(F);
+  std::vector<float> z(F), y(F), zrow(F);
+  std::vector<double> target(F);
+  for (int64_t h = 0; h < nh; ++h) {
+    TttState::Head& head = state.heads[static_cast<size_t>(h)];
+    const float* gain = layer.ttt_norm_weight.data() + h * f;
+    const float* bias = layer.ttt_norm_bias.data() + h * f;
+    for (size_t i = 0; i < F * F; ++i) w0[i] = head.w1[i];
+    for (size_t i = 0; i < F; ++i) b0[i] = head.b1[i];
+    for (size_t r = 0; r < N; ++r) {
+      for (size_t m = 0; m < F; ++m) {
+        q[r * F + m] = rows[r].q[static_cast<size_t>(h) * F + m];
+        k[r * F + m] = rows[r].k[static_cast<size_t>(h) * F + m];
+      }
+      // Z_r = K_r W0 + b0 and G_r = ∂ℓ_r/∂Z_r.
+      for (size_t o = 0; o < F; ++o) {
+        double sum = b0[o];
+        for (size_t m = 0; m < F; ++m) sum += k[r * F + m] * w0[m * F + o];
+        z[o] = static_cast<float>(sum);
+        target[o] = static_cast<double>(rows[r].v[static_cast<size_t>(h) * F + o]) - k[r * F + o];
+      }
+      inner_loss_gradient(z, target, gain, bias, std::span(g).subspan(r * F, F));
+      const double factor = token_factor(layer, static_cast<int64_t>(r));
+      for (size_t j = 0; j <= r; ++j) eta[r * N + j] = factor * rows[j].lr[static_cast<size_t>(h)];
+    }
+    ttt_linear_dual(q, k, g, eta, w0, b0, n, f, zbar);
+    for (size_t r = 0; r < N; ++r) {
+      for (size_t o = 0; o < F; ++o) zrow[o] = static_cast<float>(zbar[r * F + o]);
+      layer_norm(zrow, gain, bias, y);
+      for (size_t o = 0; o < F; ++o) {
+        heads_out[r * static_cast<size_t>(C) + static_cast<size_t>(h) * F + o] = static_cast<float>(q[r * F + o] + y[o]);
+      }
+    }
+    // W0 − Σ_j η_(b−1),j K_jᵀ G_j and b0 − Σ_j η_(b−1),j G_j.
+    for (size_t j = 0; j < N; ++j) {
+      const double weight = eta[(N - 1) * N + j];
+      for (size_t m = 0; m < F; ++m) {
+        for (size_t o = 0; o < F; ++o) w0[m * F + o] -= weight * k[j * F + m] * g[j * F + o];
+      }
+      for (size_t o = 0; o < F; ++o) b0[o] -= weight * g[j * F + o];
+    }
+    for (size_t i = 0; i < F * F; ++i) head.w1[i] = static_cast<float>(w0[i]);
+    for (size_t i = 0; i < F; ++i) head.b1[i] = static_cast<float>(b0[i]);
+  }
+  for (int64_t r = 0; r < n; ++r) {
+    finish_mixer(layer, normed.subspan(static_cast<size_t>(r * C), static_cast<size_t>(C)),
+                 std::span<const float>(heads_out).subspan(static_cast<size_t>(r * C), static_cast<size_t>(C)),
+                 out.subspan(static_cast<size_t>(r * C), static_cast<size_t>(C)));
+  }
+}
+
+// Layer l on `n` consecutive tokens from `position` (inside one mini-batch): x [n, C] updated.
+void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, int64_t n, std::vector<float>& x) const {
   const TttConfig& c = config_;
   const Layer& layer = layers_[l];
-  const size_t C = static_cast<size_t>(c.hidden_size);
-  std::vector<float> normed(C), delta(C);
-  if (c.pre_conv) {
-    rms_norm(x, layer.conv_norm, c.rms_norm_eps, normed);
-    causal_conv_step(layer.conv_weight, layer.conv_bias, c.conv_kernel, state.pre_conv_window, normed, delta);
-    for (size_t i = 0; i < C; ++i) x[i] += delta[i];
+  const size_t C = static_cast<size_t>(c.hidden_size), rows = static_cast<size_t>(n);
+  std::vector<float> normed(rows * C), delta(rows * C), conv(C);
+  for (size_t r = 0; r < rows; ++r) {
+    const std::span<float> xr(x.data() + r * C, C);
+    const std::span<float> nr(normed.data() + r * C, C);
+    if (c.pre_conv) {
+      rms_norm(xr, layer.conv_norm, c.rms_norm_eps, nr);
+      causal_conv_step(layer.conv_weight, layer.conv_bias, c.conv_kernel, state.pre_conv_window, nr, conv);
+      for (size_t i = 0; i < C; ++i) xr[i] += conv[i];
+    }
+    rms_norm(xr, layer.seq_norm, c.rms_norm_eps, nr);
   }
-  rms_norm(x, layer.seq_norm, c.rms_norm_eps, normed);
-  ttt_mixer(layer, state, position, normed, delta);
-  for (size_t i = 0; i < C; ++i) x[i] += delta[i];
-  rms_norm(x, layer.ffn_norm, c.rms_norm_eps, normed);
+  const bool whole_mini_batch = position % c.mini_batch_size == 0 && n == c.mini_batch_size;
+  if (!c.mlp_layers && whole_mini_batch && dual_form_) {
+    mixer_dual(layer, state, normed, delta);
+  } else {
+    for (size_t r = 0; r < rows; ++r) {
+      ttt_mixer(layer, state, position + static_cast<int64_t>(r), std::span<const float>(normed).subspan(r * C, C),
+                std::span(delta).subspan(r * C, C));
+    }
+  }
   const size_t ffn = static_cast<size_t>(c.intermediate_size);
-  std::vector<float> gate(ffn), up(ffn);
-  matvec(layer.gate_proj, normed, static_cast<int64_t>(ffn), gate);
-  matvec(layer.up_proj, normed, static_cast<int64_t>(ffn), up);
-  for (size_t i = 0; i < ffn; ++i) gate[i] = static_cast<float>(gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i])))) * up[i];
-  matvec(layer.down_proj, gate, static_cast<int64_t>(C), delta);
-  for (size_t i = 0; i < C; ++i) x[i] += delta[i];
+  std::vector<float> gate(ffn), up(ffn), ffn_out(C);
+  for (size_t r = 0; r < rows; ++r) {
+    const std::span<float> xr(x.data() + r * C, C);
+    for (size_t i = 0; i < C; ++i) xr[i] += delta[r * C + i];
+    const std::span<float> nr(normed.data() + r * C, C);
+    rms_norm(xr, layer.ffn_norm, c.rms_norm_eps, nr);
+    matvec(layer.gate_proj, nr, static_cast<int64_t>(ffn), gate);
+    matvec(layer.up_proj, nr, static_cast<int64_t>(ffn), up);
+    for (size_t i = 0; i < ffn; ++i) {
+      gate[i] = static_cast<float>(gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i])))) * up[i];
+    }
+    matvec(layer.down_proj, gate, static_cast<int64_t>(C), ffn_out);
+    for (size_t i = 0; i < C; ++i) xr[i] += ffn_out[i];
+  }
 }
 
 Status TttModel::forward(TttState& state, std::span<const int32_t> tokens, std::vector<float>& logits) const {
@@ -423,14 +563,25 @@ Status TttModel::forward(TttState& state, std::span<const int32_t> tokens, std::
   }
   const size_t C = static_cast<size_t>(c.hidden_size), vocab = static_cast<size_t>(c.vocab_size);
   logits.assign(tokens.size() * vocab, 0.0f);
-  std::vector<float> x(C), normed(C);
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    std::copy_n(embedding_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(tokens[t]) * C), C, x.begin());
-    for (size_t l = 0; l < layers_.size(); ++l) layer_step(l, state.layers[l], state.position, x);
-    rms_norm(x, final_norm_, c.rms_norm_eps, normed);
-    const std::vector<float>& head = lm_head_.empty() ? embedding_ : lm_head_;
-    matvec(head, normed, static_cast<int64_t>(vocab), std::span(logits).subspan(t * vocab, vocab));
-    ++state.position;
+  std::vector<float> x, normed(C);
+  const std::vector<float>& head = lm_head_.empty() ? embedding_ : lm_head_;
+  // Chunks that end at mini-batch ends: a whole mini-batch goes through each layer at once.
+  size_t done = 0;
+  while (done < tokens.size()) {
+    const int64_t index = state.position % c.mini_batch_size;
+    const size_t n = std::min(tokens.size() - done, static_cast<size_t>(c.mini_batch_size - index));
+    x.assign(n * C, 0.0f);
+    for (size_t r = 0; r < n; ++r) {
+      std::copy_n(embedding_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(tokens[done + r]) * C), C,
+                  x.begin() + static_cast<std::ptrdiff_t>(r * C));
+    }
+    for (size_t l = 0; l < layers_.size(); ++l) layer_chunk(l, state.layers[l], state.position, static_cast<int64_t>(n), x);
+    for (size_t r = 0; r < n; ++r) {
+      rms_norm(std::span<const float>(x).subspan(r * C, C), final_norm_, c.rms_norm_eps, normed);
+      matvec(head, normed, static_cast<int64_t>(vocab), std::span(logits).subspan((done + r) * vocab, vocab));
+    }
+    state.position += static_cast<int64_t>(n);
+    done += n;
   }
   return {};
 }

@@ -68,6 +68,15 @@ struct TttState {
   std::vector<Layer> layers;
 };
 
+// The dual form's core (TTT.md step 7) for one head over n tokens of one mini-batch: from the
+// queries Q and keys K [n, f], the inner loss's gradients G = ∂ℓ/∂Z at W0 [n, f], the rates η
+// [n, n] (η_ij for j ≤ i; the upper triangle is not read), W0 [f, f] and b0 [f] (empty: no
+// bias), `out` [n, f] gets Z̄_i = Q_i W0 − Σ_{j≤i} η_ij (Q_i·K_j) G_j + b̄_i, with
+// b̄_i = b0 − Σ_{j≤i} η_ij G_j.
+void ttt_linear_dual(std::span<const double> q, std::span<const double> k, std::span<const double> g,
+                     std::span<const double> eta, std::span<const double> w0, std::span<const double> b0, int64_t n,
+                     int64_t f, std::span<double> out);
+
 class TttModel {
  public:
   // A Hugging Face folder: config.json and model.safetensors (F32 tensors).
@@ -77,8 +86,12 @@ class TttModel {
 
   // The state before any token: every head's inner model at its learned initial weights.
   TttState initial_state() const;
-  // Feeds `tokens` after what `state` has seen, one at a time; `logits` gets [tokens, vocab].
+  // Feeds `tokens` after what `state` has seen; `logits` gets [tokens, vocab]. A whole
+  // mini-batch of a TTT-Linear model goes through each layer in the dual form (matrix products
+  // over the mini-batch); the rest token by token in the primal form.
   Status forward(TttState& state, std::span<const int32_t> tokens, std::vector<float>& logits) const;
+  // The primal form for everything (tests compare the two).
+  void set_dual_form(bool enabled) { dual_form_ = enabled; }
 
  private:
   struct Layer {
@@ -93,13 +106,24 @@ class TttModel {
     std::vector<float> post_norm_weight, post_norm_bias;   // [C]
     std::vector<float> w1, b1, w2, b2;                     // [nh, f, inner], [nh, inner], [nh, inner, f], [nh, f]
   };
+  // One token's q and k (after RoPE at `index` inside its mini-batch), v, and learning rate per head.
+  struct Projected {
+    std::vector<float> q, k, v;
+    std::vector<double> lr;
+  };
   TttModel() = default;
-  // One token through layer `l`: x [C] updated in place.
-  void layer_step(size_t l, TttState::Layer& state, int64_t position, std::vector<float>& x) const;
+  Projected project(const Layer& layer, TttState::Layer& state, int64_t index, std::span<const float> normed) const;
+  double token_factor(const Layer& layer, int64_t index) const;
+  // post_norm, the gate, o_proj: the concatenated heads [C] → the layer's output [C].
+  void finish_mixer(const Layer& layer, std::span<const float> normed, std::span<const float> heads_out,
+                    std::span<float> out) const;
+  void layer_chunk(size_t l, TttState::Layer& state, int64_t position, int64_t n, std::vector<float>& x) const;
+  void mixer_dual(const Layer& layer, TttState::Layer& state, std::span<const float> normed, std::span<float> out) const;
   void ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t position, std::span<const float> normed,
                  std::span<float> out) const;
 
   TttConfig config_;
+  bool dual_form_ = true;
   std::vector<float> embedding_;  // [vocab, C]
   std::vector<Layer> layers_;
   std::vector<float> final_norm_;  // [C]

@@ -92,7 +92,15 @@ TEST_P(TttOfficial, FeedingInPiecesEqualsOnePass) {
     done += size;
   }
   ASSERT_EQ(done, prompt.size());
-  EXPECT_EQ(joined, all);
+  // Pieces cut mini-batches, which then run token by token (primal) where one pass runs them
+  // whole (dual, for TTT-Linear): equal up to rounding.
+  ASSERT_EQ(joined.size(), all.size());
+  float largest = 0, worst = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    largest = std::max(largest, std::fabs(all[i]));
+    worst = std::max(worst, std::fabs(all[i] - joined[i]));
+  }
+  EXPECT_LE(worst, 1e-5f * largest);
   EXPECT_EQ(pieces.position, whole.position);
   // A snapshot taken mid-way and restored replays the same logits.
   TttState snapshot = (*model)->initial_state();
@@ -106,6 +114,67 @@ TEST_P(TttOfficial, FeedingInPiecesEqualsOnePass) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TttOfficial, ::testing::Values("linear_base", "mlp_base"));
+
+TEST(TttDualForm, EqualsThePrimalForm) {
+  for (const char* name : {"ttt_official/linear_base", "ttt/linear_gate_shareqk_untied_mb8",
+                           "ttt/linear_preconv_gate_shareqk_mb4"}) {
+    SCOPED_TRACE(name);
+    const auto folder = testing::fixtures_dir() / name;
+    auto dual = TttModel::load(folder.string());
+    auto primal = TttModel::load(folder.string());
+    ASSERT_TRUE(dual.ok() && primal.ok());
+    (*primal)->set_dual_form(false);
+    const std::vector<int32_t> prompt = read_ids(folder / "input_ids.txt");
+    TttState a = (*dual)->initial_state(), b = (*primal)->initial_state();
+    std::vector<float> with_dual, without;
+    ASSERT_TRUE((*dual)->forward(a, prompt, with_dual).ok());
+    ASSERT_TRUE((*primal)->forward(b, prompt, without).ok());
+    float largest = 0, worst = 0;
+    for (size_t i = 0; i < without.size(); ++i) {
+      largest = std::max(largest, std::fabs(without[i]));
+      worst = std::max(worst, std::fabs(without[i] - with_dual[i]));
+    }
+    EXPECT_GT(worst, 0.0f);  // the two forms really are different computations
+    EXPECT_LE(worst, 1e-5f * largest);
+    // The carried weights agree too: the next token's logits.
+    const int32_t next = 7;
+    ASSERT_TRUE((*dual)->forward(a, std::span(&next, 1), with_dual).ok());
+    ASSERT_TRUE((*primal)->forward(b, std::span(&next, 1), without).ok());
+    for (size_t i = 0; i < without.size(); ++i) EXPECT_NEAR(with_dual[i], without[i], 1e-5f * largest);
+  }
+}
+
+// Theorem 1 of the paper in TTT.md's form: f(z) = z W without residual, LayerNorm or bias,
+// W0 = 0, the loss ½‖f(K) − V‖² (so G = Z − V = −V at W0), rate 1 for every pair, one
+// mini-batch over the whole sequence: the dual form's output is linear attention,
+// out_t = Σ_{s≤t} (Q_t · K_s) V_s.
+TEST(TttDualForm, Theorem1IsLinearAttention) {
+  constexpr int64_t n = 11, f = 6;
+  std::vector<double> q(n * f), k(n * f), v(n * f), g(n * f), eta(n * n, 1.0), w0(f * f, 0.0), out(n * f);
+  uint64_t state = 12345;
+  const auto uniform = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5;
+  };
+  for (int64_t i = 0; i < n * f; ++i) {
+    q[static_cast<size_t>(i)] = uniform();
+    k[static_cast<size_t>(i)] = uniform();
+    v[static_cast<size_t>(i)] = uniform();
+    g[static_cast<size_t>(i)] = -v[static_cast<size_t>(i)];  // ∂½‖K·0 − V‖²/∂Z
+  }
+  ttt_linear_dual(q, k, g, eta, w0, {}, n, f, out);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t o = 0; o < f; ++o) {
+      double attention = 0;
+      for (int64_t s = 0; s <= t; ++s) {
+        double score = 0;
+        for (int64_t m = 0; m < f; ++m) score += q[static_cast<size_t>(t * f + m)] * k[static_cast<size_t>(s * f + m)];
+        attention += score * v[static_cast<size_t>(s * f + o)];
+      }
+      EXPECT_NEAR(out[static_cast<size_t>(t * f + o)], attention, 1e-12);
+    }
+  }
+}
 
 // The other options, against this project's PyTorch implementation of TTT.md
 // (tools/make_ttt_fixtures.py, itself checked against the official fixtures first): every
