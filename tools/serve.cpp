@@ -89,7 +89,7 @@ struct ServerState {
   ServerMetrics metrics;
   std::atomic<bool> ready{false};
   std::atomic<bool> stopping{false};
-  std::atomic<int> requests_in_flight{0};
+  std::atomic<int> requests_in_flight{0};  // submitted and not yet answered to the end (or dropped)
   std::string load_error;  // written before `failed` is set
   std::atomic<bool> failed{false};
 
@@ -151,6 +151,7 @@ using EventSink = std::function<void(std::string event, bool last)>;
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, ServerState& state) : stream_(std::move(socket)), state_(state) {}
+  ~Session() { release_count(); }
 
   void start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_request(); });
@@ -295,11 +296,12 @@ class Session : public std::enable_shared_from_this<Session> {
                 [self, call, shared] { self->finish_completion(*call, std::move(*shared)); });
     };
     ++state_.requests_in_flight;
+    counted_ = true;
     in_flight_ = true;
     std::variant<TicketId, Scheduler::Refused> ticket =
         state_.scheduler->submit(std::move(*prepared));
     if (auto* refused = std::get_if<Scheduler::Refused>(&ticket)) {
-      --state_.requests_in_flight;
+      release_count();
       in_flight_ = false;
       call_.reset();
       const int status = refused->kind == Scheduler::Refusal::invalid      ? 400
@@ -466,7 +468,6 @@ class Session : public std::enable_shared_from_this<Session> {
   // Strand: the request ended in the engine.
   void finish_completion(CallState& call, Expected<GenerationResult> outcome) {
     call.done = true;
-    --state_.requests_in_flight;
     in_flight_ = false;
     const double seconds = std::chrono::duration<double>(Clock::now() - call.arrived).count();
     if (!outcome.ok()) {
@@ -614,8 +615,15 @@ class Session : public std::enable_shared_from_this<Session> {
                       });
   }
 
+  // The request's answer is out (or the connection is gone): a shutdown may stop the I/O now.
+  void release_count() {
+    if (counted_) --state_.requests_in_flight;
+    counted_ = false;
+  }
+
   void response_done() {
     response_complete_ = true;
+    release_count();
     if (drain_after_) return drain();
     if (!keep_alive_ || state_.stopping.load()) return close();
     if (watching_) {
@@ -651,6 +659,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void close() {
+    release_count();
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream_.socket().close(ignored);
@@ -667,6 +676,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool drain_after_ = false;
   std::shared_ptr<CallState> call_;
   bool in_flight_ = false;
+  bool counted_ = false;  // in state_.requests_in_flight
   bool watching_ = false;
   bool resume_after_watch_ = false;
   bool disconnected_ = false;
