@@ -37,6 +37,10 @@ class RequestRun {
   // its chunks), or here at once when `prefill_now` (generate's plain loop).
   Status start(bool prefill_now);
 
+  // The drafter, chosen after the run was made (the scheduler resolves it at admission);
+  // only before the first start().
+  void set_drafter(Drafter* drafter) { options_.drafter = drafter; }
+
   bool started() const { return sequence_ != 0; }
   bool prefilling() const { return started() && prefilled_ < context_size_; }
   bool finished() const { return finished_; }

@@ -155,10 +155,7 @@ void Scheduler::admit() {
         Expected<Drafter*> drafter = drafters_ ? drafters_(admitted->request.drafter_spec)
                                                : Expected<Drafter*>(make_error("this engine has no drafters"));
         if (drafter.ok()) {
-          // The run copied its options when it was made: remake it with the drafter.
-          admitted->request.options.drafter = *drafter;
-          admitted->run = std::make_unique<RequestRun>(decoder_, tokenizer_, admitted->request.prompt,
-                                                       admitted->request.options, admitted->request.on_output);
+          admitted->run->set_drafter(*drafter);
         } else {
           started = drafter.error();
         }

@@ -41,7 +41,7 @@ using DrafterProvider = std::function<Expected<Drafter*>(const std::string& spec
 
 struct ScheduledRequest {
   std::vector<int32_t> prompt;
-  GenerationOptions options;  // options.drafter is set from drafter_spec at admission
+  GenerationOptions options;  // with a drafter_spec, the drafter it names replaces options.drafter at admission
   std::string drafter_spec;
   OutputCallback on_output;
   // After every step the request ran in without finishing (its output so far has been

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "kernels/cpu/matmul.h"
 #include "target/checkpoint.h"
 
 namespace draftwise {
@@ -35,15 +36,10 @@ Expected<bool> flag_field(const nlohmann::json& config, const char* key, bool fa
   return config[key].get<bool>();
 }
 
-// y = W x for W [out, in] (the Hugging Face layout).
+// y = W x for W [out, in] (the Hugging Face layout), with the CPU reference's dot products.
 void matvec(std::span<const float> w, std::span<const float> x, int64_t out, std::span<float> y) {
   const int64_t in = static_cast<int64_t>(x.size());
-  for (int64_t o = 0; o < out; ++o) {
-    const float* row = w.data() + o * in;
-    double sum = 0;
-    for (int64_t i = 0; i < in; ++i) sum += static_cast<double>(row[i]) * x[static_cast<size_t>(i)];
-    y[static_cast<size_t>(o)] = static_cast<float>(sum);
-  }
+  cpu::dot_rows(x.data(), w.data(), in, out, in, y.data());
 }
 
 void rms_norm(std::span<const float> x, std::span<const float> weight, double eps, std::span<float> y) {

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,6 +80,8 @@ struct ServeConfig {
   int64_t max_body = 0;
   int64_t max_tokens_limit = 0;  // 0: the context length
   double shutdown_timeout = 30;
+  int64_t port = 8080;
+  int64_t http_threads = 2;
   BackendOptions backend;
   DraftSetup drafting;
 };
@@ -726,12 +729,17 @@ Expected<ServeConfig> parse_serve_args(const ServeArgs& args, const ArgParser& p
   if (!args.chat_template.empty()) {
     DW_ASSIGN_OR_RETURN(config.chat_family, parse_chat_family(args.chat_template));
   }
-  const auto positive = [](const char* flag, const std::string& text,
-                           int64_t low) -> Expected<int64_t> {
+  const auto positive = [](const char* flag, const std::string& text, int64_t low,
+                           int64_t high = std::numeric_limits<int64_t>::max()) -> Expected<int64_t> {
     DW_ASSIGN_OR_RETURN(const int64_t value, parse_integer_option(flag, text));
-    if (value < low) return make_error("{} must be at least {}, got {}", flag, low, value);
+    if (high == std::numeric_limits<int64_t>::max() && value < low) {
+      return make_error("{} must be at least {}, got {}", flag, low, value);
+    }
+    if (value < low || value > high) return make_error("{} must be in [{}, {}], got {}", flag, low, high, value);
     return value;
   };
+  DW_ASSIGN_OR_RETURN(config.port, positive("--port", args.port, 0, 65535));
+  DW_ASSIGN_OR_RETURN(config.http_threads, positive("--http-threads", args.http_threads, 1, 64));
   DW_ASSIGN_OR_RETURN(config.scheduling.max_running,
                       positive("--max-running", args.max_running, 1));
   DW_ASSIGN_OR_RETURN(config.scheduling.max_waiting,
@@ -842,8 +850,7 @@ int run_serve(const std::vector<std::string>& cli) {
   ServeArgs args;
   ArgParser parser(
       "serve",
-      "The OpenAI-compatible HTTP server: /v1/completions and /v1/chat/completions (streaming "
-      "too), "
+      "The OpenAI-compatible HTTP server: /v1/completions and /v1/chat/completions (streaming too), "
       "/v1/models, /health, /metrics; continuous batching, speculation and online learning.");
   parser.add_option("model", &args.model, "PATH", "GGUF file or Hugging Face model folder");
   parser.add_option("host", &args.host, "ADDRESS", "address to listen on (default 127.0.0.1)");
@@ -880,32 +887,24 @@ int run_serve(const std::vector<std::string>& cli) {
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   Expected<ServeConfig> config = parse_serve_args(args, parser);
   if (!config.ok()) return report_error(config.error());
-  const Expected<int64_t> port = parse_integer_option("--port", args.port);
-  if (!port.ok()) return report_error(port.error());
-  if (*port < 0 || *port > 65535)
-    return report_error(make_error("--port must be in [0, 65535], got {}", *port));
-  const Expected<int64_t> threads = parse_integer_option("--http-threads", args.http_threads);
-  if (!threads.ok()) return report_error(threads.error());
-  if (*threads < 1 || *threads > 64)
-    return report_error(make_error("--http-threads must be in [1, 64], got {}", *threads));
-
+  const int64_t port = config->port, threads = config->http_threads;
   ServerState state;
   state.config = std::move(*config);
-  net::io_context io(static_cast<int>(*threads));
+  net::io_context io(static_cast<int>(threads));
   beast::error_code error;
   const net::ip::address address = net::ip::make_address(args.host, error);
   if (error)
     return report_error(
         make_error("--host {}: not an IP address ({})", args.host, error.message()));
   tcp::acceptor acceptor(io);
-  const tcp::endpoint endpoint(address, static_cast<unsigned short>(*port));
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
   acceptor.open(endpoint.protocol(), error);
   if (!error) acceptor.set_option(net::socket_base::reuse_address(true), error);
   if (!error) acceptor.bind(endpoint, error);
   if (!error) acceptor.listen(net::socket_base::max_listen_connections, error);
   if (error)
     return report_error(
-        make_error("cannot listen on {}:{}: {}", args.host, *port, error.message()));
+        make_error("cannot listen on {}:{}: {}", args.host, port, error.message()));
   const tcp::endpoint bound = acceptor.local_endpoint();
   // The address goes out first, so that scripts and tests that asked for port 0 learn it.
   fmt::print("draftwise serve: listening on http://{}:{}\n", bound.address().to_string(),
@@ -965,7 +964,7 @@ int run_serve(const std::vector<std::string>& cli) {
     engine_done = true;
   });
   std::vector<std::thread> pool;
-  for (int64_t i = 1; i < *threads; ++i) pool.emplace_back([&io] { io.run(); });
+  for (int64_t i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
   io.run();
   for (std::thread& thread : pool) thread.join();
   if (!engine_done && state.ready) state.scheduler->stop(/*cancel_held=*/true);

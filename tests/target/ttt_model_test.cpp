@@ -29,6 +29,19 @@ int32_t argmax_of(std::span<const float> row) {
   return static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
 }
 
+// `count` greedy tokens after a prompt whose last logits are `last`, one at a time on `state`.
+std::vector<int32_t> greedy_continuation(const TttModel& ttt, TttState& state, std::span<const float> last,
+                                         size_t count) {
+  std::vector<int32_t> generated = {argmax_of(last)};
+  std::vector<float> logits;
+  while (generated.size() < count) {
+    const int32_t token = generated.back();
+    if (!ttt.forward(state, std::span(&token, 1), logits).ok()) break;
+    generated.push_back(argmax_of(logits));
+  }
+  return generated;
+}
+
 void expect_close(std::span<const float> got, const nlohmann::json& want, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   double largest = 0, worst = 0;
@@ -65,13 +78,9 @@ TEST_P(TttOfficial, ReproducesTheReferenceLogitsAndGreedyIds) {
   expect_close(std::span(logits).subspan((prompt.size() - 1) * vocab, vocab), reference["last_logits"], "last row");
 
   // Greedy decode, one token at a time on the carried state.
-  std::vector<int32_t> generated = {argmax_of(std::span(logits).subspan((prompt.size() - 1) * vocab, vocab))};
-  while (generated.size() < greedy.size()) {
-    const int32_t last = generated.back();
-    ASSERT_TRUE(ttt.forward(state, std::span(&last, 1), logits).ok());
-    generated.push_back(argmax_of(logits));
-  }
-  EXPECT_EQ(generated, greedy);
+  EXPECT_EQ(greedy_continuation(ttt, state, std::span(logits).subspan((prompt.size() - 1) * vocab, vocab),
+                                greedy.size()),
+            greedy);
 }
 
 TEST_P(TttOfficial, FeedingInPiecesEqualsOnePass) {
@@ -198,13 +207,9 @@ TEST_P(TttOptions, ReproducesThePyTorchImplementation) {
   for (size_t row = 0; row < prompt.size(); ++row) {
     expect_close(std::span(logits).subspan(row * vocab, vocab), reference["logits"][row], "row " + std::to_string(row));
   }
-  std::vector<int32_t> generated = {argmax_of(std::span(logits).subspan((prompt.size() - 1) * vocab, vocab))};
-  while (generated.size() < greedy.size()) {
-    const int32_t last = generated.back();
-    ASSERT_TRUE(ttt.forward(state, std::span(&last, 1), logits).ok());
-    generated.push_back(argmax_of(logits));
-  }
-  EXPECT_EQ(generated, greedy);
+  EXPECT_EQ(greedy_continuation(ttt, state, std::span(logits).subspan((prompt.size() - 1) * vocab, vocab),
+                                greedy.size()),
+            greedy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TttOptions,
