@@ -194,6 +194,8 @@ std::string_view architecture_name(Architecture architecture) {
       return "mistral";
     case Architecture::qwen2:
       return "qwen2";
+    case Architecture::ttt:
+      return "ttt";
   }
   return "unknown";
 }
@@ -277,6 +279,8 @@ Expected<ModelConfig> parse_hf_config(std::string_view json_text, const std::str
       if (fields.has("sliding_window")) {
         DW_ASSIGN_OR_RETURN(config.sliding_window, fields.positive_integer("sliding_window"));
       }
+      break;
+    case Architecture::ttt:  // not read from config.json here (parse_ttt_config)
       break;
   }
 

@@ -16,7 +16,8 @@ namespace draftwise {
 class Checkpoint;
 class GgufFile;
 
-enum class Architecture { llama, mistral, qwen2 };
+// ttt: a TTT model (target/ttt_model.h), whose sequence mixers are TTT layers.
+enum class Architecture { llama, mistral, qwen2, ttt };
 std::string_view architecture_name(Architecture architecture);
 
 enum class RopeScalingType {

@@ -4,11 +4,15 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "kernels/cpu/matmul.h"
+#include "kernels/host_memory.h"
 #include "target/checkpoint.h"
+#include "target/random_weights.h"
 
 namespace draftwise {
 
@@ -158,9 +162,24 @@ Expected<TttConfig> parse_ttt_config(const nlohmann::json& json) {
     return make_error("config.json: \"ttt_layer_type\" must be \"linear\" or \"mlp\", got \"{}\"", type);
   }
   config.mlp_layers = type == "mlp";
+  if (json.contains("bos_token_id") && !json["bos_token_id"].is_null()) {
+    if (!json["bos_token_id"].is_number_integer()) return make_error("config.json: \"bos_token_id\" must be an integer");
+    config.bos_token_id = json["bos_token_id"].get<int64_t>();
+  }
+  if (json.contains("eos_token_id") && !json["eos_token_id"].is_null()) {
+    const nlohmann::json& eos = json["eos_token_id"];
+    for (const nlohmann::json& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
+      if (!id.is_number_integer()) return make_error("config.json: \"eos_token_id\" must be an integer or a list of them");
+      config.eos_token_ids.push_back(id.get<int64_t>());
+    }
+  }
   if (config.hidden_size % config.num_heads != 0 || config.head_dim() % 2 != 0) {
     return make_error("config.json: hidden_size {} must split into num_attention_heads {} heads of an even width",
                       config.hidden_size, config.num_heads);
+  }
+  if (config.conv_kernel > 64) return make_error("config.json: \"conv_kernel\" {} is above 64", config.conv_kernel);
+  if (config.mini_batch_size > 4096) {
+    return make_error("config.json: \"mini_batch_size\" {} is above 4096", config.mini_batch_size);
   }
   if (!(config.rms_norm_eps > 0) || !(config.rope_theta > 0)) {
     return make_error("config.json: rms_norm_eps and rope_theta must be positive");
@@ -168,19 +187,22 @@ Expected<TttConfig> parse_ttt_config(const nlohmann::json& json) {
   return config;
 }
 
-Expected<std::unique_ptr<TttModel>> TttModel::load(const std::string& folder) {
-  std::ifstream in(folder + "/config.json");
-  if (!in) return make_error("{}/config.json: cannot be read", folder);
+Expected<TttConfig> load_ttt_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return make_error("{}: cannot be read", path);
   const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) return make_error("{}/config.json: not valid JSON", folder);
-  std::unique_ptr<TttModel> model(new TttModel());
-  DW_ASSIGN_OR_RETURN(model->config_, parse_ttt_config(json));
+  if (json.is_discarded()) return make_error("{}: not valid JSON", path);
+  Expected<TttConfig> config = parse_ttt_config(json);
+  if (!config.ok()) return make_error("{}: {}", path, config.error().message);
+  return config;
+}
+
+Expected<std::unique_ptr<TttModel>> TttModel::load(const std::string& folder) {
+  DW_ASSIGN_OR_RETURN(const TttConfig config, load_ttt_config(folder + "/config.json"));
   DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(folder));
-  const TttConfig& c = model->config_;
-  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), inner = c.inner_width();
   // A tensor of exactly `count` elements (any shape that holds them, as the reference stores
   // some per-head vectors with unit axes), F32.
-  const auto read = [&](const std::string& name, int64_t count) -> Expected<std::vector<float>> {
+  return build(config, [&](const std::string& name, int64_t count) -> Expected<std::vector<float>> {
     const CheckpointTensor* tensor = checkpoint.find(name);
     if (tensor == nullptr) return make_error("{}: missing tensor {}", folder, name);
     int64_t elements = 1;
@@ -193,7 +215,41 @@ Expected<std::unique_ptr<TttModel>> TttModel::load(const std::string& folder) {
     std::vector<float> values(static_cast<size_t>(count));
     std::memcpy(values.data(), tensor->data.data(), values.size() * sizeof(float));
     return values;
-  };
+  });
+}
+
+Expected<std::unique_ptr<TttModel>> TttModel::create_random(const TttConfig& config, uint64_t seed) {
+  const WeightLoader random = random_weight_loader(seed);
+  return build(config, [&](const std::string& name, int64_t count) -> Expected<std::vector<float>> {
+    if (name.ends_with("ttt_norm_weight")) return std::vector<float>(static_cast<size_t>(count), 1.0f);
+    return random(DecoderTensorSpec{name, {count}});
+  });
+}
+
+int64_t ttt_parameter_count(const TttConfig& c) {
+  const double C = static_cast<double>(c.hidden_size), f = static_cast<double>(c.head_dim());
+  const double inner = static_cast<double>(c.inner_width()), heads = static_cast<double>(c.num_heads);
+  const double per_layer = 5 * C * C + 3 * C * static_cast<double>(c.intermediate_size) + heads * C +
+                           2 * heads * f * inner + 2 * C * static_cast<double>(c.conv_kernel) + 8 * C +
+                           static_cast<double>(c.mini_batch_size);
+  const double total = static_cast<double>(c.vocab_size) * C * (c.tie_word_embeddings ? 1 : 2) +
+                       static_cast<double>(c.num_layers) * per_layer;
+  return total > 9e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(total);
+}
+
+Expected<std::unique_ptr<TttModel>> TttModel::build(const TttConfig& config, const TttTensorSource& read) {
+  // fp32 weights, before any is read.
+  const int64_t parameters = ttt_parameter_count(config);
+  if (const std::optional<int64_t> available = available_host_memory_bytes();
+      available && parameters > *available / static_cast<int64_t>(sizeof(float))) {
+    return make_error("the TTT model's {} parameters need {:.1f} GiB as fp32, more than the {:.1f} GiB of memory available",
+                      parameters, static_cast<double>(parameters) * 4 / (1 << 30),
+                      static_cast<double>(*available) / (1 << 30));
+  }
+  std::unique_ptr<TttModel> model(new TttModel());
+  model->config_ = config;
+  const TttConfig& c = model->config_;
+  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), inner = c.inner_width();
   DW_ASSIGN_OR_RETURN(model->embedding_, read("model.embed_tokens.weight", c.vocab_size * C));
   DW_ASSIGN_OR_RETURN(model->final_norm_, read("model.norm.weight", C));
   if (!c.tie_word_embeddings) {
@@ -425,80 +481,119 @@ void TttModel::ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t pos
 
 void ttt_linear_dual(std::span<const double> q, std::span<const double> k, std::span<const double> g,
                      std::span<const double> eta, std::span<const double> w0, std::span<const double> b0, int64_t n,
-                     int64_t f, std::span<double> out) {
-  const size_t F = static_cast<size_t>(f);
+                     int64_t f_in, int64_t f_out, std::span<double> out) {
+  const size_t I = static_cast<size_t>(f_in), O = static_cast<size_t>(f_out);
   for (int64_t i = 0; i < n; ++i) {
-    double* row = out.data() + i * f;
-    // Q_i W0 + b0
-    for (size_t o = 0; o < F; ++o) row[o] = b0.empty() ? 0.0 : b0[o];
-    for (size_t m = 0; m < F; ++m) {
-      const double qm = q[static_cast<size_t>(i) * F + m];
-      for (size_t o = 0; o < F; ++o) row[o] += qm * w0[m * F + o];
+    double* row = out.data() + static_cast<size_t>(i) * O;
+    // X_q,i W0 + b0
+    for (size_t o = 0; o < O; ++o) row[o] = b0.empty() ? 0.0 : b0[o];
+    for (size_t m = 0; m < I; ++m) {
+      const double qm = q[static_cast<size_t>(i) * I + m];
+      for (size_t o = 0; o < O; ++o) row[o] += qm * w0[m * O + o];
     }
-    // − Σ_{j≤i} η_ij (Q_i·K_j [+ 1 for the bias]) G_j
+    // − Σ_{j≤i} η_ij (X_q,i·X_k,j [+ 1 for the bias]) G_j
     for (int64_t j = 0; j <= i; ++j) {
       double a = 0;
-      for (size_t m = 0; m < F; ++m) a += q[static_cast<size_t>(i) * F + m] * k[static_cast<size_t>(j) * F + m];
+      for (size_t m = 0; m < I; ++m) a += q[static_cast<size_t>(i) * I + m] * k[static_cast<size_t>(j) * I + m];
       const double weight = eta[static_cast<size_t>(i * n + j)] * (a + (b0.empty() ? 0.0 : 1.0));
-      for (size_t o = 0; o < F; ++o) row[o] -= weight * g[static_cast<size_t>(j) * F + o];
+      for (size_t o = 0; o < O; ++o) row[o] -= weight * g[static_cast<size_t>(j) * O + o];
     }
   }
 }
 
-// TTT-Linear over one whole mini-batch (rows 0..b−1, the state at the mini-batch's start), every
-// head in the dual form: the inner gradients at W0 for all rows, then Z̄ by matrix products, the
-// outputs, and W0 and b0 carried to the next mini-batch.
+// W0 −= Σ_j η_(n−1),j X_jᵀ G_j and b0 −= Σ_j η_(n−1),j G_j: the weights after a whole mini-batch.
+void dual_commit(std::span<const double> x, std::span<const double> g, std::span<const double> eta, size_t n, size_t f_in,
+                 size_t f_out, std::vector<double>& w0, std::vector<double>& b0) {
+  for (size_t j = 0; j < n; ++j) {
+    const double weight = eta[(n - 1) * n + j];
+    for (size_t m = 0; m < f_in; ++m) {
+      for (size_t o = 0; o < f_out; ++o) w0[m * f_out + o] -= weight * x[j * f_in + m] * g[j * f_out + o];
+    }
+    for (size_t o = 0; o < f_out; ++o) b0[o] -= weight * g[j * f_out + o];
+  }
+}
+
+// One whole mini-batch (rows 0..b−1, the state at the mini-batch's start), every head in the
+// dual form: the inner gradients at the start weights for all rows, then every row's output by
+// matrix products over the mini-batch, and the weights carried to the next mini-batch. TTT-MLP
+// does this map by map: Z̄1 from the queries, X̄2 = GELU(Z̄1), then Z̄2 from X̄2 against the keys'
+// activations X2.
 void TttModel::mixer_dual(const Layer& layer, TttState::Layer& state, std::span<const float> normed,
                           std::span<float> out) const {
   const TttConfig& c = config_;
   const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), n = c.mini_batch_size;
-  const size_t F = static_cast<size_t>(f), N = static_cast<size_t>(n);
+  const size_t F = static_cast<size_t>(f), N = static_cast<size_t>(n), A = static_cast<size_t>(c.inner_width());
   std::vector<Projected> rows;
   for (int64_t r = 0; r < n; ++r) rows.push_back(project(layer, state, r, normed.subspan(static_cast<size_t>(r * C), static_cast<size_t>(C))));
   std::vector<float> heads_out(static_cast<size_t>(n * C));
-  std::vector<double> q(N * F), k(N * F), g(N * F), eta(N * N, 0.0), zbar(N * F), w0(F * F), b0(F);
-  std::vector<float> z(F), y(F), zrow(F);
+  std::vector<double> q(N * F), k(N * F), eta(N * N, 0.0);
+  std::vector<double> z1(N * A), x2(N * A), g1(N * A), z2(N * F), g2(N * F);
+  std::vector<double> z1bar(N * A), x2bar(N * A), zbar(N * F);
+  std::vector<double> w1(F * A), b1(A), w2(c.mlp_layers ? A * F : 0), b2(c.mlp_layers ? F : 0);
+  std::vector<float> zf(F), y(F);
   std::vector<double> target(F);
   for (int64_t h = 0; h < nh; ++h) {
     TttState::Head& head = state.heads[static_cast<size_t>(h)];
     const float* gain = layer.ttt_norm_weight.data() + h * f;
     const float* bias = layer.ttt_norm_bias.data() + h * f;
-    for (size_t i = 0; i < F * F; ++i) w0[i] = head.w1[i];
-    for (size_t i = 0; i < F; ++i) b0[i] = head.b1[i];
+    std::copy(head.w1.begin(), head.w1.end(), w1.begin());
+    std::copy(head.b1.begin(), head.b1.end(), b1.begin());
+    std::copy(head.w2.begin(), head.w2.end(), w2.begin());
+    std::copy(head.b2.begin(), head.b2.end(), b2.begin());
     for (size_t r = 0; r < N; ++r) {
       for (size_t m = 0; m < F; ++m) {
         q[r * F + m] = rows[r].q[static_cast<size_t>(h) * F + m];
         k[r * F + m] = rows[r].k[static_cast<size_t>(h) * F + m];
       }
-      // Z_r = K_r W0 + b0 and G_r = ∂ℓ_r/∂Z_r.
+      // The inner model at the start weights on K_r, and ∂ℓ_r/∂Z back through it.
+      for (size_t a = 0; a < A; ++a) {
+        double sum = b1[a];
+        for (size_t m = 0; m < F; ++m) sum += k[r * F + m] * w1[m * A + a];
+        z1[r * A + a] = sum;
+        x2[r * A + a] = c.mlp_layers ? gelu_tanh(sum) : sum;
+      }
       for (size_t o = 0; o < F; ++o) {
-        double sum = b0[o];
-        for (size_t m = 0; m < F; ++m) sum += k[r * F + m] * w0[m * F + o];
-        z[o] = static_cast<float>(sum);
+        double sum = c.mlp_layers ? b2[o] : z1[r * A + o];
+        if (c.mlp_layers) {
+          for (size_t a = 0; a < A; ++a) sum += x2[r * A + a] * w2[a * F + o];
+        }
+        z2[r * F + o] = sum;
+        zf[o] = static_cast<float>(sum);
         target[o] = static_cast<double>(rows[r].v[static_cast<size_t>(h) * F + o]) - k[r * F + o];
       }
-      inner_loss_gradient(z, target, gain, bias, std::span(g).subspan(r * F, F));
+      inner_loss_gradient(zf, target, gain, bias, std::span(g2).subspan(r * F, F));
+      for (size_t a = 0; a < A; ++a) {
+        if (!c.mlp_layers) {
+          g1[r * A + a] = g2[r * F + a];
+          continue;
+        }
+        double da = 0;
+        for (size_t o = 0; o < F; ++o) da += w2[a * F + o] * g2[r * F + o];
+        g1[r * A + a] = da * gelu_tanh_derivative(z1[r * A + a]);
+      }
       const double factor = token_factor(layer, static_cast<int64_t>(r));
       for (size_t j = 0; j <= r; ++j) eta[r * N + j] = factor * rows[j].lr[static_cast<size_t>(h)];
     }
-    ttt_linear_dual(q, k, g, eta, w0, b0, n, f, zbar);
+    if (c.mlp_layers) {
+      ttt_linear_dual(q, k, g1, eta, w1, b1, n, f, static_cast<int64_t>(A), z1bar);
+      for (size_t i = 0; i < N * A; ++i) x2bar[i] = gelu_tanh(z1bar[i]);
+      ttt_linear_dual(x2bar, x2, g2, eta, w2, b2, n, static_cast<int64_t>(A), f, zbar);
+    } else {
+      ttt_linear_dual(q, k, g1, eta, w1, b1, n, f, f, zbar);
+    }
     for (size_t r = 0; r < N; ++r) {
-      for (size_t o = 0; o < F; ++o) zrow[o] = static_cast<float>(zbar[r * F + o]);
-      layer_norm(zrow, gain, bias, y);
+      for (size_t o = 0; o < F; ++o) zf[o] = static_cast<float>(zbar[r * F + o]);
+      layer_norm(zf, gain, bias, y);
       for (size_t o = 0; o < F; ++o) {
         heads_out[r * static_cast<size_t>(C) + static_cast<size_t>(h) * F + o] = static_cast<float>(q[r * F + o] + y[o]);
       }
     }
-    // W0 − Σ_j η_(b−1),j K_jᵀ G_j and b0 − Σ_j η_(b−1),j G_j.
-    for (size_t j = 0; j < N; ++j) {
-      const double weight = eta[(N - 1) * N + j];
-      for (size_t m = 0; m < F; ++m) {
-        for (size_t o = 0; o < F; ++o) w0[m * F + o] -= weight * k[j * F + m] * g[j * F + o];
-      }
-      for (size_t o = 0; o < F; ++o) b0[o] -= weight * g[j * F + o];
-    }
-    for (size_t i = 0; i < F * F; ++i) head.w1[i] = static_cast<float>(w0[i]);
-    for (size_t i = 0; i < F; ++i) head.b1[i] = static_cast<float>(b0[i]);
+    dual_commit(k, g1, eta, N, F, A, w1, b1);
+    if (c.mlp_layers) dual_commit(x2, g2, eta, N, A, F, w2, b2);
+    std::transform(w1.begin(), w1.end(), head.w1.begin(), [](double v) { return static_cast<float>(v); });
+    std::transform(b1.begin(), b1.end(), head.b1.begin(), [](double v) { return static_cast<float>(v); });
+    std::transform(w2.begin(), w2.end(), head.w2.begin(), [](double v) { return static_cast<float>(v); });
+    std::transform(b2.begin(), b2.end(), head.b2.begin(), [](double v) { return static_cast<float>(v); });
   }
   for (int64_t r = 0; r < n; ++r) {
     finish_mixer(layer, normed.subspan(static_cast<size_t>(r * C), static_cast<size_t>(C)),
@@ -508,7 +603,7 @@ void TttModel::mixer_dual(const Layer& layer, TttState::Layer& state, std::span<
 }
 
 // Layer l on `n` consecutive tokens from `position` (inside one mini-batch): x [n, C] updated.
-void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, int64_t n, std::vector<float>& x) const {
+void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, int64_t n, std::span<float> x) const {
   const TttConfig& c = config_;
   const Layer& layer = layers_[l];
   const size_t C = static_cast<size_t>(c.hidden_size), rows = static_cast<size_t>(n);
@@ -524,7 +619,7 @@ void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, i
     rms_norm(xr, layer.seq_norm, c.rms_norm_eps, nr);
   }
   const bool whole_mini_batch = position % c.mini_batch_size == 0 && n == c.mini_batch_size;
-  if (!c.mlp_layers && whole_mini_batch && dual_form_) {
+  if (whole_mini_batch && dual_form_) {
     mixer_dual(layer, state, normed, delta);
   } else {
     for (size_t r = 0; r < rows; ++r) {
@@ -549,6 +644,37 @@ void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, i
   }
 }
 
+void TttModel::embed(std::span<const int32_t> tokens, std::vector<float>& x) const {
+  const size_t C = static_cast<size_t>(config_.hidden_size);
+  x.resize(tokens.size() * C);
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    std::copy_n(embedding_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(tokens[r]) * C), C,
+                x.begin() + static_cast<std::ptrdiff_t>(r * C));
+  }
+}
+
+void TttModel::run_layers(TttState& state, size_t first, size_t end, int64_t position, int64_t rows,
+                          std::span<float> x) const {
+  const size_t C = static_cast<size_t>(config_.hidden_size);
+  // Chunks that end at mini-batch ends: a whole mini-batch goes through each layer at once.
+  for (int64_t done = 0; done < rows;) {
+    const int64_t at = position + done;
+    const int64_t n = std::min(rows - done, config_.mini_batch_size - at % config_.mini_batch_size);
+    const std::span<float> chunk = x.subspan(static_cast<size_t>(done) * C, static_cast<size_t>(n) * C);
+    for (size_t l = first; l < end; ++l) layer_chunk(l, state.layers[l], at, n, chunk);
+    done += n;
+  }
+}
+
+void TttModel::output_logits(std::span<const float> x, int64_t rows, std::span<float> logits) const {
+  const size_t C = static_cast<size_t>(config_.hidden_size), vocab = static_cast<size_t>(config_.vocab_size);
+  std::vector<float> normed(C);
+  for (size_t r = 0; r < static_cast<size_t>(rows); ++r) {
+    rms_norm(x.subspan(r * C, C), final_norm_, config_.rms_norm_eps, normed);
+    matvec(lm_head(), normed, static_cast<int64_t>(vocab), logits.subspan(r * vocab, vocab));
+  }
+}
+
 Status TttModel::forward(TttState& state, std::span<const int32_t> tokens, std::vector<float>& logits) const {
   const TttConfig& c = config_;
   if (state.layers.size() != layers_.size()) return make_error("the TTT state is not this model's");
@@ -557,28 +683,13 @@ Status TttModel::forward(TttState& state, std::span<const int32_t> tokens, std::
       return make_error("token id {} is outside the vocabulary [0, {})", token, c.vocab_size);
     }
   }
-  const size_t C = static_cast<size_t>(c.hidden_size), vocab = static_cast<size_t>(c.vocab_size);
-  logits.assign(tokens.size() * vocab, 0.0f);
-  std::vector<float> x, normed(C);
-  const std::vector<float>& head = lm_head_.empty() ? embedding_ : lm_head_;
-  // Chunks that end at mini-batch ends: a whole mini-batch goes through each layer at once.
-  size_t done = 0;
-  while (done < tokens.size()) {
-    const int64_t index = state.position % c.mini_batch_size;
-    const size_t n = std::min(tokens.size() - done, static_cast<size_t>(c.mini_batch_size - index));
-    x.assign(n * C, 0.0f);
-    for (size_t r = 0; r < n; ++r) {
-      std::copy_n(embedding_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(tokens[done + r]) * C), C,
-                  x.begin() + static_cast<std::ptrdiff_t>(r * C));
-    }
-    for (size_t l = 0; l < layers_.size(); ++l) layer_chunk(l, state.layers[l], state.position, static_cast<int64_t>(n), x);
-    for (size_t r = 0; r < n; ++r) {
-      rms_norm(std::span<const float>(x).subspan(r * C, C), final_norm_, c.rms_norm_eps, normed);
-      matvec(head, normed, static_cast<int64_t>(vocab), std::span(logits).subspan((done + r) * vocab, vocab));
-    }
-    state.position += static_cast<int64_t>(n);
-    done += n;
-  }
+  std::vector<float> x;
+  embed(tokens, x);
+  const int64_t rows = static_cast<int64_t>(tokens.size());
+  run_layers(state, 0, layers_.size(), state.position, rows, x);
+  logits.assign(tokens.size() * static_cast<size_t>(c.vocab_size), 0.0f);
+  output_logits(x, rows, logits);
+  state.position += rows;
   return {};
 }
 

@@ -13,7 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,6 +43,8 @@ struct TttConfig {
   bool pre_conv = false;
   int64_t conv_kernel = 4;
   int64_t max_position_embeddings = 2048;
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;  // eos_token_id: one id or a list
 
   int64_t head_dim() const { return hidden_size / num_heads; }
   // The inner model's hidden width: f for TTT-Linear's single layer, 4f for TTT-MLP's first.
@@ -49,6 +53,10 @@ struct TttConfig {
 
 // A config.json with model_type "ttt", with TTT.md's defaults; errors name the field.
 Expected<TttConfig> parse_ttt_config(const nlohmann::json& config);
+// Weights of a model of this config (an upper bound: every optional tensor counted).
+int64_t ttt_parameter_count(const TttConfig& config);
+// The config.json file at `path`.
+Expected<TttConfig> load_ttt_config(const std::string& path);
 
 // One sequence's decode state.
 struct TttState {
@@ -68,32 +76,50 @@ struct TttState {
   std::vector<Layer> layers;
 };
 
-// The dual form's core (TTT.md step 7) for one head over n tokens of one mini-batch: from the
-// queries Q and keys K [n, f], the inner loss's gradients G = ∂ℓ/∂Z at W0 [n, f], the rates η
-// [n, n] (η_ij for j ≤ i; the upper triangle is not read), W0 [f, f] and b0 [f] (empty: no
-// bias), `out` [n, f] gets Z̄_i = Q_i W0 − Σ_{j≤i} η_ij (Q_i·K_j) G_j + b̄_i, with
-// b̄_i = b0 − Σ_{j≤i} η_ij G_j.
+// The dual form's core (TTT.md step 7) for one head and one linear map of the inner model over
+// n tokens of one mini-batch: from the inputs X_q (queries) and X_k (keys) [n, f_in], the inner
+// loss's gradients G = ∂ℓ/∂Z at W0 [n, f_out], the rates η [n, n] (η_ij for j ≤ i; the upper
+// triangle is not read), W0 [f_in, f_out] and b0 [f_out] (empty: no bias), `out` [n, f_out]
+// gets Z̄_i = X_q,i W0 − Σ_{j≤i} η_ij (X_q,i·X_k,j) G_j + b̄_i, with b̄_i = b0 − Σ_{j≤i} η_ij G_j.
+// TTT-Linear is one such map (f_in = f_out = f); TTT-MLP two, the second on GELU outputs.
 void ttt_linear_dual(std::span<const double> q, std::span<const double> k, std::span<const double> g,
                      std::span<const double> eta, std::span<const double> w0, std::span<const double> b0, int64_t n,
-                     int64_t f, std::span<double> out);
+                     int64_t f_in, int64_t f_out, std::span<double> out);
+
+// The values of one named tensor of `count` elements, row-major in the reference's layout.
+using TttTensorSource = std::function<Expected<std::vector<float>>(const std::string& name, int64_t count)>;
 
 class TttModel {
  public:
   // A Hugging Face folder: config.json and model.safetensors (F32 tensors).
   static Expected<std::unique_ptr<TttModel>> load(const std::string& folder);
+  // The model of `config` with every tensor from `source`.
+  static Expected<std::unique_ptr<TttModel>> build(const TttConfig& config, const TttTensorSource& source);
+  // Seeded random weights in the shape of `config` (speed measurements): the norm gains
+  // (RMSNorm, the inner LayerNorms) 1, every other value as random_weight_loader draws it.
+  static Expected<std::unique_ptr<TttModel>> create_random(const TttConfig& config, uint64_t seed);
 
   const TttConfig& config() const { return config_; }
 
   // The state before any token: every head's inner model at its learned initial weights.
   TttState initial_state() const;
   // Feeds `tokens` after what `state` has seen; `logits` gets [tokens, vocab]. A whole
-  // mini-batch of a TTT-Linear model goes through each layer in the dual form (matrix products
-  // over the mini-batch); the rest token by token in the primal form.
+  // mini-batch goes through each layer in the dual form (matrix products over the mini-batch;
+  // for TTT-MLP layer by layer of the inner model); the rest token by token in the primal form.
   Status forward(TttState& state, std::span<const int32_t> tokens, std::vector<float>& logits) const;
   // The primal form for everything (tests compare the two).
   void set_dual_form(bool enabled) { dual_form_ = enabled; }
 
- private:
+  // The pieces of forward(), for a decoder that runs layers of a sequence separately (early
+  // exit): the embedding rows of `tokens` into x [tokens, C]; layers [first, end) on `rows`
+  // rows of x (updated) that follow `position` tokens already seen by those layers (each
+  // layer's state in `state` advances); the final norm and LM head of x's rows into logits
+  // [rows, vocab].
+  void embed(std::span<const int32_t> tokens, std::vector<float>& x) const;
+  void run_layers(TttState& state, size_t first, size_t end, int64_t position, int64_t rows, std::span<float> x) const;
+  void output_logits(std::span<const float> x, int64_t rows, std::span<float> logits) const;
+  // One layer's weights as the checkpoint holds them (row-major, [out, in] for projections),
+  // for backends that copy them elsewhere (the GPU).
   struct Layer {
     std::vector<float> seq_norm, ffn_norm;                 // [C]
     std::vector<float> gate_proj, up_proj, down_proj;      // [ffn, C], [ffn, C], [C, ffn]
@@ -106,6 +132,13 @@ class TttModel {
     std::vector<float> post_norm_weight, post_norm_bias;   // [C]
     std::vector<float> w1, b1, w2, b2;                     // [nh, f, inner], [nh, inner], [nh, inner, f], [nh, f]
   };
+  const std::vector<Layer>& layers() const { return layers_; }
+  std::span<const float> embedding() const { return embedding_; }
+  // W_lm [vocab, C] (the embedding when tied) and the final norm's gain [C].
+  std::span<const float> lm_head() const { return lm_head_.empty() ? embedding_ : lm_head_; }
+  std::span<const float> final_norm() const { return final_norm_; }
+
+ private:
   // One token's q and k (after RoPE at `index` inside its mini-batch), v, and learning rate per head.
   struct Projected {
     std::vector<float> q, k, v;
@@ -117,7 +150,7 @@ class TttModel {
   // post_norm, the gate, o_proj: the concatenated heads [C] → the layer's output [C].
   void finish_mixer(const Layer& layer, std::span<const float> normed, std::span<const float> heads_out,
                     std::span<float> out) const;
-  void layer_chunk(size_t l, TttState::Layer& state, int64_t position, int64_t n, std::vector<float>& x) const;
+  void layer_chunk(size_t l, TttState::Layer& state, int64_t position, int64_t n, std::span<float> x) const;
   void mixer_dual(const Layer& layer, TttState::Layer& state, std::span<const float> normed, std::span<float> out) const;
   void ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t position, std::span<const float> normed,
                  std::span<float> out) const;

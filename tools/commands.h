@@ -13,6 +13,7 @@ namespace draftwise {
 
 int run_batch(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
+int run_context_bench(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_loadgen(const std::vector<std::string>& args);

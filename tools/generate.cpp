@@ -80,7 +80,7 @@ Expected<std::vector<int32_t>> prompt_tokens(const GenerateArgs& args, const Loa
     return ids;
   }
   if (!model.tokenizer) {
-    return make_error("this model has no tokenizer files; give the prompt as --prompt-ids");
+    return make_error("this model has no tokenizer files; give the prompt as --prompt-ids, or a tokenizer with --tokenizer PATH");
   }
   if (args.prompt.empty()) return make_error("the prompt is empty");
   const Tokenizer& tokenizer = *model.tokenizer;

@@ -24,6 +24,8 @@ constexpr Command kCommands[] = {
      "offline decoding of a JSONL file of requests, many at once, one JSON result a line"},
     {"bench", draftwise::run_bench,
      "the acceptance-rate benchmark: modes of drafting on the same prompts, results.json"},
+    {"context-bench", draftwise::run_context_bench,
+     "per-token decode latency after long contexts and prefill throughput (TTT against attention)"},
     {"generate", draftwise::run_generate,
      "complete one prompt, streaming the text; token counts and speed at the end"},
     {"inspect", draftwise::run_inspect,

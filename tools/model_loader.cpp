@@ -1,5 +1,7 @@
 #include "tools/model_loader.h"
 
+#include <filesystem>
+
 #include <fmt/format.h>
 
 #include "draft/early_exit_drafter.h"
@@ -10,9 +12,11 @@
 #include "target/checkpoint.h"
 #include "target/cpu_decoder.h"
 #include "target/random_weights.h"
+#include "target/ttt_decoder.h"
 #ifdef DRAFTWISE_HAVE_CUDA
 #include "kernels/cuda/device.h"
 #include "target/cuda_decoder.h"
+#include "target/cuda_ttt_decoder.h"
 #endif
 
 namespace draftwise {
@@ -55,10 +59,65 @@ Expected<LoadedModel> load_on(const std::string& path, const std::string& config
   return loaded;
 }
 
+// A TTT model (model_type "ttt"): its folder, or random weights in the shape of its config.
+Expected<LoadedModel> load_ttt(const std::string& path, const std::string& config_path, const BackendOptions& options) {
+  std::unique_ptr<TttModel> model;
+  LoadedModel loaded;
+  if (!config_path.empty()) {
+    DW_ASSIGN_OR_RETURN(const TttConfig config, load_ttt_config(config_path));
+    DW_ASSIGN_OR_RETURN(model, TttModel::create_random(config, kRandomWeightSeed));
+  } else {
+    std::error_code error;
+    const std::string folder = std::filesystem::is_directory(path, error)
+                                   ? path
+                                   : std::filesystem::path(path).parent_path().string();
+    DW_ASSIGN_OR_RETURN(model, TttModel::load(folder));
+    DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(folder));
+    DW_ASSIGN_OR_RETURN(loaded.tokenizer, load_tokenizer(checkpoint));
+  }
+  if (options.device.cuda) {
+#ifdef DRAFTWISE_HAVE_CUDA
+    DW_ASSIGN_OR_RETURN(std::unique_ptr<CudaTttDecoder> gpu,
+                        CudaTttDecoder::create(*model, CudaTttDecoderOptions{options.device.index, options.context_length}));
+    loaded.backend = fmt::format("{} (TTT)", gpu->device_name());
+    loaded.decoder = std::move(gpu);
+    return loaded;
+#else
+    return make_error("--device cuda: this build of draftwise has no CUDA backend (nvcc was not found when it was built)");
+#endif
+  }
+  DW_ASSIGN_OR_RETURN(std::unique_ptr<TttDecoder> decoder,
+                      TttDecoder::create(std::move(model), TttDecoderOptions{options.threads, options.context_length}));
+  loaded.backend = fmt::format("cpu (TTT reference, {})", cpu::cpu_kernel_isa());
+  loaded.decoder = std::move(decoder);
+  return loaded;
+}
+
+// The model, then the tokenizer --tokenizer names in place of its own.
+Expected<LoadedModel> load_backend(const std::string& path, const std::string& config_path,
+                                   const BackendOptions& options);
+
 Expected<LoadedModel> load(const std::string& path, const std::string& config_path, const BackendOptions& options) {
+  DW_ASSIGN_OR_RETURN(LoadedModel loaded, load_backend(path, config_path, options));
+  if (!options.tokenizer_path.empty()) {
+    Expected<Tokenizer> tokenizer = load_tokenizer_from(options.tokenizer_path);
+    if (!tokenizer.ok()) return make_error("--tokenizer {}", tokenizer.error().message);
+    const int64_t model_vocab = loaded.decoder->config().vocab_size;
+    if (tokenizer->vocab_size() > model_vocab) {
+      return make_error("--tokenizer {}: {} tokens, more than the model's {} vocabulary rows", options.tokenizer_path,
+                        tokenizer->vocab_size(), model_vocab);
+    }
+    loaded.tokenizer = std::move(*tokenizer);
+  }
+  return loaded;
+}
+
+Expected<LoadedModel> load_backend(const std::string& path, const std::string& config_path,
+                                   const BackendOptions& options) {
   if (!(options.kv_cache_share > 0 && options.kv_cache_share <= 1)) {
     return make_error("--kv-cache-share must be in (0, 1], got {}", options.kv_cache_share);
   }
+  if (is_ttt_model_folder(config_path.empty() ? path : config_path)) return load_ttt(path, config_path, options);
   if (options.device.cuda) {
 #ifdef DRAFTWISE_HAVE_CUDA
     CudaDecoderOptions cuda_options;
@@ -80,6 +139,8 @@ void add_backend_options(ArgParser& parser, BackendArgs& args) {
   parser.add_option("threads", &args.threads, "N", "CPU threads; 0 uses every core (default 0)");
   parser.add_option("kv-cache-share", &args.kv_cache_share, "F",
                     "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
+  parser.add_option("tokenizer", &args.tokenizer, "PATH",
+                    "a tokenizer in place of the model's own: tokenizer.json, its folder, or a GGUF file");
 }
 
 Expected<BackendOptions> parse_backend_options(const BackendArgs& args) {
@@ -89,6 +150,7 @@ Expected<BackendOptions> parse_backend_options(const BackendArgs& args) {
   options.threads = static_cast<int>(thread_count);
   DW_ASSIGN_OR_RETURN(options.device, parse_device_option(args.device));
   DW_ASSIGN_OR_RETURN(options.kv_cache_share, parse_number_option("--kv-cache-share", args.kv_cache_share));
+  options.tokenizer_path = args.tokenizer;
   return options;
 }
 
@@ -135,6 +197,7 @@ Expected<std::unique_ptr<Drafter>> make_drafter(const DraftSpec& spec, const Loa
       // The draft model keeps its own context; it stops proposing when that is full.
       BackendOptions draft_options = options;
       draft_options.context_length = 0;
+      draft_options.tokenizer_path.clear();  // its own, compared with the target's below
       Expected<LoadedModel> draft = load_model_file(spec.path, draft_options);
       if (!draft.ok()) return make_error("{}: {}", spec.name, draft.error().message);
       const int64_t draft_vocab = draft->decoder->config().vocab_size;

@@ -21,6 +21,7 @@ struct BackendOptions {
   int threads = 0;               // CPU; 0: every core
   double kv_cache_share = 0.5;   // CUDA
   int64_t context_length = 0;    // 0: the model's
+  std::string tokenizer_path;    // --tokenizer: in place of the model's own (or for a model without one)
 };
 
 struct LoadedModel {
@@ -29,11 +30,12 @@ struct LoadedModel {
   std::string backend;  // for the stats line, e.g. "cpu (2 threads, avx2+fma)"
 };
 
-// --device, --threads and --kv-cache-share as given.
+// --device, --threads, --kv-cache-share and --tokenizer as given.
 struct BackendArgs {
   std::string device = "cpu";
   std::string threads = "0";
   std::string kv_cache_share = "0.5";
+  std::string tokenizer;
 };
 void add_backend_options(ArgParser& parser, BackendArgs& args);
 // The backend options the flags give; errors name the option.
@@ -42,9 +44,11 @@ Expected<BackendOptions> parse_backend_options(const BackendArgs& args);
 // Seed of the weights --random-weights builds; fixed so that runs compare.
 inline constexpr uint64_t kRandomWeightSeed = 1234;
 
-// `path`: a GGUF file or Hugging Face folder; with its tokenizer when it has one.
+// `path`: a GGUF file or Hugging Face folder (a TTT model's too: model_type "ttt"); with its
+// tokenizer when it has one, or the one options.tokenizer_path names.
 Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options);
-// Seeded random weights in the shape of a config.json; no tokenizer.
+// Seeded random weights in the shape of a config.json (a TTT one too); no tokenizer unless
+// options.tokenizer_path names one.
 Expected<LoadedModel> load_random_model(const std::string& config_path, const BackendOptions& options);
 
 // The tokenizer's chat template, recognised; an error when there is none or it is unknown.

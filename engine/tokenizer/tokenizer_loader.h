@@ -30,4 +30,9 @@ Expected<Tokenizer> tokenizer_from_hf_folder(const std::string& folder);
 // safetensors. nullopt when the checkpoint has none (a weights-only folder).
 Expected<std::optional<Tokenizer>> load_tokenizer(const Checkpoint& checkpoint);
 
+// A tokenizer from elsewhere (`--tokenizer PATH`): a folder with tokenizer.json, a
+// tokenizer.json file (its tokenizer_config.json beside it is read too), or a GGUF file's
+// tokenizer metadata.
+Expected<Tokenizer> load_tokenizer_from(const std::string& path);
+
 }  // namespace draftwise

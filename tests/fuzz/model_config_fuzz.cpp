@@ -1,4 +1,4 @@
-// libFuzzer harness: bytes as a config.json and as a chat template. A config that parses
+// libFuzzer harness: bytes as a config.json (attention and TTT) and as a chat template. A config that parses
 // and is small is built with random weights and run forward, so shape checks are fuzzed
 // along with the parser. Nothing may crash, hang or trip the sanitizers.
 #include <cstddef>
@@ -10,6 +10,7 @@
 #include "target/cpu_decoder.h"
 #include "target/model_config.h"
 #include "target/random_weights.h"
+#include "target/ttt_decoder.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace draftwise;
@@ -28,6 +29,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)(*decoder)->forward(std::span(&request, 1), logits);
       (void)(*decoder)->truncate_sequence(sequence, 1);
       (void)(*decoder)->forward(std::span(&request, 1), logits);
+    }
+  }
+  // The same bytes as a TTT config; a small one is built and run, with a rollback.
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (const Expected<TttConfig> ttt = parse_ttt_config(json); ttt.ok() && ttt_parameter_count(*ttt) < 2e5 &&
+                                                             ttt->num_layers <= 4 && ttt->conv_kernel <= 8) {
+    auto model = TttModel::create_random(*ttt, 1);
+    if (model.ok()) {
+      auto decoder = TttDecoder::create(std::move(*model), TttDecoderOptions{1, 64});
+      if (decoder.ok()) {
+        const SequenceId sequence = (*decoder)->create_sequence();
+        const std::vector<int32_t> tokens = {0, static_cast<int32_t>(ttt->vocab_size - 1), 0};
+        const std::vector<int32_t> rows = {0, 2};
+        const ForwardRequest request{sequence, tokens, rows};
+        std::vector<float> logits;
+        (void)(*decoder)->forward(std::span(&request, 1), logits);
+        (void)(*decoder)->truncate_sequence(sequence, 1);
+        (void)(*decoder)->forward(std::span(&request, 1), logits);
+      }
     }
   }
   const Expected<ChatTemplate> chat = ChatTemplate::recognize(text, "<s>", "</s>");

@@ -126,7 +126,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TttOfficial, ::testing::Values("linear_base",
 
 TEST(TttDualForm, EqualsThePrimalForm) {
   for (const char* name : {"ttt_official/linear_base", "ttt/linear_gate_shareqk_untied_mb8",
-                           "ttt/linear_preconv_gate_shareqk_mb4"}) {
+                           "ttt/linear_preconv_gate_shareqk_mb4", "ttt_official/mlp_base", "ttt/mlp_preconv_untied_mb16",
+                           "ttt/mlp_shareqk_gate_mb8"}) {
     SCOPED_TRACE(name);
     const auto folder = testing::fixtures_dir() / name;
     auto dual = TttModel::load(folder.string());
@@ -171,7 +172,7 @@ TEST(TttDualForm, Theorem1IsLinearAttention) {
     v[static_cast<size_t>(i)] = uniform();
     g[static_cast<size_t>(i)] = -v[static_cast<size_t>(i)];  // ∂½‖K·0 − V‖²/∂Z
   }
-  ttt_linear_dual(q, k, g, eta, w0, {}, n, f, out);
+  ttt_linear_dual(q, k, g, eta, w0, {}, n, f, f, out);
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t o = 0; o < f; ++o) {
       double attention = 0;

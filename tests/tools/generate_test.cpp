@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -62,6 +63,55 @@ TEST(Generate, RandomWeightsBuildTheConfigsShape) {
                                 "--random-prompt", "6", "--max-tokens", "3", "--seed", "1", "--json"});
   EXPECT_EQ(report["stats"]["prompt_tokens"], 6);
   EXPECT_EQ(report["token_ids"].size(), 3u);
+}
+
+// A TTT model folder (model_type "ttt", no tokenizer) through the command line: the official
+// fixture's greedy continuation, the same with speculation, random weights in a TTT config's
+// shape, and a tokenizer from elsewhere (--tokenizer).
+TEST(Generate, TttModelsTakeIdsRandomWeightsAndATokenizerFromElsewhere) {
+  const auto folder = testing::fixtures_dir() / "ttt_official/linear_base";
+  const std::string prompt = testing::read_file(folder / "input_ids.txt");
+  const std::string greedy = testing::read_file(folder / "greedy_ids.txt");
+  nlohmann::json want = nlohmann::json::array();
+  for (size_t at = 0; at < greedy.size();) {
+    const size_t comma = std::min(greedy.find(',', at), greedy.size());
+    want.push_back(std::stoi(greedy.substr(at, comma - at)));
+    at = comma + 1;
+  }
+  const std::vector<std::string> args = {"generate", "--model", folder.string(), "--prompt-ids", prompt,
+                                         "--max-tokens", std::to_string(want.size()), "--temperature", "0", "--json"};
+  EXPECT_EQ(run_json(args)["token_ids"], want);
+  std::vector<std::string> speculated = args;
+  speculated.insert(speculated.end(), {"--draft", "ngram:1", "--draft-len", "3"});
+  EXPECT_EQ(run_json(speculated)["token_ids"], want);
+  speculated.insert(speculated.end(), {"--draft", "self:1"});
+  EXPECT_EQ(run_json(speculated)["token_ids"], want);
+
+  // Random weights: a small TTT-MLP shape with the Llama-2 vocabulary size, and the Llama-2
+  // SentencePiece tokenizer of the tokenizer fixtures.
+  const auto dir = std::filesystem::temp_directory_path() / "draftwise_generate_ttt";
+  std::filesystem::create_directories(dir);
+  const auto config = dir / "config.json";
+  std::ofstream(config) << R"({"model_type": "ttt", "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "ttt_layer_type": "mlp", "mini_batch_size": 8,
+    "pre_conv": true, "share_qk": true, "use_gate": true})";
+  const auto random = run_json({"generate", "--random-weights", config.string(), "--random-prompt", "19",
+                                "--max-tokens", "5", "--seed", "1", "--json"});
+  EXPECT_EQ(random["stats"]["prompt_tokens"], 19);
+  EXPECT_EQ(random["token_ids"].size(), 5u);
+  const std::string tokenizer = (testing::fixtures_dir() / "tokenizer/llama2_sp.gguf").string();
+  const auto text = run_json({"generate", "--random-weights", config.string(), "--tokenizer", tokenizer, "--prompt",
+                              "Hello world", "--max-tokens", "4", "--temperature", "0", "--json"});
+  EXPECT_TRUE(text["text"].is_string());
+  EXPECT_GT(text["stats"]["prompt_tokens"].get<int>(), 1);
+  // A tokenizer with more tokens than the model has rows is refused.
+  const auto too_big = run_draftwise({"generate", "--model", folder.string(), "--tokenizer", tokenizer, "--prompt", "hi"});
+  EXPECT_EQ(too_big.exit_code, 1);
+  EXPECT_NE(too_big.err.find("more than the model's 512 vocabulary rows"), std::string::npos) << too_big.err;
+  const auto missing = run_draftwise({"generate", "--model", folder.string(), "--tokenizer", "/no/such", "--prompt", "hi"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("no such tokenizer"), std::string::npos) << missing.err;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Generate, DefaultModelChatCompletion) {

@@ -1,0 +1,113 @@
+// A TTT-Linear model (target/ttt_model.h) on one NVIDIA GPU: bf16 projection and MLP weights
+// (cuBLASLt, fp32 accumulation), an fp32 residual stream, and the TTT layers in fp32
+// (kernels/cuda/ttt.h): the dual form over each stretch of a mini-batch, heads in parallel,
+// the decode step being its one-row case. Each sequence's state (per layer and head the inner
+// weights and gradient sums, the convolution windows) is one device buffer of fixed size, so
+// a token costs the same at any context length. Rollback as on the CPU (target/ttt_decoder.h):
+// a device copy of the state before each pass, restored and replayed on truncation. Tested
+// against the CPU reference op by op and on whole-model logits.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "target/decoder.h"
+#include "target/ttt_model.h"
+
+namespace draftwise {
+
+struct CudaTttDecoderOptions {
+  int device = 0;
+  int64_t context_length = 0;  // 0: the config's max_position_embeddings
+  bool cuda_graphs = true;     // replay one-token decode steps as CUDA graphs
+};
+
+class CudaTttDecoder final : public Decoder {
+ public:
+  // The weights of `model` copied to the GPU. TTT-MLP layers are refused (CPU only).
+  static Expected<std::unique_ptr<CudaTttDecoder>> create(const TttModel& model, const CudaTttDecoderOptions& options);
+  ~CudaTttDecoder() override;
+
+  const ModelConfig& config() const override { return config_; }
+  int64_t context_length() const override { return context_length_; }
+  std::string device_name() const override;
+
+  SequenceId create_sequence() override;
+  void release_sequence(SequenceId sequence) override;
+  int64_t sequence_length(SequenceId sequence) const override;
+  Status truncate_sequence(SequenceId sequence, int64_t length) override;
+  CacheUsage cache_usage() const override;
+  Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) override;
+  Expected<std::vector<float>> final_norm_weight() const override { return final_norm_host_; }
+
+  // Bytes of one sequence's state (the same at every length).
+  size_t state_bytes() const { return state_floats_ * sizeof(float); }
+
+ private:
+  struct Layer {
+    cuda::DeviceBuffer seq_norm, ffn_norm, conv_norm, conv_weight, conv_bias;        // fp32
+    cuda::DeviceBuffer conv_q_weight, conv_q_bias, conv_k_weight, conv_k_bias;       // fp32
+    cuda::DeviceBuffer projections;  // bf16 [P, C]: q, k (without share_qk), v, g (use_gate), lr logits
+    cuda::DeviceBuffer o_proj, gate_up, down;                                         // bf16
+    cuda::DeviceBuffer lr_bias, token_idx, ttt_norm_weight, ttt_norm_bias, post_norm_weight, post_norm_bias;
+  };
+  struct Sequence {
+    cuda::DeviceBuffer state;
+    cuda::DeviceBuffer saved;  // the state after tokens[0, saved_length), when has_saved
+    bool has_saved = false;
+    int64_t saved_length = 0;
+    std::vector<int32_t> tokens;
+  };
+  // A layer's part of a sequence state.
+  struct LayerState {
+    float *W, *b, *GW, *Gb, *pre_window, *qk_window;
+  };
+
+  CudaTttDecoder(const TttConfig& config, const CudaTttDecoderOptions& options);
+  Status upload(const TttModel& model);
+  LayerState layer_state(float* state, size_t l) const;
+  // Runs tokens (from `position`) through every layer on `state`; leaves the final-normed rows
+  // in normed_ (bf16 [rows, C]). The ids are copied from `host_ids` (tokens.data() unless a
+  // graph captures the pass, which copies them from pinned memory).
+  Status run_tokens(float* state, std::span<const int32_t> tokens, int64_t position,
+                    const int32_t* host_ids = nullptr);
+  // One token through every layer, as a graph replayed per (state, index in the mini-batch).
+  Status run_decode_step(float* state, int32_t token, int64_t position);
+  void drop_graphs(const float* state);
+  Status ensure_scratch(int64_t rows);
+  // y = x · wᵀ: the gemv kernels for a few rows (decode), cuBLASLt otherwise.
+  Status linear(const cuda::bf16* x, const cuda::bf16* w, void* y, bool y_fp32, int64_t rows, int64_t in,
+                int64_t out);
+  Status replay(Sequence& sequence, int64_t from, int64_t to);
+
+  TttConfig ttt_;
+  ModelConfig config_;
+  CudaTttDecoderOptions options_;
+  int64_t context_length_;
+  int64_t proj_width_ = 0;  // P
+  int64_t k_offset_ = -1, v_offset_ = 0, g_offset_ = -1, lr_offset_ = 0;
+  size_t state_floats_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cuda::Gemm gemm_;
+  cuda::DeviceBuffer embedding_, lm_head_, final_norm_, initial_state_;
+  std::vector<float> final_norm_host_;
+  std::vector<Layer> layers_;
+  // Scratch sized for scratch_rows_ rows.
+  int64_t scratch_rows_ = 0;
+  cuda::DeviceBuffer ids_, x_, normed_f32_, normed_, proj_, qc_, kc_, q_, k_, v_, lr_, heads_, post_, delta_,
+      gate_up_, act_, rows_, logits_;
+  int64_t logit_capacity_ = 0;
+  cuda::PinnedBuffer pinned_token_;
+  // Decode graphs by (sequence state, position mod mini-batch): they bake in the state's and
+  // the scratch buffers' addresses, so they go when either does.
+  std::map<std::pair<const float*, int64_t>, cudaGraphExec_t> graphs_;
+  std::unordered_map<SequenceId, Sequence> sequences_;
+  SequenceId next_sequence_ = 1;
+};
+
+}  // namespace draftwise
