@@ -101,10 +101,10 @@ std::string CudaTttDecoder::device_name() const { return fmt::format("cuda:{}", 
 Expected<std::unique_ptr<CudaTttDecoder>> CudaTttDecoder::create(const TttModel& model,
                                                                  const CudaTttDecoderOptions& options) {
   const TttConfig& c = model.config();
-  if (c.mlp_layers) return make_error("TTT-MLP layers run on the CPU only in this build (--device cpu)");
-  if (!cuda::ttt_linear_supported(c.head_dim(), c.mini_batch_size)) {
-    return make_error("the CUDA TTT kernel does not fit head width {} with mini-batches of {} in shared memory",
-                      c.head_dim(), c.mini_batch_size);
+  if (c.mlp_layers ? !cuda::ttt_mlp_supported(c.head_dim(), c.mini_batch_size)
+                   : !cuda::ttt_linear_supported(c.head_dim(), c.mini_batch_size)) {
+    return make_error("the CUDA TTT-{} kernel does not fit head width {} with mini-batches of {} in shared memory",
+                      c.mlp_layers ? "MLP" : "Linear", c.head_dim(), c.mini_batch_size);
   }
   if ((c.pre_conv || c.share_qk) && c.conv_kernel > 8) return make_error("conv_kernel {} is above 8 on CUDA", c.conv_kernel);
   if (options.context_length < 0) return make_error("the context length must not be negative");
@@ -135,7 +135,9 @@ Status CudaTttDecoder::upload(const TttModel& model) {
   lr_offset_ = std::exchange(rows, rows + nh);
   proj_width_ = rows;
   const size_t window = static_cast<size_t>((c.conv_kernel - 1) * C);
-  const size_t per_layer = static_cast<size_t>(2 * nh * f * f + 2 * nh * f) + 2 * window;
+  const int64_t A = c.inner_width();
+  const size_t inner = static_cast<size_t>(nh * (f * A + A + (c.mlp_layers ? A * f + f : 0)));  // W1 b1 W2 b2
+  const size_t per_layer = 2 * inner + 2 * window;
   state_floats_ = per_layer * static_cast<size_t>(c.num_layers);
   std::vector<float> initial(state_floats_, 0.0f);
   for (size_t l = 0; l < model.layers().size(); ++l) {
@@ -172,8 +174,10 @@ Status CudaTttDecoder::upload(const TttModel& model) {
     layers_.push_back(std::move(layer));
     // The learned initial inner weights; sums and windows zero.
     float* base = initial.data() + l * per_layer;
-    std::copy(w.w1.begin(), w.w1.end(), base);
-    std::copy(w.b1.begin(), w.b1.end(), base + nh * f * f);
+    base = std::copy(w.w1.begin(), w.w1.end(), base);
+    base = std::copy(w.b1.begin(), w.b1.end(), base);
+    base = std::copy(w.w2.begin(), w.w2.end(), base);
+    std::copy(w.b2.begin(), w.b2.end(), base);
   }
   DW_ASSIGN_OR_RETURN(initial_state_, cuda::upload(initial, "the initial TTT state", s));
   DW_CUDA_TRY(cudaStreamSynchronize(s));
@@ -181,16 +185,22 @@ Status CudaTttDecoder::upload(const TttModel& model) {
 }
 
 CudaTttDecoder::LayerState CudaTttDecoder::layer_state(float* state, size_t l) const {
-  const int64_t C = ttt_.hidden_size, nh = ttt_.num_heads, f = ttt_.head_dim();
+  const int64_t C = ttt_.hidden_size, nh = ttt_.num_heads, f = ttt_.head_dim(), A = ttt_.inner_width();
+  const int64_t second = ttt_.mlp_layers ? 1 : 0;
   const size_t window = static_cast<size_t>((ttt_.conv_kernel - 1) * C);
-  float* base = state + l * (state_floats_ / layers_.size());
+  float* at = state + l * (state_floats_ / layers_.size());
+  const auto take = [&](int64_t count) { return std::exchange(at, at + count); };
   LayerState out;
-  out.W = base;
-  out.b = out.W + nh * f * f;
-  out.GW = out.b + nh * f;
-  out.Gb = out.GW + nh * f * f;
-  out.pre_window = out.Gb + nh * f;
-  out.qk_window = out.pre_window + window;
+  out.W1 = take(nh * f * A);
+  out.b1 = take(nh * A);
+  out.W2 = take(second * nh * A * f);
+  out.b2 = take(second * nh * f);
+  out.GW1 = take(nh * f * A);
+  out.Gb1 = take(nh * A);
+  out.GW2 = take(second * nh * A * f);
+  out.Gb2 = take(second * nh * f);
+  out.pre_window = take(static_cast<int64_t>(window));
+  out.qk_window = take(static_cast<int64_t>(window));
   return out;
 }
 
@@ -315,10 +325,18 @@ Status CudaTttDecoder::run_tokens(float* state, std::span<const int32_t> tokens,
     DW_CUDA_TRY(cuda::ttt_prepare(in, layer.lr_bias.as<float>(), q_.as<float>(), k_.as<float>(), v_.as<float>(),
                                   lr_.as<float>(), n, nh, f, position % b, b, static_cast<float>(c.rope_theta),
                                   static_cast<float>(c.ttt_base_lr), s));
-    DW_CUDA_TRY(cuda::ttt_linear_steps(q_.as<float>(), k_.as<float>(), v_.as<float>(), lr_.as<float>(),
-                                       layer.token_idx.as<float>(), layer.ttt_norm_weight.as<float>(),
-                                       layer.ttt_norm_bias.as<float>(), {st.W, st.b, st.GW, st.Gb}, heads_.as<float>(),
-                                       n, nh, f, position % b, b, s));
+    if (c.mlp_layers) {
+      DW_CUDA_TRY(cuda::ttt_mlp_steps(q_.as<float>(), k_.as<float>(), v_.as<float>(), lr_.as<float>(),
+                                      layer.token_idx.as<float>(), layer.ttt_norm_weight.as<float>(),
+                                      layer.ttt_norm_bias.as<float>(),
+                                      {st.W1, st.b1, st.W2, st.b2, st.GW1, st.Gb1, st.GW2, st.Gb2}, heads_.as<float>(), n,
+                                      nh, f, position % b, b, s));
+    } else {
+      DW_CUDA_TRY(cuda::ttt_linear_steps(q_.as<float>(), k_.as<float>(), v_.as<float>(), lr_.as<float>(),
+                                         layer.token_idx.as<float>(), layer.ttt_norm_weight.as<float>(),
+                                         layer.ttt_norm_bias.as<float>(), {st.W1, st.b1, st.GW1, st.Gb1},
+                                         heads_.as<float>(), n, nh, f, position % b, b, s));
+    }
     DW_CUDA_TRY(cuda::ttt_post_norm_gate(heads_.as<float>(), layer.post_norm_weight.as<float>(),
                                          layer.post_norm_bias.as<float>(), c.use_gate ? proj + g_offset_ : nullptr, P,
                                          post_.as<bf16>(), n, C, kPostNormEps, s));

@@ -1,4 +1,4 @@
-// A TTT-Linear model (target/ttt_model.h) on one NVIDIA GPU: bf16 projection and MLP weights
+// A TTT model (target/ttt_model.h; TTT-Linear or TTT-MLP) on one NVIDIA GPU: bf16 projection and MLP weights
 // (cuBLASLt, fp32 accumulation), an fp32 residual stream, and the TTT layers in fp32
 // (kernels/cuda/ttt.h): the dual form over each stretch of a mini-batch, heads in parallel,
 // the decode step being its one-row case. Each sequence's state (per layer and head the inner
@@ -29,7 +29,7 @@ struct CudaTttDecoderOptions {
 
 class CudaTttDecoder final : public Decoder {
  public:
-  // The weights of `model` copied to the GPU. TTT-MLP layers are refused (CPU only).
+  // The weights of `model` copied to the GPU.
   static Expected<std::unique_ptr<CudaTttDecoder>> create(const TttModel& model, const CudaTttDecoderOptions& options);
   ~CudaTttDecoder() override;
 
@@ -63,9 +63,10 @@ class CudaTttDecoder final : public Decoder {
     int64_t saved_length = 0;
     std::vector<int32_t> tokens;
   };
-  // A layer's part of a sequence state.
+  // A layer's part of a sequence state: the inner weights at the mini-batch's start (W2 and b2
+  // empty for TTT-Linear), their gradient sums, the convolution windows.
   struct LayerState {
-    float *W, *b, *GW, *Gb, *pre_window, *qk_window;
+    float *W1, *b1, *W2, *b2, *GW1, *Gb1, *GW2, *Gb2, *pre_window, *qk_window;
   };
 
   CudaTttDecoder(const TttConfig& config, const CudaTttDecoderOptions& options);

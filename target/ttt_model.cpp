@@ -139,7 +139,9 @@ void rope_interleaved(std::span<float> v, int64_t position, double theta) {
 
 Expected<TttConfig> parse_ttt_config(const nlohmann::json& json) {
   if (!json.is_object()) return make_error("config.json: expected a JSON object");
-  if (json.value("model_type", "") != "ttt") return make_error("config.json: model_type is not \"ttt\"");
+  if (!json.contains("model_type") || json["model_type"] != "ttt") {
+    return make_error("config.json: model_type is not \"ttt\"");
+  }
   TttConfig config;
   DW_ASSIGN_OR_RETURN(config.vocab_size, positive_field(json, "vocab_size", config.vocab_size));
   DW_ASSIGN_OR_RETURN(config.hidden_size, positive_field(json, "hidden_size", config.hidden_size));
@@ -157,7 +159,11 @@ Expected<TttConfig> parse_ttt_config(const nlohmann::json& json) {
   DW_ASSIGN_OR_RETURN(config.use_gate, flag_field(json, "use_gate", config.use_gate));
   DW_ASSIGN_OR_RETURN(config.share_qk, flag_field(json, "share_qk", config.share_qk));
   DW_ASSIGN_OR_RETURN(config.pre_conv, flag_field(json, "pre_conv", config.pre_conv));
-  const std::string type = json.value("ttt_layer_type", "linear");
+  if (json.contains("ttt_layer_type") && !json["ttt_layer_type"].is_string() && !json["ttt_layer_type"].is_null()) {
+    return make_error("config.json: \"ttt_layer_type\" must be a string");
+  }
+  const std::string type =
+      json.contains("ttt_layer_type") && json["ttt_layer_type"].is_string() ? json["ttt_layer_type"].get<std::string>() : "linear";
   if (type != "linear" && type != "mlp") {
     return make_error("config.json: \"ttt_layer_type\" must be \"linear\" or \"mlp\", got \"{}\"", type);
   }

@@ -250,8 +250,193 @@ __global__ void linear_steps_kernel(const float* Q, const float* K, const float*
   }
 }
 
+
 __device__ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+__device__ float gelu_tanh_derivative(float x) {
+  const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  const float t = tanhf(u);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+size_t mlp_shared_bytes(int64_t f, int64_t mini_batch) {
+  const int64_t a = 4 * f;
+  return static_cast<size_t>(5 * mini_batch * f + 4 * mini_batch * a + mini_batch * mini_batch + 2 * mini_batch) *
+         sizeof(float);
+}
+
+__global__ void mlp_steps_kernel(const float* Q, const float* K, const float* V, const float* lr, const float* token_idx,
+                                 const float* norm_weight, const float* norm_bias, TttMlpState state, float* out,
+                                 int64_t rows, int64_t heads, int64_t f, int64_t first_index, int64_t mini_batch) {
+  extern __shared__ float shared[];
+  const int64_t h = blockIdx.x, n = mini_batch, A = 4 * f;
+  float* qs = shared;          // [n, f]
+  float* ks = qs + n * f;      // [n, f]
+  float* ts = ks + n * f;      // [n, f] targets V − K
+  float* g2 = ts + n * f;      // [n, f] ∂ℓ/∂Z2
+  float* z2 = g2 + n * f;      // [n, f] Z2, then Z̄2
+  float* z1 = z2 + n * f;      // [n, A] Z1
+  float* x2 = z1 + n * A;      // [n, A] GELU(Z1)
+  float* g1 = x2 + n * A;      // [n, A] ∂ℓ/∂Z1
+  float* x2bar = g1 + n * A;   // [n, A] Z̄1, then GELU(Z̄1)
+  float* att = x2bar + n * A;  // [n, n]
+  float* rate = att + n * n;   // [n]
+  float* tok = rate + n;       // [n]
+  float* W1 = state.W1 + h * f * A;
+  float* GW1 = state.GW1 + h * f * A;
+  float* b1 = state.b1 + h * A;
+  float* Gb1 = state.Gb1 + h * A;
+  float* W2 = state.W2 + h * A * f;
+  float* GW2 = state.GW2 + h * A * f;
+  float* b2 = state.b2 + h * f;
+  float* Gb2 = state.Gb2 + h * f;
+  const float* gain = norm_weight + h * f;
+  const float* beta = norm_bias + h * f;
+  const int64_t width = heads * f;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int64_t r0 = 0; r0 < rows;) {
+    const int64_t first = (first_index + r0) % n;
+    const int64_t count = min(rows - r0, n - first);
+    for (int64_t e = threadIdx.x; e < count * f; e += blockDim.x) {
+      const int64_t i = e / f, m = e % f;
+      const int64_t at = (r0 + i) * width + h * f + m;
+      qs[e] = Q[at];
+      ks[e] = K[at];
+      ts[e] = V[at] - K[at];
+    }
+    for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+      rate[i] = lr[(r0 + i) * heads + h];
+      tok[i] = fmaxf(0.0f, 1.0f / static_cast<float>(first + i + 1) + token_idx[first + i]);
+    }
+    __syncthreads();
+    // The inner model at the start weights on K: Z1, X2 = GELU(Z1), then Z2.
+    for (int64_t e = threadIdx.x; e < count * A; e += blockDim.x) {
+      const int64_t i = e / A, a = e % A;
+      float z = b1[a];
+      for (int64_t m = 0; m < f; ++m) z += ks[i * f + m] * W1[m * A + a];
+      z1[e] = z;
+      x2[e] = gelu_tanh(z);
+    }
+    for (int64_t e = threadIdx.x; e < count * count; e += blockDim.x) {
+      const int64_t i = e / count, j = e % count;
+      float dot = 0.0f;
+      if (j <= i) {
+        for (int64_t m = 0; m < f; ++m) dot += qs[i * f + m] * ks[j * f + m];
+      }
+      att[i * n + j] = dot;
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < count * f; e += blockDim.x) {
+      const int64_t i = e / f, o = e % f;
+      float z = b2[o];
+      for (int64_t a = 0; a < A; ++a) z += x2[i * A + a] * W2[a * f + o];
+      z2[e] = z;
+    }
+    __syncthreads();
+    // G2 = ∂(½‖LN(Z2) − T‖²)/∂Z2, a warp per row.
+    for (int64_t i = warp; i < count; i += kLinearWarps) {
+      const float* z = z2 + i * f;
+      float mean, inv;
+      warp_moments(z, f, mean, inv);
+      float sum_d = 0.0f, sum_dh = 0.0f;
+      for (int64_t o = lane; o < f; o += 32) {
+        const float hat = (z[o] - mean) * inv;
+        const float d = (hat * gain[o] + beta[o] - ts[i * f + o]) * gain[o];
+        sum_d += d;
+        sum_dh += d * hat;
+      }
+      const float mean_d = warp_sum(sum_d) / static_cast<float>(f);
+      const float mean_dh = warp_sum(sum_dh) / static_cast<float>(f);
+      for (int64_t o = lane; o < f; o += 32) {
+        const float hat = (z[o] - mean) * inv;
+        const float d = (hat * gain[o] + beta[o] - ts[i * f + o]) * gain[o];
+        g2[i * f + o] = inv * (d - mean_d - hat * mean_dh);
+      }
+    }
+    __syncthreads();
+    // G1 = (G2 W2ᵀ) ⊙ GELU′(Z1); Z̄1 from the queries.
+    for (int64_t e = threadIdx.x; e < count * A; e += blockDim.x) {
+      const int64_t i = e / A, a = e % A;
+      float d = 0.0f;
+      for (int64_t o = 0; o < f; ++o) d += W2[a * f + o] * g2[i * f + o];
+      g1[e] = d * gelu_tanh_derivative(z1[e]);
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < count * A; e += blockDim.x) {
+      const int64_t i = e / A, a = e % A;
+      const float t = tok[i];
+      float z = b1[a] - t * Gb1[a];
+      for (int64_t m = 0; m < f; ++m) z += qs[i * f + m] * (W1[m * A + a] - t * GW1[m * A + a]);
+      for (int64_t j = 0; j <= i; ++j) z -= t * rate[j] * (att[i * n + j] + 1.0f) * g1[j * A + a];
+      x2bar[e] = gelu_tanh(z);
+    }
+    __syncthreads();
+    // X̄2 · X2 products, then Z̄2.
+    for (int64_t e = threadIdx.x; e < count * count; e += blockDim.x) {
+      const int64_t i = e / count, j = e % count;
+      float dot = 0.0f;
+      if (j <= i) {
+        for (int64_t a = 0; a < A; ++a) dot += x2bar[i * A + a] * x2[j * A + a];
+      }
+      att[i * n + j] = dot;
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < count * f; e += blockDim.x) {
+      const int64_t i = e / f, o = e % f;
+      const float t = tok[i];
+      float z = b2[o] - t * Gb2[o];
+      for (int64_t a = 0; a < A; ++a) z += x2bar[i * A + a] * (W2[a * f + o] - t * GW2[a * f + o]);
+      for (int64_t j = 0; j <= i; ++j) z -= t * rate[j] * (att[i * n + j] + 1.0f) * g2[j * f + o];
+      z2[e] = z;
+    }
+    __syncthreads();
+    for (int64_t i = warp; i < count; i += kLinearWarps) {
+      const float* z = z2 + i * f;
+      float mean, inv;
+      warp_moments(z, f, mean, inv);
+      for (int64_t o = lane; o < f; o += 32) {
+        out[(r0 + i) * width + h * f + o] = qs[i * f + o] + (z[o] - mean) * inv * gain[o] + beta[o];
+      }
+    }
+    // The sums grow by this stretch; a mini-batch's end commits them.
+    const bool commit = first + count == n;
+    const float last = tok[count - 1];
+    const auto step = [&](float* w, float* g, float add) {
+      const float sum = *g + add;
+      if (commit) {
+        *w -= last * sum;
+        *g = 0.0f;
+      } else {
+        *g = sum;
+      }
+    };
+    for (int64_t e = threadIdx.x; e < f * A; e += blockDim.x) {
+      const int64_t m = e / A, a = e % A;
+      float add = 0.0f;
+      for (int64_t j = 0; j < count; ++j) add += rate[j] * ks[j * f + m] * g1[j * A + a];
+      step(&W1[e], &GW1[e], add);
+    }
+    for (int64_t a = threadIdx.x; a < A; a += blockDim.x) {
+      float add = 0.0f;
+      for (int64_t j = 0; j < count; ++j) add += rate[j] * g1[j * A + a];
+      step(&b1[a], &Gb1[a], add);
+    }
+    for (int64_t e = threadIdx.x; e < A * f; e += blockDim.x) {
+      const int64_t a = e / f, o = e % f;
+      float add = 0.0f;
+      for (int64_t j = 0; j < count; ++j) add += rate[j] * x2[j * A + a] * g2[j * f + o];
+      step(&W2[e], &GW2[e], add);
+    }
+    for (int64_t o = threadIdx.x; o < f; o += blockDim.x) {
+      float add = 0.0f;
+      for (int64_t j = 0; j < count; ++j) add += rate[j] * g2[j * f + o];
+      step(&b2[o], &Gb2[o], add);
+    }
+    __syncthreads();
+    r0 += count;
+  }
 }
 
 __global__ void post_norm_gate_kernel(const float* x, const float* weight, const float* bias, const float* gate,
@@ -320,6 +505,27 @@ cudaError_t ttt_linear_steps(const float* Q, const float* K, const float* V, con
     if (raised != cudaSuccess) return raised;
   }
   linear_steps_kernel<<<static_cast<unsigned>(heads), kLinearThreads, shared, stream>>>(
+      Q, K, V, lr, token_idx, norm_weight, norm_bias, state, out, rows, heads, head_dim, first_index, mini_batch);
+  return cudaGetLastError();
+}
+
+bool ttt_mlp_supported(int64_t head_dim, int64_t mini_batch) {
+  return head_dim > 0 && mini_batch > 0 && mlp_shared_bytes(head_dim, mini_batch) <= kSharedLimit;
+}
+
+cudaError_t ttt_mlp_steps(const float* Q, const float* K, const float* V, const float* lr, const float* token_idx,
+                          const float* norm_weight, const float* norm_bias, const TttMlpState& state, float* out,
+                          int64_t rows, int64_t heads, int64_t head_dim, int64_t first_index, int64_t mini_batch,
+                          cudaStream_t stream) {
+  if (!ttt_mlp_supported(head_dim, mini_batch)) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  const size_t shared = mlp_shared_bytes(head_dim, mini_batch);
+  if (shared > 48 * 1024) {
+    const cudaError_t raised =
+        cudaFuncSetAttribute(mlp_steps_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+    if (raised != cudaSuccess) return raised;
+  }
+  mlp_steps_kernel<<<static_cast<unsigned>(heads), kLinearThreads, shared, stream>>>(
       Q, K, V, lr, token_idx, norm_weight, norm_bias, state, out, rows, heads, head_dim, first_index, mini_batch);
   return cudaGetLastError();
 }

@@ -75,6 +75,28 @@ cudaError_t ttt_linear_steps(const float* Q, const float* K, const float* V, con
                              int64_t rows, int64_t heads, int64_t head_dim, int64_t first_index, int64_t mini_batch,
                              cudaStream_t stream);
 
+// TTT-MLP on `rows` consecutive tokens, as ttt_linear_steps: the inner model
+// GELU(z W1 + b1) W2 + b2 (hidden width A = 4f), its dual form map by map over each stretch of
+// a mini-batch (Z̄1 from Q against K with G1 = (G2 W2ᵀ) ⊙ GELU′(Z1), X̄2 = GELU(Z̄1), Z̄2 from
+// X̄2 against X2 = GELU(Z1) with G2), the weights and sums in global memory (read through the
+// cache), the stretch's rows in shared memory.
+//   W1, GW1: [heads, f, A]   b1, Gb1: [heads, A]   W2, GW2: [heads, A, f]   b2, Gb2: [heads, f]
+struct TttMlpState {
+  float* W1 = nullptr;
+  float* b1 = nullptr;
+  float* W2 = nullptr;
+  float* b2 = nullptr;
+  float* GW1 = nullptr;
+  float* Gb1 = nullptr;
+  float* GW2 = nullptr;
+  float* Gb2 = nullptr;
+};
+bool ttt_mlp_supported(int64_t head_dim, int64_t mini_batch);
+cudaError_t ttt_mlp_steps(const float* Q, const float* K, const float* V, const float* lr, const float* token_idx,
+                          const float* norm_weight, const float* norm_bias, const TttMlpState& state, float* out,
+                          int64_t rows, int64_t heads, int64_t head_dim, int64_t first_index, int64_t mini_batch,
+                          cudaStream_t stream);
+
 // post_norm (LayerNorm over the whole row, weight and bias) of the heads' outputs, times
 // GELU-tanh of the gate when there is one, as bf16 for o_proj.
 //   x: [rows, dim]     gate: rows gate_stride apart, or null     out: [rows, dim] bf16

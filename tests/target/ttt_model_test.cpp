@@ -102,7 +102,7 @@ TEST_P(TttOfficial, FeedingInPiecesEqualsOnePass) {
   }
   ASSERT_EQ(done, prompt.size());
   // Pieces cut mini-batches, which then run token by token (primal) where one pass runs them
-  // whole (dual, for TTT-Linear): equal up to rounding.
+  // whole (dual): equal up to rounding.
   ASSERT_EQ(joined.size(), all.size());
   float largest = 0, worst = 0;
   for (size_t i = 0; i < all.size(); ++i) {
@@ -225,6 +225,14 @@ TEST(TttConfig, DefaultsAndErrors) {
   EXPECT_FALSE(defaults->mlp_layers);
   EXPECT_EQ(defaults->head_dim(), 64);
   EXPECT_NE(parse_ttt_config({{"model_type", "llama"}}).error().message.find("model_type"), std::string::npos);
+  // Fields of the wrong JSON type are errors, not exceptions (found by model_config_fuzz).
+  EXPECT_NE(parse_ttt_config({{"model_type", 6}}).error().message.find("model_type"), std::string::npos);
+  EXPECT_NE(parse_ttt_config({{"model_type", "ttt"}, {"ttt_layer_type", 1}}).error().message.find("ttt_layer_type"),
+            std::string::npos);
+  EXPECT_NE(parse_ttt_config({{"model_type", "ttt"}, {"eos_token_id", "x"}}).error().message.find("eos_token_id"),
+            std::string::npos);
+  EXPECT_NE(parse_ttt_config({{"model_type", "ttt"}, {"conv_kernel", 1000}}).error().message.find("conv_kernel"),
+            std::string::npos);
   EXPECT_NE(parse_ttt_config({{"model_type", "ttt"}, {"ttt_layer_type", "rnn"}}).error().message.find("ttt_layer_type"),
             std::string::npos);
   EXPECT_NE(parse_ttt_config({{"model_type", "ttt"}, {"mini_batch_size", 0}}).error().message.find("mini_batch_size"),
