@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <sstream>
 #include <tuple>
@@ -409,12 +410,17 @@ TEST(CudaTttDecoder, LogitsMatchTheCpuDecoderInPrefillDecodeAndRollback) {
     for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
     const SequenceId g = (*gpu)->create_sequence(), c = (*cpu)->create_sequence();
     std::vector<float> got, want;
+    double worst = 0;
     const auto both = [&](std::span<const int32_t> tokens, std::span<const int32_t> logit_rows, const char* what) {
       const ForwardRequest rg{g, tokens, logit_rows}, rc{c, tokens, logit_rows};
       ASSERT_TRUE((*gpu)->forward(std::span(&rg, 1), got).ok());
       ASSERT_TRUE((*cpu)->forward(std::span(&rc, 1), want).ok());
       ASSERT_EQ(got.size(), want.size());
-      EXPECT_LE(relative_error(got, want), 2e-2) << what;
+      // bf16 weights and activations against fp32: the attention decoder's whole-model bound
+      // (3e-2, tests/target/cuda_decoder_test.cpp); every TTT op alone is within 1e-5 in fp32.
+      const double error = relative_error(got, want);
+      worst = std::max(worst, error);
+      EXPECT_LE(error, 3e-2) << what;
     };
     both(prompt, rows, "prefill");
     const int32_t first = 0;
@@ -433,6 +439,7 @@ TEST(CudaTttDecoder, LogitsMatchTheCpuDecoderInPrefillDecodeAndRollback) {
       both(std::span(&token, 1), std::span(&first, 1), "after rollback");
     }
     EXPECT_EQ((*gpu)->sequence_length(g), (*cpu)->sequence_length(c));
+    std::printf("%s: largest relative L2 of the logits against the CPU %.4f\n", name.c_str(), worst);
   }
 }
 
