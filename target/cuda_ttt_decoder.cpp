@@ -387,7 +387,13 @@ Status CudaTttDecoder::truncate_sequence(SequenceId id, int64_t length) {
   } else {
     sequence.has_saved = false;
   }
-  DW_TRY(replay(sequence, from, length));
+  if (const Status replayed = replay(sequence, from, length); !replayed.ok()) {
+    // The state is the one after tokens[0, from): the sequence is cut there, and says so.
+    sequence.tokens.resize(static_cast<size_t>(from));
+    cudaStreamSynchronize(stream_);
+    return make_error("sequence {}: rolling back to {} tokens failed ({}); it now holds {}", id, length,
+                      replayed.error().message, from);
+  }
   sequence.tokens.resize(static_cast<size_t>(length));
   DW_CUDA_TRY(cudaStreamSynchronize(stream_));
   return {};
@@ -410,31 +416,48 @@ Status CudaTttDecoder::forward(std::span<const ForwardRequest> batch, std::vecto
       return make_error("sequence {}: its TTT state could not be allocated on the GPU", request.sequence);
     }
   }
+  // Every copy buffer first: past this point a failure undoes the pass.
+  for (const ForwardRequest& request : batch) {
+    Sequence& sequence = sequences_.at(request.sequence);
+    if (sequence.saved.data() == nullptr) {
+      DW_ASSIGN_OR_RETURN(sequence.saved, DeviceBuffer::allocate(state_bytes(), "a TTT state copy"));
+    }
+  }
+  std::vector<Sequence*> reached;
+  const Status ran = run_pass(batch, logits, reached);
+  if (!ran.ok()) {
+    // Each reached sequence's copy is its state before this pass.
+    for (Sequence* sequence : reached) {
+      cudaMemcpyAsync(sequence->state.data(), sequence->saved.data(), state_bytes(), cudaMemcpyDeviceToDevice, stream_);
+      sequence->tokens.resize(static_cast<size_t>(sequence->saved_length));
+    }
+    cudaStreamSynchronize(stream_);
+  }
+  return ran;
+}
+
+Status CudaTttDecoder::run_pass(std::span<const ForwardRequest> batch, std::vector<float>& logits,
+                                std::vector<Sequence*>& reached) {
+  const int64_t C = ttt_.hidden_size, vocab = config_.vocab_size;
+  int64_t wanted = 0;
+  for (const ForwardRequest& request : batch) wanted += static_cast<int64_t>(request.logit_rows.size());
   int64_t row = 0;
   for (const ForwardRequest& request : batch) {
     Sequence& sequence = sequences_.at(request.sequence);
     const int64_t length = static_cast<int64_t>(sequence.tokens.size());
-    // The state before this pass, for rollback.
-    if (sequence.saved.data() == nullptr) {
-      DW_ASSIGN_OR_RETURN(sequence.saved, DeviceBuffer::allocate(state_bytes(), "a TTT state copy"));
-    }
+    // The state before this pass, for rollback (and for undoing this pass on an error).
     DW_CUDA_TRY(cudaMemcpyAsync(sequence.saved.data(), sequence.state.data(), state_bytes(), cudaMemcpyDeviceToDevice,
                                 stream_));
     sequence.has_saved = true;
     sequence.saved_length = length;
+    reached.push_back(&sequence);
     const int64_t n = static_cast<int64_t>(request.tokens.size());
     for (int64_t at = 0; at < n; at += kChunkRows) {
       const int64_t count = std::min(kChunkRows, n - at);
-      const Status ran =
-          n == 1 && options_.cuda_graphs
-              ? run_decode_step(sequence.state.as<float>(), request.tokens[0], length)
-              : run_tokens(sequence.state.as<float>(),
-                           request.tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(count)), length + at);
-      if (!ran.ok()) {
-        cudaMemcpyAsync(sequence.state.data(), sequence.saved.data(), state_bytes(), cudaMemcpyDeviceToDevice, stream_);
-        cudaStreamSynchronize(stream_);
-        return ran;
-      }
+      DW_TRY(n == 1 && options_.cuda_graphs
+                 ? run_decode_step(sequence.state.as<float>(), request.tokens[0], length)
+                 : run_tokens(sequence.state.as<float>(),
+                              request.tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(count)), length + at));
       // This chunk's requested rows, final-normed.
       for (size_t i = 0; i < request.logit_rows.size(); ++i) {
         const int64_t r = request.logit_rows[i];

@@ -3,9 +3,10 @@
 // (kernels/cuda/ttt.h): the dual form over each stretch of a mini-batch, heads in parallel,
 // the decode step being its one-row case. Each sequence's state (per layer and head the inner
 // weights and gradient sums, the convolution windows) is one device buffer of fixed size, so
-// a token costs the same at any context length. Rollback as on the CPU (target/ttt_decoder.h):
-// a device copy of the state before each pass, restored and replayed on truncation. Tested
-// against the CPU reference op by op and on whole-model logits.
+// a token costs the same at any context length. Rollback: a device copy of the state before every
+// forward, restored and the kept tokens replayed on truncation. Tested
+// against the CPU reference op by op and on whole-model logits. Unlike the CPU decoder it has no
+// early-exit passes (forward_draft is the base class's error).
 #pragma once
 
 #include <map>
@@ -85,6 +86,8 @@ class CudaTttDecoder final : public Decoder {
   Status linear(const cuda::bf16* x, const cuda::bf16* w, void* y, bool y_fp32, int64_t rows, int64_t in,
                 int64_t out);
   Status replay(Sequence& sequence, int64_t from, int64_t to);
+  // forward() after its checks and allocations; `reached` gets the sequences it began to change.
+  Status run_pass(std::span<const ForwardRequest> batch, std::vector<float>& logits, std::vector<Sequence*>& reached);
 
   TttConfig ttt_;
   ModelConfig config_;

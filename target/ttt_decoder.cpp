@@ -1,5 +1,7 @@
 #include "target/ttt_decoder.h"
 
+#include <algorithm>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <new>
@@ -93,27 +95,28 @@ Status TttDecoder::truncate_sequence(SequenceId id, int64_t length) {
     return make_error("sequence {}: cannot truncate to {} (it holds {} tokens)", id, length, current);
   }
   if (length == current && sequence.pending.empty()) return {};
+  // The new state is built aside and swapped in: out of memory leaves the sequence as it was.
+  try {
+    const bool restore = sequence.saved && sequence.saved_length <= length;
+    const int64_t from = restore ? sequence.saved_length : 0;
+    TttState work = restore ? *sequence.saved : model_->initial_state();
+    if (length > from) {
+      std::vector<float> x;
+      const std::span<const int32_t> replay(sequence.tokens.data() + from, static_cast<size_t>(length - from));
+      model_->embed(replay, x);
+      model_->run_layers(work, 0, static_cast<size_t>(config_.num_layers), from, length - from, x);
+    }
+    work.position = length;
+    sequence.state = std::move(work);
+    if (!restore) sequence.saved.reset();
+    ++(restore ? restores_ : recomputes_);
+  } catch (const std::bad_alloc&) {
+    return make_error("sequence {}: out of memory rolling back to {} tokens; it is unchanged", id, length);
+  }
   sequence.pending.clear();
   sequence.pending_hidden.clear();
   sequence.pending_exit = 0;
-  int64_t from = 0;
-  if (sequence.saved && sequence.saved_length <= length) {
-    sequence.state = *sequence.saved;
-    from = sequence.saved_length;
-    ++restores_;
-  } else {
-    sequence.state = model_->initial_state();
-    sequence.saved.reset();
-    ++recomputes_;
-  }
-  if (length > from) {
-    std::vector<float> x;
-    const std::span<const int32_t> replay(sequence.tokens.data() + from, static_cast<size_t>(length - from));
-    model_->embed(replay, x);
-    model_->run_layers(sequence.state, 0, static_cast<size_t>(config_.num_layers), from, length - from, x);
-  }
   sequence.tokens.resize(static_cast<size_t>(length));
-  sequence.state.position = length;
   return {};
 }
 
@@ -134,31 +137,37 @@ Status TttDecoder::pass(std::span<const ForwardRequest> batch, const DraftHead* 
         return PendingTokens{sequence.pending, sequence.pending_exit};
       }));
   std::vector<float> rows;  // [Σ logit rows, C]
-  size_t done = 0;
+  std::vector<SequenceId> reached;  // sequences the pass has begun to change
   try {
-    for (; done < batch.size(); ++done) {
-      Sequence& sequence = sequences_.at(batch[done].sequence);
+    for (const ForwardRequest& request : batch) {
+      Sequence& sequence = sequences_.at(request.sequence);
+      reached.push_back(request.sequence);
       // What this pass may have to undo: a round's first draft pass or a forward pass.
       if (sequence.pending.empty()) {
-        sequence.saved = sequence.state;
+        TttState copy = sequence.state;
+        sequence.saved = std::move(copy);
         sequence.saved_length = static_cast<int64_t>(sequence.tokens.size());
       }
-      run_request(sequence, batch[done], draft, rows);
+      run_request(sequence, request, draft, rows);
     }
     head_logits(rows, draft, logits);
-  } catch (const std::bad_alloc&) {
-    // Out of memory: the pass's sequences go back to their last tokens before it.
-    for (size_t r = 0; r < std::min(done + 1, batch.size()); ++r) {
-      Sequence& sequence = sequences_.at(batch[r].sequence);
+  } catch (const std::exception& error) {
+    // Out of memory (or another failure of the standard library): the sequences this pass
+    // touched go back to their lengths before it; those that held pending draft tokens lose
+    // them (their copy is from before the round).
+    for (const SequenceId id : reached) {
+      Sequence& sequence = sequences_.at(id);
       if (sequence.saved) {
         sequence.state = *sequence.saved;
         sequence.tokens.resize(static_cast<size_t>(sequence.saved_length));
       }
       sequence.pending.clear();
       sequence.pending_hidden.clear();
+      sequence.pending_exit = 0;
     }
-    return make_error("out of memory in a TTT pass: its sequences are back at their lengths before it, "
-                      "without pending draft tokens");
+    return make_error("a TTT pass failed ({}): its sequences are back at their lengths before it, without pending "
+                      "draft tokens",
+                      error.what());
   }
   return {};
 }
