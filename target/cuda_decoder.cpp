@@ -685,56 +685,9 @@ Status CudaDecoder::apply_draft_head(const DraftHead& draft, std::span<float* co
     DW_CUDA_TRY(cudaMemcpyAsync(h + i * hidden, h_rows[static_cast<size_t>(i)], static_cast<size_t>(hidden) * sizeof(float),
                                 cudaMemcpyDeviceToDevice, stream));
   }
-  if (const LowRankAdapter* adapter = draft.adapter; adapter != nullptr) {
-    const auto reserve = [](DeviceBuffer& buffer, size_t bytes, const char* what) -> Status {
-      if (buffer.bytes() >= bytes) return {};
-      buffer = DeviceBuffer();
-      DW_ASSIGN_OR_RETURN(buffer, DeviceBuffer::allocate(bytes, what));
-      return {};
-    };
-    if (adapter->version == 0 || adapter->version != adapter_version_ || adapter_a_.bytes() < adapter->a.size_bytes() ||
-        adapter_b_.bytes() < adapter->b.size_bytes() || adapter_lens_.bytes() < adapter->lens.size_bytes()) {
-      DW_TRY(reserve(adapter_a_, adapter->a.size_bytes(), "the draft adapter's A"));
-      DW_TRY(reserve(adapter_b_, adapter->b.size_bytes(), "the draft adapter's B"));
-      DW_TRY(reserve(adapter_lens_, adapter->lens.size_bytes(), "the draft head's lens"));
-      DW_CUDA_TRY(cudaMemcpyAsync(adapter_a_.data(), adapter->a.data(), adapter->a.size_bytes(), cudaMemcpyHostToDevice,
-                                  stream));
-      DW_CUDA_TRY(cudaMemcpyAsync(adapter_b_.data(), adapter->b.data(), adapter->b.size_bytes(), cudaMemcpyHostToDevice,
-                                  stream));
-      if (!adapter->lens.empty()) {
-        DW_CUDA_TRY(cudaMemcpyAsync(adapter_lens_.data(), adapter->lens.data(), adapter->lens.size_bytes(),
-                                    cudaMemcpyHostToDevice, stream));
-      }
-      // The host spans must stay readable until the copies end: wait here, once per version.
-      DW_CUDA_TRY(cudaStreamSynchronize(stream));
-      adapter_version_ = adapter->version;
-    }
-    const float* head_input = h;
-    if (!adapter->lens.empty()) {
-      // The lens changes the norm's input: the step's LM-head logits are recomputed from
-      // x = h + M h.
-      DW_ASSIGN_OR_RETURN(void* mapped, scratch(20, static_cast<size_t>(rows * hidden) * sizeof(float), "lens rows"));
-      DW_ASSIGN_OR_RETURN(void* normed, scratch(21, static_cast<size_t>(rows * hidden) * sizeof(bf16), "lens normed rows"));
-      auto* x = static_cast<float*>(mapped);
-      DW_TRY(cuda_status(cuda::lens_map(h, rows, hidden, adapter_lens_.as<float>(), x, stream), "lens_map"));
-      DW_TRY(cuda_status(cuda::add_rms_norm_to(x, nullptr, nullptr, gain, static_cast<bf16*>(normed), rows, hidden,
-                                               static_cast<float>(config_.rms_norm_eps), stream),
-                         "add_rms_norm"));
-      const DeviceBuffer& lm = lm_head_.data() != nullptr ? lm_head_ : embedding_;
-      DW_TRY(gemm_.matmul(static_cast<const bf16*>(normed), lm.as<bf16>(), static_cast<float*>(logits), true, rows,
-                          hidden, config_.vocab_size, stream));
-      head_input = x;
-    }
-    DW_TRY(cuda_status(cuda::low_rank_logits(head_input, rows, hidden, gain, static_cast<float>(config_.rms_norm_eps),
-                                             adapter_a_.as<float>(), adapter_b_.as<float>(), adapter->rank,
-                                             adapter->scale, static_cast<float*>(logits), config_.vocab_size, stream),
-                       "low_rank_logits"));
-  }
-  if (draft.exit_hidden != nullptr) {
-    draft.exit_hidden->resize(static_cast<size_t>(rows * hidden));
-    DW_TRY(cuda::copy_to_host(draft.exit_hidden->data(), h, draft.exit_hidden->size() * sizeof(float), stream));
-  }
-  return {};
+  const DeviceBuffer& lm = lm_head_.data() != nullptr ? lm_head_ : embedding_;
+  return adapter_.apply(draft, h, rows, hidden, config_.vocab_size, gain, static_cast<float>(config_.rms_norm_eps),
+                        lm.as<bf16>(), gemm_, static_cast<float*>(logits), stream);
 }
 
 Expected<std::vector<float>> CudaDecoder::final_norm_weight() const {

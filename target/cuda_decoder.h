@@ -17,6 +17,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "target/checkpoint.h"
+#include "target/cuda_draft_head.h"
 #include "target/decoder.h"
 #include "target/model_weights.h"
 
@@ -236,8 +237,7 @@ class CudaDecoder final : public Decoder {
   cuda::PinnedBuffer pinned_keys_;     // a greedy step's argmax keys, back from the GPU
   cuda::DeviceBuffer split_counters_;  // attention_paged's, zero between steps
   // The last draft-head adapter a draft step used (LowRankAdapter::version), on the GPU.
-  cuda::DeviceBuffer adapter_a_, adapter_b_, adapter_lens_;
-  uint64_t adapter_version_ = 0;
+  CudaDraftAdapter adapter_;
   // Adds a draft step's adapter term to its logits on the GPU and reads back the exit hidden
   // states; h_rows are the requested rows' h_exit, where the step stored them.
   Status apply_draft_head(const DraftHead& draft, std::span<float* const> h_rows, const float* gain, void* logits);

@@ -1,6 +1,7 @@
 #include "target/cuda_ttt_decoder.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -19,6 +20,7 @@ using cuda::DeviceBuffer;
 
 constexpr int64_t kChunkRows = 4096;  // rows per run of a long prompt
 constexpr float kPostNormEps = 1e-6f;
+constexpr int64_t kKvBlock = 16;  // attention cache positions per block
 
 Expected<DeviceBuffer> upload_f32(std::span<const float> values, const std::string& what, cudaStream_t stream) {
   return cuda::upload(std::vector<float>(values.begin(), values.end()), what, stream);
@@ -68,18 +70,20 @@ void CudaTttDecoder::drop_graphs(const float* state) {
   }
 }
 
-Status CudaTttDecoder::run_decode_step(float* state, int32_t token, int64_t position) {
+Status CudaTttDecoder::run_decode_step(Sequence& sequence, int32_t token, int64_t position) {
+  const float* state = sequence.state.as<float>();
   constexpr size_t kMaxGraphs = 512;
   DW_TRY(ensure_scratch(1));
   // A graph launched earlier in this pass may not have copied its token yet.
   DW_CUDA_TRY(cudaStreamSynchronize(stream_));
   *static_cast<int32_t*>(pinned_token_.data()) = token;
-  const auto key = std::make_pair(static_cast<const float*>(state), position % ttt_.mini_batch_size);
+  const auto key = std::make_pair(state, position % ttt_.mini_batch_size);
   auto graph = graphs_.find(key);
   if (graph == graphs_.end()) {
     if (graphs_.size() >= kMaxGraphs) drop_graphs(nullptr);
     DW_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    const Status captured = run_tokens(state, std::span(&token, 1), position, static_cast<int32_t*>(pinned_token_.data()));
+    const Status captured =
+        run_tokens(sequence, std::span(&token, 1), position, static_cast<int32_t*>(pinned_token_.data()));
     cudaGraph_t recorded = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &recorded);
     if (!captured.ok() || ended != cudaSuccess) {
@@ -107,6 +111,9 @@ Expected<std::unique_ptr<CudaTttDecoder>> CudaTttDecoder::create(const TttModel&
                       c.mlp_layers ? "MLP" : "Linear", c.head_dim(), c.mini_batch_size);
   }
   if ((c.pre_conv || c.share_qk) && c.conv_kernel > 8) return make_error("conv_kernel {} is above 8 on CUDA", c.conv_kernel);
+  if (c.hybrid() && c.head_dim() > 256) {
+    return make_error("the attention layers' head width {} is above the CUDA attention kernels' 256", c.head_dim());
+  }
   if (options.context_length < 0) return make_error("the context length must not be negative");
   std::unique_ptr<CudaTttDecoder> decoder(new CudaTttDecoder(c, options));
   DW_CUDA_TRY(cudaSetDevice(options.device));
@@ -138,13 +145,28 @@ Status CudaTttDecoder::upload(const TttModel& model) {
   const int64_t A = c.inner_width();
   const size_t inner = static_cast<size_t>(nh * (f * A + A + (c.mlp_layers ? A * f + f : 0)));  // W1 b1 W2 b2
   const size_t per_layer = 2 * inner + 2 * window;
-  state_floats_ = per_layer * static_cast<size_t>(c.num_layers);
+  // A sequence state holds the TTT layers' parts, one after another (at least one float).
+  for (size_t l = 0; l < model.layers().size(); ++l) {
+    state_offset_.push_back(state_floats_);
+    if (!model.layers()[l].attention) state_floats_ += per_layer;
+  }
+  state_floats_ = std::max<size_t>(state_floats_, 1);
   std::vector<float> initial(state_floats_, 0.0f);
   for (size_t l = 0; l < model.layers().size(); ++l) {
     const TttModel::Layer& w = model.layers()[l];
     Layer layer;
     DW_ASSIGN_OR_RETURN(layer.seq_norm, upload_f32(w.seq_norm, "seq_norm", s));
     DW_ASSIGN_OR_RETURN(layer.ffn_norm, upload_f32(w.ffn_norm, "ffn_norm", s));
+    if (w.attention) {
+      layer.attention = true;
+      layer.cache = static_cast<size_t>(attention_layers_++);
+      DW_ASSIGN_OR_RETURN(layer.projections, upload_bf16({w.q_proj, w.k_proj, w.v_proj}, "the attention projections", s));
+      DW_ASSIGN_OR_RETURN(layer.o_proj, upload_bf16({w.o_proj}, "o_proj", s));
+      DW_ASSIGN_OR_RETURN(layer.gate_up, upload_bf16({w.gate_proj, w.up_proj}, "gate_up", s));
+      DW_ASSIGN_OR_RETURN(layer.down, upload_bf16({w.down_proj}, "down_proj", s));
+      layers_.push_back(std::move(layer));
+      continue;
+    }
     if (c.pre_conv) {
       DW_ASSIGN_OR_RETURN(layer.conv_norm, upload_f32(w.conv_norm, "conv.norm", s));
       DW_ASSIGN_OR_RETURN(layer.conv_weight, upload_f32(w.conv_weight, "conv.conv", s));
@@ -173,13 +195,26 @@ Status CudaTttDecoder::upload(const TttModel& model) {
     DW_ASSIGN_OR_RETURN(layer.post_norm_bias, upload_f32(w.post_norm_bias, "post_norm bias", s));
     layers_.push_back(std::move(layer));
     // The learned initial inner weights; sums and windows zero.
-    float* base = initial.data() + l * per_layer;
+    float* base = initial.data() + state_offset_[l];
     base = std::copy(w.w1.begin(), w.w1.end(), base);
     base = std::copy(w.b1.begin(), w.b1.end(), base);
     base = std::copy(w.w2.begin(), w.w2.end(), base);
     std::copy(w.b2.begin(), w.b2.end(), base);
   }
   DW_ASSIGN_OR_RETURN(initial_state_, cuda::upload(initial, "the initial TTT state", s));
+  if (attention_layers_ > 0) {
+    kv_dim_ = c.num_kv_heads * f;
+    geometry_.num_heads = nh;
+    geometry_.num_kv_heads = c.num_kv_heads;
+    geometry_.head_dim = f;
+    geometry_.block_size = kKvBlock;
+    geometry_.max_blocks_per_sequence = (context_length_ + kKvBlock - 1) / kKvBlock;
+    geometry_.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(f)));
+    std::vector<int32_t> table(static_cast<size_t>(geometry_.max_blocks_per_sequence));
+    for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+    DW_ASSIGN_OR_RETURN(block_table_, cuda::upload(table, "the attention block table", s));
+    DW_ASSIGN_OR_RETURN(inv_freq_, upload_f32(model.attention_inv_freq(), "the RoPE frequencies", s));
+  }
   DW_CUDA_TRY(cudaStreamSynchronize(s));
   return {};
 }
@@ -188,7 +223,7 @@ CudaTttDecoder::LayerState CudaTttDecoder::layer_state(float* state, size_t l) c
   const int64_t C = ttt_.hidden_size, nh = ttt_.num_heads, f = ttt_.head_dim(), A = ttt_.inner_width();
   const int64_t second = ttt_.mlp_layers ? 1 : 0;
   const size_t window = static_cast<size_t>((ttt_.conv_kernel - 1) * C);
-  float* at = state + l * (state_floats_ / layers_.size());
+  float* at = state + state_offset_[l];
   const auto take = [&](int64_t count) { return std::exchange(at, at + count); };
   LayerState out;
   out.W1 = take(nh * f * A);
@@ -213,6 +248,8 @@ SequenceId CudaTttDecoder::create_sequence() {
     sequence.state = std::move(*state);
     cudaMemcpyAsync(sequence.state.data(), initial_state_.data(), state_bytes(), cudaMemcpyDeviceToDevice, stream_);
   }
+  sequence.keys.resize(static_cast<size_t>(attention_layers_));
+  sequence.values.resize(static_cast<size_t>(attention_layers_));
   sequences_.emplace(id, std::move(sequence));
   return id;
 }
@@ -260,6 +297,11 @@ Status CudaTttDecoder::ensure_scratch(int64_t rows) {
   DW_TRY(grow(delta_, n * C * sizeof(bf16), "TTT scratch"));
   DW_TRY(grow(gate_up_, n * 2 * ffn * sizeof(bf16), "TTT scratch"));
   DW_TRY(grow(act_, n * ffn * sizeof(bf16), "TTT scratch"));
+  if (attention_layers_ > 0) {
+    DW_TRY(grow(qkv_, n * static_cast<size_t>(ttt_.hidden_size + 2 * kv_dim_) * sizeof(bf16), "attention q, k, v"));
+    DW_TRY(grow(plan_positions_, n * sizeof(int32_t), "attention positions"));
+    DW_TRY(grow(plan_items_, n * sizeof(cuda::AttentionWorkItem), "attention work items"));
+  }
   scratch_rows_ = rows;
   return {};
 }
@@ -273,23 +315,59 @@ Status CudaTttDecoder::linear(const bf16* x, const bf16* w, void* y, bool y_fp32
                      "gemv");
 }
 
-Status CudaTttDecoder::run_tokens(float* state, std::span<const int32_t> tokens, int64_t position,
-                                  const int32_t* host_ids) {
+Status CudaTttDecoder::ensure_kv(Sequence& sequence, int64_t positions) {
+  if (positions <= sequence.kv_capacity || attention_layers_ == 0) return {};
+  const int64_t most = geometry_.max_blocks_per_sequence * kKvBlock;
+  int64_t capacity = std::max({positions, 2 * sequence.kv_capacity, int64_t{256}});
+  capacity = std::min(most, (capacity + kKvBlock - 1) / kKvBlock * kKvBlock);
+  const size_t bytes = static_cast<size_t>(capacity * kv_dim_) * sizeof(bf16);
+  const size_t kept = static_cast<size_t>(sequence.kv_capacity * kv_dim_) * sizeof(bf16);
+  // Every new buffer first: a failure leaves the caches as they were.
+  std::vector<DeviceBuffer> keys, values;
+  for (size_t i = 0; i < static_cast<size_t>(attention_layers_); ++i) {
+    DW_ASSIGN_OR_RETURN(DeviceBuffer k, DeviceBuffer::allocate(bytes, "an attention key cache"));
+    DW_ASSIGN_OR_RETURN(DeviceBuffer v, DeviceBuffer::allocate(bytes, "an attention value cache"));
+    if (kept > 0) {
+      DW_CUDA_TRY(cudaMemcpyAsync(k.data(), sequence.keys[i].data(), kept, cudaMemcpyDeviceToDevice, stream_));
+      DW_CUDA_TRY(cudaMemcpyAsync(v.data(), sequence.values[i].data(), kept, cudaMemcpyDeviceToDevice, stream_));
+    }
+    keys.push_back(std::move(k));
+    values.push_back(std::move(v));
+  }
+  DW_CUDA_TRY(cudaStreamSynchronize(stream_));
+  sequence.keys = std::move(keys);
+  sequence.values = std::move(values);
+  sequence.kv_capacity = capacity;
+  return {};
+}
+
+Status CudaTttDecoder::attention_mixer(const Layer& layer, Sequence& sequence, size_t cache, int64_t n,
+                                       int64_t item_count) {
   const TttConfig& c = ttt_;
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), b = c.mini_batch_size;
-  const int64_t ffn = c.intermediate_size, P = proj_width_;
+  const int64_t width = c.hidden_size + 2 * kv_dim_;
+  cudaStream_t s = stream_;
+  bf16* qkv = qkv_.as<bf16>();
+  DW_TRY(linear(normed_.as<bf16>(), layer.projections.as<bf16>(), qkv, false, n, c.hidden_size, width));
+  // The cache is one run of blocks, so a position is its own slot.
+  const int32_t* positions = plan_positions_.as<int32_t>();
+  DW_CUDA_TRY(cuda::rope_and_write_kv(qkv, width, n, c.num_heads, c.num_kv_heads, c.head_dim(), positions,
+                                      inv_freq_.as<float>(), 0, positions, sequence.keys[cache].as<bf16>(),
+                                      sequence.values[cache].as<bf16>(), s));
+  DW_CUDA_TRY(cuda::attention_paged(qkv, width, sequence.keys[cache].as<bf16>(), sequence.values[cache].as<bf16>(),
+                                    block_table_.as<int32_t>(), plan_items_.as<cuda::AttentionWorkItem>(), item_count,
+                                    1, n, geometry_, nullptr, nullptr, nullptr, post_.as<bf16>(), s));
+  return {};
+}
+
+Status CudaTttDecoder::ttt_mixer(size_t l, float* state, int64_t n, int64_t position) {
+  const TttConfig& c = ttt_;
+  const Layer& layer = layers_[l];
+  const LayerState st = layer_state(state, l);
+  const int64_t C = c.hidden_size, nh = c.num_heads, f = c.head_dim(), b = c.mini_batch_size, P = proj_width_;
   const float eps = static_cast<float>(c.rms_norm_eps);
   cudaStream_t s = stream_;
-  DW_TRY(ensure_scratch(n));
-  DW_CUDA_TRY(cudaMemcpyAsync(ids_.data(), host_ids != nullptr ? host_ids : tokens.data(), tokens.size_bytes(),
-                              cudaMemcpyHostToDevice, s));
   float* x = x_.as<float>();
-  DW_CUDA_TRY(cuda::embedding_lookup(embedding_.as<bf16>(), ids_.as<int32_t>(), x, n, C, s));
   float* proj = proj_.as<float>();
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = layers_[l];
-    const LayerState st = layer_state(state, l);
     if (c.pre_conv) {
       DW_CUDA_TRY(cuda::ttt_rms_norm(x, layer.conv_norm.as<float>(), normed_f32_.as<float>(), n, C, eps, s));
       cuda::CausalConv conv;
@@ -340,6 +418,49 @@ Status CudaTttDecoder::run_tokens(float* state, std::span<const int32_t> tokens,
     DW_CUDA_TRY(cuda::ttt_post_norm_gate(heads_.as<float>(), layer.post_norm_weight.as<float>(),
                                          layer.post_norm_bias.as<float>(), c.use_gate ? proj + g_offset_ : nullptr, P,
                                          post_.as<bf16>(), n, C, kPostNormEps, s));
+  return {};
+}
+
+Status CudaTttDecoder::run_tokens(Sequence& sequence, std::span<const int32_t> tokens, int64_t position,
+                                  const int32_t* host_ids) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  DW_TRY(ensure_scratch(n));
+  DW_CUDA_TRY(cudaMemcpyAsync(ids_.data(), host_ids != nullptr ? host_ids : tokens.data(), tokens.size_bytes(),
+                              cudaMemcpyHostToDevice, stream_));
+  DW_CUDA_TRY(cuda::embedding_lookup(embedding_.as<bf16>(), ids_.as<int32_t>(), x_.as<float>(), n, ttt_.hidden_size,
+                                     stream_));
+  return run_layers(sequence, 0, layers_.size(), n, position);
+}
+
+Status CudaTttDecoder::run_layers(Sequence& sequence, size_t first, size_t end, int64_t n, int64_t position) {
+  float* state = sequence.state.as<float>();
+  const TttConfig& c = ttt_;
+  const int64_t C = c.hidden_size, ffn = c.intermediate_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  cudaStream_t s = stream_;
+  int64_t item_count = 0;
+  if (std::any_of(layers_.begin() + static_cast<std::ptrdiff_t>(first), layers_.begin() + static_cast<std::ptrdiff_t>(end),
+                  [](const Layer& layer) { return layer.attention; })) {
+    // The attention layers' plan: positions (and slots) and work items.
+    std::vector<int32_t> positions(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(position + i);
+    const std::vector<cuda::AttentionWorkItem> items = cuda::plan_attention(
+        {static_cast<int32_t>(n)}, {static_cast<int32_t>(position)}, 1, cuda::attention_query_tile(geometry_));
+    item_count = static_cast<int64_t>(items.size());
+    DW_CUDA_TRY(cudaMemcpyAsync(plan_positions_.data(), positions.data(), positions.size() * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, s));
+    DW_CUDA_TRY(cudaMemcpyAsync(plan_items_.data(), items.data(), items.size() * sizeof(cuda::AttentionWorkItem),
+                                cudaMemcpyHostToDevice, s));
+  }
+  float* x = x_.as<float>();
+  for (size_t l = first; l < end; ++l) {
+    const Layer& layer = layers_[l];
+    if (layer.attention) {
+      DW_CUDA_TRY(cuda::add_rms_norm(x, nullptr, layer.seq_norm.as<float>(), normed_.as<bf16>(), n, C, eps, s));
+      DW_TRY(attention_mixer(layer, sequence, layer.cache, n, item_count));
+    } else {
+      DW_TRY(ttt_mixer(l, state, n, position));
+    }
     DW_TRY(linear(post_.as<bf16>(), layer.o_proj.as<bf16>(), delta_.data(), false, n, C, C));
     DW_CUDA_TRY(cuda::add_rms_norm(x, delta_.as<bf16>(), layer.ffn_norm.as<float>(), normed_.as<bf16>(), n, C, eps, s));
     if (cuda::gemv_supported(n, C)) {
@@ -362,8 +483,7 @@ Status CudaTttDecoder::run_tokens(float* state, std::span<const int32_t> tokens,
 Status CudaTttDecoder::replay(Sequence& sequence, int64_t from, int64_t to) {
   for (int64_t at = from; at < to; at += kChunkRows) {
     const int64_t count = std::min(kChunkRows, to - at);
-    DW_TRY(run_tokens(sequence.state.as<float>(),
-                      std::span<const int32_t>(sequence.tokens.data() + at, static_cast<size_t>(count)), at));
+    DW_TRY(run_tokens(sequence, std::span<const int32_t>(sequence.tokens.data() + at, static_cast<size_t>(count)), at));
   }
   return {};
 }
@@ -376,8 +496,11 @@ Status CudaTttDecoder::truncate_sequence(SequenceId id, int64_t length) {
   if (length < 0 || length > current) {
     return make_error("sequence {}: cannot truncate to {} (it holds {} tokens)", id, length, current);
   }
-  if (length == current) return {};
+  if (length == current && sequence.pending.empty()) return {};
   DW_CUDA_TRY(cudaSetDevice(options_.device));
+  // Pending tokens went into the first layers' state: they go with the rest.
+  sequence.pending.clear();
+  sequence.pending_exit = 0;
   int64_t from = 0;
   const bool restore = sequence.has_saved && sequence.saved_length <= length;
   DW_CUDA_TRY(cudaMemcpyAsync(sequence.state.data(), restore ? sequence.saved.data() : initial_state_.data(),
@@ -399,81 +522,187 @@ Status CudaTttDecoder::truncate_sequence(SequenceId id, int64_t length) {
   return {};
 }
 
+int64_t CudaTttDecoder::pending_tokens(SequenceId sequence) const {
+  const auto it = sequences_.find(sequence);
+  return it == sequences_.end() ? -1 : static_cast<int64_t>(it->second.pending.size());
+}
+
 Status CudaTttDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
-  DW_TRY(check_forward_batch(batch, context_length_, config_.vocab_size,
-                             [this](SequenceId id) { return sequence_length(id); }));
+  return pass(batch, nullptr, logits);
+}
+
+Status CudaTttDecoder::forward_draft(std::span<const ForwardRequest> batch, const DraftHead& head,
+                                     std::vector<float>& logits) {
+  return pass(batch, &head, logits);
+}
+
+Status CudaTttDecoder::pass(std::span<const ForwardRequest> batch, const DraftHead* draft, std::vector<float>& logits) {
+  DW_TRY(check_early_exit_batch(
+      batch, draft, config_, context_length_, [this](SequenceId id) { return sequence_length(id); },
+      [this](SequenceId id) {
+        const Sequence& sequence = sequences_.at(id);
+        return PendingTokens{sequence.pending, sequence.pending_exit};
+      }));
   DW_CUDA_TRY(cudaSetDevice(options_.device));
   const int64_t C = ttt_.hidden_size, vocab = config_.vocab_size;
   int64_t wanted = 0;
   for (const ForwardRequest& request : batch) wanted += static_cast<int64_t>(request.logit_rows.size());
   if (wanted > logit_capacity_) {
     DW_TRY(grow(rows_, static_cast<size_t>(wanted * C) * sizeof(bf16), "TTT logit rows"));
+    DW_TRY(grow(exit_rows_, static_cast<size_t>(wanted * C) * sizeof(float), "TTT exit rows"));
+    DW_TRY(grow(exit_normed_, static_cast<size_t>(wanted * C) * sizeof(bf16), "TTT exit rows"));
     DW_TRY(grow(logits_, static_cast<size_t>(wanted * vocab) * sizeof(float), "TTT logits"));
     logit_capacity_ = wanted;
+  }
+  if (draft != nullptr && !draft->norm_gain.empty()) {
+    DW_TRY(grow(draft_gain_, static_cast<size_t>(C) * sizeof(float), "the draft head's gain"));
+    DW_CUDA_TRY(cudaMemcpyAsync(draft_gain_.data(), draft->norm_gain.data(), static_cast<size_t>(C) * sizeof(float),
+                                cudaMemcpyHostToDevice, stream_));
   }
   for (const ForwardRequest& request : batch) {
     if (sequences_.at(request.sequence).state.data() == nullptr) {
       return make_error("sequence {}: its TTT state could not be allocated on the GPU", request.sequence);
     }
   }
-  // Every copy buffer first: past this point a failure undoes the pass.
+  // Every copy buffer and cache first: past this point a failure undoes the pass.
+  const bool early_exit = draft != nullptr && draft->exit_layer < ttt_.num_layers;
   for (const ForwardRequest& request : batch) {
     Sequence& sequence = sequences_.at(request.sequence);
+    const int64_t pending = static_cast<int64_t>(sequence.pending.size());
+    const int64_t n = static_cast<int64_t>(request.tokens.size());
+    DW_TRY(ensure_kv(sequence, static_cast<int64_t>(sequence.tokens.size()) + pending + n));
     if (sequence.saved.data() == nullptr) {
       DW_ASSIGN_OR_RETURN(sequence.saved, DeviceBuffer::allocate(state_bytes(), "a TTT state copy"));
     }
+    if (early_exit && pending + n > sequence.pending_capacity) {
+      const int64_t capacity = std::max(pending + n, 2 * sequence.pending_capacity);
+      DW_ASSIGN_OR_RETURN(DeviceBuffer rows, DeviceBuffer::allocate(static_cast<size_t>(capacity * C) * sizeof(float),
+                                                                    "pending draft rows"));
+      if (pending > 0) {
+        DW_CUDA_TRY(cudaMemcpyAsync(rows.data(), sequence.pending_hidden.data(),
+                                    static_cast<size_t>(pending * C) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+      }
+      DW_CUDA_TRY(cudaStreamSynchronize(stream_));
+      sequence.pending_hidden = std::move(rows);
+      sequence.pending_capacity = capacity;
+    }
   }
   std::vector<Sequence*> reached;
-  const Status ran = run_pass(batch, logits, reached);
+  const Status ran = run_pass(batch, draft, logits, reached);
   if (!ran.ok()) {
-    // Each reached sequence's copy is its state before this pass.
+    // Each reached sequence's copy is its state before this pass (before the round, for one
+    // that held pending draft tokens: it loses them).
     for (Sequence* sequence : reached) {
       cudaMemcpyAsync(sequence->state.data(), sequence->saved.data(), state_bytes(), cudaMemcpyDeviceToDevice, stream_);
       sequence->tokens.resize(static_cast<size_t>(sequence->saved_length));
+      sequence->pending.clear();
+      sequence->pending_exit = 0;
     }
     cudaStreamSynchronize(stream_);
   }
   return ran;
 }
 
-Status CudaTttDecoder::run_pass(std::span<const ForwardRequest> batch, std::vector<float>& logits,
-                                std::vector<Sequence*>& reached) {
+Status CudaTttDecoder::run_request(Sequence& sequence, const ForwardRequest& request, const DraftHead* draft,
+                                   int64_t row) {
+  const int64_t C = ttt_.hidden_size;
+  const size_t layers = layers_.size();
+  const int64_t length = static_cast<int64_t>(sequence.tokens.size());
+  const int64_t pending = static_cast<int64_t>(sequence.pending.size());
+  const int64_t n = static_cast<int64_t>(request.tokens.size());
+  // Copies the requested rows among [at, at + count) of this run: final-normed for the target,
+  // the residual rows for a draft head.
+  const auto collect = [&](int64_t at, int64_t count) -> Status {
+    for (size_t i = 0; i < request.logit_rows.size(); ++i) {
+      const int64_t r = request.logit_rows[i];
+      if (r < at || r >= at + count) continue;
+      const int64_t to = row + static_cast<int64_t>(i);
+      if (draft != nullptr) {
+        DW_CUDA_TRY(cudaMemcpyAsync(exit_rows_.as<float>() + to * C, x_.as<float>() + (r - at) * C,
+                                    static_cast<size_t>(C) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+      } else {
+        DW_CUDA_TRY(cudaMemcpyAsync(rows_.as<bf16>() + to * C, normed_.as<bf16>() + (r - at) * C,
+                                    static_cast<size_t>(C) * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_));
+      }
+    }
+    return {};
+  };
+  if (draft != nullptr && static_cast<size_t>(draft->exit_layer) < layers) {
+    // Layers [0, exit) only: the tokens wait, pending, after the earlier pending ones.
+    const size_t exit = static_cast<size_t>(draft->exit_layer);
+    for (int64_t at = 0; at < n; at += kChunkRows) {
+      const int64_t count = std::min(kChunkRows, n - at);
+      DW_TRY(ensure_scratch(count));
+      DW_CUDA_TRY(cudaMemcpyAsync(ids_.data(), request.tokens.data() + at, static_cast<size_t>(count) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream_));
+      DW_CUDA_TRY(cuda::embedding_lookup(embedding_.as<bf16>(), ids_.as<int32_t>(), x_.as<float>(), count, C, stream_));
+      DW_TRY(run_layers(sequence, 0, exit, count, length + pending + at));
+      DW_CUDA_TRY(cudaMemcpyAsync(sequence.pending_hidden.as<float>() + (pending + at) * C, x_.data(),
+                                  static_cast<size_t>(count * C) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+      DW_TRY(collect(at, count));
+    }
+    sequence.pending_exit = draft->exit_layer;
+    sequence.pending.insert(sequence.pending.end(), request.tokens.begin(), request.tokens.end());
+    return {};
+  }
+  // Every layer; pending tokens (a verification pass begins with them) resume at their exit layer.
+  const int64_t resumed = draft == nullptr ? pending : 0;
+  for (int64_t at = 0; at < resumed; at += kChunkRows) {
+    const int64_t count = std::min(kChunkRows, resumed - at);
+    DW_TRY(ensure_scratch(count));
+    DW_CUDA_TRY(cudaMemcpyAsync(x_.data(), sequence.pending_hidden.as<float>() + at * C,
+                                static_cast<size_t>(count * C) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+    DW_TRY(run_layers(sequence, static_cast<size_t>(sequence.pending_exit), layers, count, length + at));
+    DW_TRY(collect(at, count));
+  }
+  for (int64_t at = resumed; at < n; at += kChunkRows) {
+    const int64_t count = std::min(kChunkRows, n - at);
+    DW_TRY(count == 1 && options_.cuda_graphs && attention_layers_ == 0
+               ? run_decode_step(sequence, request.tokens[static_cast<size_t>(at)], length + at)
+               : run_tokens(sequence, request.tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(count)),
+                            length + at));
+    DW_TRY(collect(at, count));
+  }
+  sequence.tokens.insert(sequence.tokens.end(), request.tokens.begin(), request.tokens.end());
+  sequence.pending.clear();
+  sequence.pending_exit = 0;
+  return {};
+}
+
+Status CudaTttDecoder::run_pass(std::span<const ForwardRequest> batch, const DraftHead* draft,
+                                std::vector<float>& logits, std::vector<Sequence*>& reached) {
   const int64_t C = ttt_.hidden_size, vocab = config_.vocab_size;
   int64_t wanted = 0;
   for (const ForwardRequest& request : batch) wanted += static_cast<int64_t>(request.logit_rows.size());
   int64_t row = 0;
   for (const ForwardRequest& request : batch) {
     Sequence& sequence = sequences_.at(request.sequence);
-    const int64_t length = static_cast<int64_t>(sequence.tokens.size());
-    // The state before this pass, for rollback (and for undoing this pass on an error).
-    DW_CUDA_TRY(cudaMemcpyAsync(sequence.saved.data(), sequence.state.data(), state_bytes(), cudaMemcpyDeviceToDevice,
-                                stream_));
-    sequence.has_saved = true;
-    sequence.saved_length = length;
-    reached.push_back(&sequence);
-    const int64_t n = static_cast<int64_t>(request.tokens.size());
-    for (int64_t at = 0; at < n; at += kChunkRows) {
-      const int64_t count = std::min(kChunkRows, n - at);
-      DW_TRY(n == 1 && options_.cuda_graphs
-                 ? run_decode_step(sequence.state.as<float>(), request.tokens[0], length)
-                 : run_tokens(sequence.state.as<float>(),
-                              request.tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(count)), length + at));
-      // This chunk's requested rows, final-normed.
-      for (size_t i = 0; i < request.logit_rows.size(); ++i) {
-        const int64_t r = request.logit_rows[i];
-        if (r < at || r >= at + count) continue;
-        DW_CUDA_TRY(cudaMemcpyAsync(rows_.as<bf16>() + (row + static_cast<int64_t>(i)) * C,
-                                    normed_.as<bf16>() + (r - at) * C, static_cast<size_t>(C) * sizeof(bf16),
-                                    cudaMemcpyDeviceToDevice, stream_));
-      }
+    // The state before this pass (a round's first), for rollback and for undoing it on an error.
+    if (sequence.pending.empty()) {
+      DW_CUDA_TRY(cudaMemcpyAsync(sequence.saved.data(), sequence.state.data(), state_bytes(), cudaMemcpyDeviceToDevice,
+                                  stream_));
+      sequence.has_saved = true;
+      sequence.saved_length = static_cast<int64_t>(sequence.tokens.size());
     }
-    sequence.tokens.insert(sequence.tokens.end(), request.tokens.begin(), request.tokens.end());
+    reached.push_back(&sequence);
+    DW_TRY(run_request(sequence, request, draft, row));
     row += static_cast<int64_t>(request.logit_rows.size());
   }
   logits.assign(static_cast<size_t>(wanted * vocab), 0.0f);
   if (wanted > 0) {
     const bf16* head = (lm_head_.data() != nullptr ? lm_head_ : embedding_).as<bf16>();
-    DW_TRY(linear(rows_.as<bf16>(), head, logits_.data(), true, wanted, C, vocab));
+    if (draft == nullptr) {
+      DW_TRY(linear(rows_.as<bf16>(), head, logits_.data(), true, wanted, C, vocab));
+    } else {
+      // The draft head: the LM head on the exit rows normed with the head's gain, then its adapter.
+      const float* gain = draft->norm_gain.empty() ? final_norm_.as<float>() : draft_gain_.as<float>();
+      const float eps = static_cast<float>(ttt_.rms_norm_eps);
+      DW_CUDA_TRY(cuda::add_rms_norm_to(exit_rows_.as<float>(), nullptr, nullptr, gain, exit_normed_.as<bf16>(), wanted,
+                                        C, eps, stream_));
+      DW_TRY(linear(exit_normed_.as<bf16>(), head, logits_.data(), true, wanted, C, vocab));
+      DW_TRY(adapter_.apply(*draft, exit_rows_.as<float>(), wanted, C, vocab, gain, eps, head, gemm_,
+                            logits_.as<float>(), stream_));
+    }
     DW_CUDA_TRY(cudaMemcpyAsync(logits.data(), logits_.data(), logits.size() * sizeof(float), cudaMemcpyDeviceToHost,
                                 stream_));
   }

@@ -21,7 +21,7 @@ ModelConfig model_config_of(const TttConfig& c) {
   config.intermediate_size = c.intermediate_size;
   config.num_layers = c.num_layers;
   config.num_heads = c.num_heads;
-  config.num_kv_heads = c.num_heads;
+  config.num_kv_heads = c.hybrid() ? c.num_kv_heads : c.num_heads;
   config.head_dim = c.head_dim();
   config.max_position_embeddings = c.max_position_embeddings;
   config.rope_theta = c.rope_theta;
@@ -99,12 +99,19 @@ Status TttDecoder::truncate_sequence(SequenceId id, int64_t length) {
   try {
     const bool restore = sequence.saved && sequence.saved_length <= length;
     const int64_t from = restore ? sequence.saved_length : 0;
-    TttState work = restore ? *sequence.saved : model_->initial_state();
-    if (length > from) {
-      std::vector<float> x;
-      const std::span<const int32_t> replay(sequence.tokens.data() + from, static_cast<size_t>(length - from));
-      model_->embed(replay, x);
-      model_->run_layers(work, 0, static_cast<size_t>(config_.num_layers), from, length - from, x);
+    TttState work = restore ? sequence.saved->copy_without_caches() : model_->initial_state();
+    // The attention caches' rows before `from` hold; those the replay writes get the same tokens.
+    work.take_caches(sequence.state);
+    try {
+      if (length > from) {
+        std::vector<float> x;
+        const std::span<const int32_t> replay(sequence.tokens.data() + from, static_cast<size_t>(length - from));
+        model_->embed(replay, x);
+        model_->run_layers(work, 0, static_cast<size_t>(config_.num_layers), from, length - from, x);
+      }
+    } catch (const std::bad_alloc&) {
+      sequence.state.take_caches(work);
+      throw;
     }
     work.position = length;
     sequence.state = std::move(work);
@@ -144,8 +151,7 @@ Status TttDecoder::pass(std::span<const ForwardRequest> batch, const DraftHead* 
       reached.push_back(request.sequence);
       // What this pass may have to undo: a round's first draft pass or a forward pass.
       if (sequence.pending.empty()) {
-        TttState copy = sequence.state;
-        sequence.saved = std::move(copy);
+        sequence.saved = sequence.state.copy_without_caches();
         sequence.saved_length = static_cast<int64_t>(sequence.tokens.size());
       }
       run_request(sequence, request, draft, rows);
@@ -158,7 +164,9 @@ Status TttDecoder::pass(std::span<const ForwardRequest> batch, const DraftHead* 
     for (const SequenceId id : reached) {
       Sequence& sequence = sequences_.at(id);
       if (sequence.saved) {
-        sequence.state = *sequence.saved;
+        TttState back = sequence.saved->copy_without_caches();
+        back.take_caches(sequence.state);
+        sequence.state = std::move(back);
         sequence.tokens.resize(static_cast<size_t>(sequence.saved_length));
       }
       sequence.pending.clear();

@@ -1,10 +1,12 @@
 // A TTT model (target/ttt_model.h) behind the Decoder interface, on the CPU: sequences whose
 // decode state is the TTT state (per layer and head the inner model's weights and gradient
 // sum, the convolutions' windows) instead of a key/value cache, so it costs the same at any
-// length; early-exit drafting; and exact rollback for speculative decoding.
+// length; early-exit drafting; and exact rollback for speculative decoding. In a hybrid model
+// the attention layers keep their key/value caches in the same state, next to the TTT layers'.
 //
 // Rollback: before a pass that may be undone (a forward, or the first draft pass of a round)
-// the sequence's state is copied. truncate_sequence restores the latest copy at or before the
+// the sequence's state is copied, less the attention caches (their rows before a length stay
+// valid, so a restored state takes them over). truncate_sequence restores the latest copy at or before the
 // new length and runs the tokens from there to the new length again (at most the tokens that
 // were accepted); a length before every copy is recomputed from the start. The state at any
 // length is then exactly the one plain decoding has there, mini-batch boundaries included.

@@ -9,7 +9,9 @@
 
 #include <fmt/format.h>
 
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/rope.h"
 #include "kernels/host_memory.h"
 #include "target/checkpoint.h"
 #include "target/random_weights.h"
@@ -179,6 +181,23 @@ Expected<TttConfig> parse_ttt_config(const nlohmann::json& json) {
       config.eos_token_ids.push_back(id.get<int64_t>());
     }
   }
+  if (json.contains("layer_types") && !json["layer_types"].is_null()) {
+    const nlohmann::json& types = json["layer_types"];
+    if (!types.is_array() || static_cast<int64_t>(types.size()) != config.num_layers) {
+      return make_error("config.json: \"layer_types\" must be a list of num_hidden_layers ({}) strings", config.num_layers);
+    }
+    for (const nlohmann::json& kind : types) {
+      if (kind != "ttt" && kind != "attention") {
+        return make_error("config.json: \"layer_types\" entries must be \"ttt\" or \"attention\", got {}", kind.dump());
+      }
+      config.attention_layers.push_back(kind == "attention");
+    }
+  }
+  DW_ASSIGN_OR_RETURN(config.num_kv_heads, positive_field(json, "num_key_value_heads", config.num_heads));
+  if (config.num_heads % config.num_kv_heads != 0) {
+    return make_error("config.json: num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                      config.num_heads, config.num_kv_heads);
+  }
   if (config.hidden_size % config.num_heads != 0 || config.head_dim() % 2 != 0) {
     return make_error("config.json: hidden_size {} must split into num_attention_heads {} heads of an even width",
                       config.hidden_size, config.num_heads);
@@ -191,6 +210,31 @@ Expected<TttConfig> parse_ttt_config(const nlohmann::json& json) {
     return make_error("config.json: rms_norm_eps and rope_theta must be positive");
   }
   return config;
+}
+
+bool TttConfig::hybrid() const {
+  return std::find(attention_layers.begin(), attention_layers.end(), true) != attention_layers.end();
+}
+
+TttState TttState::copy_without_caches() const {
+  TttState copy;
+  copy.position = position;
+  copy.layers.reserve(layers.size());
+  for (const Layer& layer : layers) {
+    Layer own;
+    own.heads = layer.heads;
+    own.pre_conv_window = layer.pre_conv_window;
+    own.qk_window = layer.qk_window;
+    copy.layers.push_back(std::move(own));
+  }
+  return copy;
+}
+
+void TttState::take_caches(TttState& current) {
+  for (size_t l = 0; l < layers.size() && l < current.layers.size(); ++l) {
+    layers[l].keys = std::move(current.layers[l].keys);
+    layers[l].values = std::move(current.layers[l].values);
+  }
 }
 
 Expected<TttConfig> load_ttt_config(const std::string& path) {
@@ -261,6 +305,9 @@ Expected<std::unique_ptr<TttModel>> TttModel::build(const TttConfig& config, con
   if (!c.tie_word_embeddings) {
     DW_ASSIGN_OR_RETURN(model->lm_head_, read("lm_head.weight", c.vocab_size * C));
   }
+  for (int64_t j = 0; j < f / 2; ++j) {
+    model->inv_freq_.push_back(static_cast<float>(1.0 / std::pow(c.rope_theta, 2.0 * static_cast<double>(j) / static_cast<double>(f))));
+  }
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = fmt::format("model.layers.{}.", i);
     const std::string s = p + "seq_modeling_block.";
@@ -270,6 +317,16 @@ Expected<std::unique_ptr<TttModel>> TttModel::build(const TttConfig& config, con
     DW_ASSIGN_OR_RETURN(layer.gate_proj, read(p + "mlp.gate_proj.weight", c.intermediate_size * C));
     DW_ASSIGN_OR_RETURN(layer.up_proj, read(p + "mlp.up_proj.weight", c.intermediate_size * C));
     DW_ASSIGN_OR_RETURN(layer.down_proj, read(p + "mlp.down_proj.weight", C * c.intermediate_size));
+    if (c.is_attention(static_cast<size_t>(i))) {
+      const int64_t kv = c.num_kv_heads * f;
+      layer.attention = true;
+      DW_ASSIGN_OR_RETURN(layer.q_proj, read(p + "self_attn.q_proj.weight", C * C));
+      DW_ASSIGN_OR_RETURN(layer.k_proj, read(p + "self_attn.k_proj.weight", kv * C));
+      DW_ASSIGN_OR_RETURN(layer.v_proj, read(p + "self_attn.v_proj.weight", kv * C));
+      DW_ASSIGN_OR_RETURN(layer.o_proj, read(p + "self_attn.o_proj.weight", C * C));
+      model->layers_.push_back(std::move(layer));
+      continue;
+    }
     if (c.pre_conv) {
       DW_ASSIGN_OR_RETURN(layer.conv_norm, read(p + "conv.norm.weight", C));
       DW_ASSIGN_OR_RETURN(layer.conv_weight, read(p + "conv.conv.weight", C * c.conv_kernel));
@@ -314,6 +371,10 @@ TttState TttModel::initial_state() const {
   TttState state;
   for (const Layer& layer : layers_) {
     TttState::Layer own;
+    if (layer.attention) {
+      state.layers.push_back(std::move(own));
+      continue;
+    }
     for (size_t h = 0; h < static_cast<size_t>(c.num_heads); ++h) {
       TttState::Head head;
       head.w1.assign(layer.w1.begin() + static_cast<std::ptrdiff_t>(h * f * inner),
@@ -608,6 +669,46 @@ void TttModel::mixer_dual(const Layer& layer, TttState::Layer& state, std::span<
   }
 }
 
+void TttModel::attention_mixer(const Layer& layer, TttState::Layer& state, int64_t position, int64_t n,
+                               std::span<const float> normed, std::span<float> out) const {
+  const TttConfig& c = config_;
+  const int64_t C = c.hidden_size, f = c.head_dim(), kv = c.num_kv_heads * f;
+  const size_t rows = static_cast<size_t>(n);
+  std::vector<float> q(rows * static_cast<size_t>(C)), heads(rows * static_cast<size_t>(C));
+  // Rows [position, position + n) of the cache; what lies past them is stale.
+  const size_t end = static_cast<size_t>((position + n) * kv);
+  if (state.keys.size() < end) {
+    state.keys.resize(std::max(end, 2 * state.keys.size()));
+    state.values.resize(state.keys.size());
+  }
+  float* keys = state.keys.data() + position * kv;
+  float* values = state.values.data() + position * kv;
+  for (size_t r = 0; r < rows; ++r) {
+    const std::span<const float> nr = normed.subspan(r * static_cast<size_t>(C), static_cast<size_t>(C));
+    matvec(layer.q_proj, nr, C, std::span(q).subspan(r * static_cast<size_t>(C), static_cast<size_t>(C)));
+    matvec(layer.k_proj, nr, kv, std::span(keys + r * static_cast<size_t>(kv), static_cast<size_t>(kv)));
+    matvec(layer.v_proj, nr, kv, std::span(values + r * static_cast<size_t>(kv), static_cast<size_t>(kv)));
+  }
+  std::vector<int64_t> positions(rows);
+  for (size_t r = 0; r < rows; ++r) positions[r] = position + static_cast<int64_t>(r);
+  const int64_t half = f / 2;
+  std::vector<float> cos(rows * static_cast<size_t>(half)), sin(cos.size());
+  cpu::rope_tables(positions.data(), n, inv_freq_.data(), half, cos.data(), sin.data());
+  cpu::apply_rope(q.data(), C, n, c.num_heads, f, cos.data(), sin.data(), cpu::RopePairing::half_split);
+  cpu::apply_rope(keys, kv, n, c.num_kv_heads, f, cos.data(), sin.data(), cpu::RopePairing::half_split);
+  cpu::AttentionShape shape;
+  shape.num_heads = c.num_heads;
+  shape.num_kv_heads = c.num_kv_heads;
+  shape.head_dim = f;
+  shape.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(f)));
+  cpu::ThreadPool caller_only(1);
+  cpu::attention(q.data(), state.keys.data(), state.values.data(), heads.data(), n, position, shape, caller_only);
+  for (size_t r = 0; r < rows; ++r) {
+    matvec(layer.o_proj, std::span<const float>(heads).subspan(r * static_cast<size_t>(C), static_cast<size_t>(C)), C,
+           out.subspan(r * static_cast<size_t>(C), static_cast<size_t>(C)));
+  }
+}
+
 // Layer l on `n` consecutive tokens from `position` (inside one mini-batch): x [n, C] updated.
 void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, int64_t n, std::span<float> x) const {
   const TttConfig& c = config_;
@@ -617,7 +718,7 @@ void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, i
   for (size_t r = 0; r < rows; ++r) {
     const std::span<float> xr(x.data() + r * C, C);
     const std::span<float> nr(normed.data() + r * C, C);
-    if (c.pre_conv) {
+    if (c.pre_conv && !layer.attention) {
       rms_norm(xr, layer.conv_norm, c.rms_norm_eps, nr);
       causal_conv_step(layer.conv_weight, layer.conv_bias, c.conv_kernel, state.pre_conv_window, nr, conv);
       for (size_t i = 0; i < C; ++i) xr[i] += conv[i];
@@ -625,7 +726,9 @@ void TttModel::layer_chunk(size_t l, TttState::Layer& state, int64_t position, i
     rms_norm(xr, layer.seq_norm, c.rms_norm_eps, nr);
   }
   const bool whole_mini_batch = position % c.mini_batch_size == 0 && n == c.mini_batch_size;
-  if (whole_mini_batch && dual_form_) {
+  if (layer.attention) {
+    attention_mixer(layer, state, position, n, normed, delta);
+  } else if (whole_mini_batch && dual_form_) {
     mixer_dual(layer, state, normed, delta);
   } else {
     for (size_t r = 0; r < rows; ++r) {

@@ -45,8 +45,16 @@ struct TttConfig {
   int64_t max_position_embeddings = 2048;
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;  // eos_token_id: one id or a list
+  // A hybrid model: "layer_types" lists "ttt" or "attention" per layer (absent: every layer TTT).
+  // An attention layer is a Llama decoder layer's self-attention (model.layers.{i}.self_attn.
+  // {q,k,v,o}_proj, grouped-query with num_key_value_heads, Hugging Face RoPE pairing at absolute
+  // positions) in place of the TTT layer; the norms and MLP are as in a TTT layer, pre_conv is not.
+  std::vector<bool> attention_layers;  // empty, or num_layers flags
+  int64_t num_kv_heads = 0;            // num_key_value_heads; default num_heads
 
   int64_t head_dim() const { return hidden_size / num_heads; }
+  bool is_attention(size_t layer) const { return layer < attention_layers.size() && attention_layers[layer]; }
+  bool hybrid() const;
   // The inner model's hidden width: f for TTT-Linear's single layer, 4f for TTT-MLP's first.
   int64_t inner_width() const { return mlp_layers ? 4 * head_dim() : head_dim(); }
 };
@@ -72,8 +80,18 @@ struct TttState {
     // Causal convolutions' windows: the last conv_kernel − 1 inputs (pre_conv: the normed
     // residual; share_qk: the shared projection), oldest first.
     std::vector<float> pre_conv_window, qk_window;
+    // An attention layer's cache (no heads above): the rotated keys and the values,
+    // [positions, num_kv_heads · f] each, of the positions the layer has seen; rows past those
+    // are stale (left by a rollback) and are written over by the next tokens.
+    std::vector<float> keys, values;
   };
   std::vector<Layer> layers;
+
+  // A copy without the attention caches (what rollback saves: a cache's rows before a length
+  // do not change after it, so a state restored at that length takes the current caches).
+  TttState copy_without_caches() const;
+  // Moves the attention caches' contents of `current` into this state.
+  void take_caches(TttState& current);
 };
 
 // The dual form's core (TTT.md step 7) for one head and one linear map of the inner model over
@@ -131,12 +149,17 @@ class TttModel {
     std::vector<float> ttt_norm_weight, ttt_norm_bias;     // [nh, f]
     std::vector<float> post_norm_weight, post_norm_bias;   // [C]
     std::vector<float> w1, b1, w2, b2;                     // [nh, f, inner], [nh, inner], [nh, inner, f], [nh, f]
+    // An attention layer (hybrid models) has seq_norm, ffn_norm, the MLP, and q_proj [C, C],
+    // k_proj and v_proj [kv_heads · f, C], o_proj [C, C] from self_attn; nothing else.
+    bool attention = false;
   };
   const std::vector<Layer>& layers() const { return layers_; }
   std::span<const float> embedding() const { return embedding_; }
   // W_lm [vocab, C] (the embedding when tied) and the final norm's gain [C].
   std::span<const float> lm_head() const { return lm_head_.empty() ? embedding_ : lm_head_; }
   std::span<const float> final_norm() const { return final_norm_; }
+  // The attention layers' RoPE inverse frequencies [f / 2] (hybrid models).
+  std::span<const float> attention_inv_freq() const { return inv_freq_; }
 
  private:
   // One token's q and k (after RoPE at `index` inside its mini-batch), v, and learning rate per head.
@@ -154,6 +177,9 @@ class TttModel {
   void mixer_dual(const Layer& layer, TttState::Layer& state, std::span<const float> normed, std::span<float> out) const;
   void ttt_mixer(const Layer& layer, TttState::Layer& state, int64_t position, std::span<const float> normed,
                  std::span<float> out) const;
+  // An attention layer on n normed rows from `position`: appends to the cache, `out` [n, C].
+  void attention_mixer(const Layer& layer, TttState::Layer& state, int64_t position, int64_t n,
+                       std::span<const float> normed, std::span<float> out) const;
 
   TttConfig config_;
   bool dual_form_ = true;
@@ -161,6 +187,7 @@ class TttModel {
   std::vector<Layer> layers_;
   std::vector<float> final_norm_;  // [C]
   std::vector<float> lm_head_;     // [vocab, C]; empty when tied
+  std::vector<float> inv_freq_;    // the attention layers' RoPE frequencies [f / 2]
 };
 
 }  // namespace draftwise

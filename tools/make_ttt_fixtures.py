@@ -66,6 +66,38 @@ def rope_interleaved(v, positions, theta):
     return out
 
 
+def rope_half_split(v, positions, theta):
+    """v [T, f]: Hugging Face Llama's rotate_half pairing (j, j + f/2), angle position · theta^(-2j/f)."""
+    f = v.shape[-1]
+    angle = positions[:, None].double() * theta ** (-torch.arange(0, f, 2, dtype=torch.float64) / f)
+    cos, sin = torch.cos(angle).repeat(1, 2), torch.sin(angle).repeat(1, 2)
+    rotated = torch.cat([-v[:, f // 2:], v[:, :f // 2]], -1)
+    return v * cos + rotated * sin
+
+
+def attention_layer(x, p, cfg):
+    """An attention layer of a hybrid model (a Llama decoder layer's self_attn): x [T, C] already normed."""
+    T, C = x.shape
+    nh = cfg["num_attention_heads"]
+    kvh = cfg.get("num_key_value_heads") or nh
+    f = C // nh
+    q, k, v = x @ p["q_proj.weight"].T, x @ p["k_proj.weight"].T, x @ p["v_proj.weight"].T
+    positions = torch.arange(T)
+    causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+    out = torch.zeros(T, C)
+    for h in range(nh):
+        g = h // (nh // kvh)
+        qh = rope_half_split(q[:, h * f:(h + 1) * f], positions, cfg["rope_theta"])
+        kh = rope_half_split(k[:, g * f:(g + 1) * f], positions, cfg["rope_theta"])
+        scores = (qh @ kh.T / math.sqrt(f)).masked_fill(causal, float("-inf"))
+        out[:, h * f:(h + 1) * f] = torch.softmax(scores, -1) @ v[:, g * f:(g + 1) * f]
+    return out @ p["o_proj.weight"].T
+
+
+def layer_types(cfg):
+    return cfg.get("layer_types") or ["ttt"] * cfg["num_hidden_layers"]
+
+
 def inner_model(z, params, mlp):
     if mlp:
         w1, b1, w2, b2 = params
@@ -123,14 +155,21 @@ def ttt_layer(x, p, cfg):
 def forward(ids, weights, cfg):
     eps = cfg["rms_norm_eps"]
     x = weights["model.embed_tokens.weight"][torch.tensor(ids)]
-    for i in range(cfg["num_hidden_layers"]):
+    for i, kind in enumerate(layer_types(cfg)):
         pre = f"model.layers.{i}."
+        if kind == "attention":
+            p = {key[len(pre + "self_attn."):]: value for key, value in weights.items()
+                 if key.startswith(pre + "self_attn.")}
+            x = x + attention_layer(rms_norm(x, weights[pre + "seq_norm.weight"], eps), p, cfg)
         p = {key[len(pre + "seq_modeling_block."):]: value for key, value in weights.items()
              if key.startswith(pre + "seq_modeling_block.")}
-        if cfg["pre_conv"]:
+        if kind == "attention":
+            pass
+        elif cfg["pre_conv"]:
             x = x + causal_conv(rms_norm(x, weights[pre + "conv.norm.weight"], eps), weights[pre + "conv.conv.weight"],
                                 weights[pre + "conv.conv.bias"])
-        x = x + ttt_layer(rms_norm(x, weights[pre + "seq_norm.weight"], eps), p, cfg)
+        if kind == "ttt":
+            x = x + ttt_layer(rms_norm(x, weights[pre + "seq_norm.weight"], eps), p, cfg)
         n = rms_norm(x, weights[pre + "ffn_norm.weight"], eps)
         gate = n @ weights[pre + "mlp.gate_proj.weight"].T
         x = x + (gate * torch.sigmoid(gate) * (n @ weights[pre + "mlp.up_proj.weight"].T)) @ \
@@ -193,13 +232,18 @@ def random_checkpoint(cfg, seed):
     w = {"model.embed_tokens.weight": rand(V, C, scale=0.5), "model.norm.weight": rand(C, mean=1.0)}
     if not cfg["tie_word_embeddings"]:
         w["lm_head.weight"] = rand(V, C, scale=0.3)
-    for i in range(L):
+    kv = (cfg.get("num_key_value_heads") or nh) * f
+    for i, kind in enumerate(layer_types(cfg)):
         pre, s = f"model.layers.{i}.", f"model.layers.{i}.seq_modeling_block."
         w[pre + "seq_norm.weight"] = rand(C, mean=1.0)
         w[pre + "ffn_norm.weight"] = rand(C, mean=1.0)
         w[pre + "mlp.gate_proj.weight"] = rand(ffn, C, scale=0.15)
         w[pre + "mlp.up_proj.weight"] = rand(ffn, C, scale=0.15)
         w[pre + "mlp.down_proj.weight"] = rand(C, ffn, scale=0.15)
+        if kind == "attention":
+            for name, rows in (("q_proj", C), ("k_proj", kv), ("v_proj", kv), ("o_proj", C)):
+                w[pre + f"self_attn.{name}.weight"] = rand(rows, C, scale=0.3)
+            continue
         if cfg["pre_conv"]:
             w[pre + "conv.norm.weight"] = rand(C, mean=1.0)
             w[pre + "conv.conv.weight"] = rand(C, 1, k, scale=0.3)
@@ -239,6 +283,13 @@ VARIANTS = {
     "linear_preconv_gate_shareqk_mb4": (dict(ttt_layer_type="linear", pre_conv=True, use_gate=True, share_qk=True,
                                              mini_batch_size=4, ttt_base_lr=0.5), 18),
     "mlp_shareqk_gate_mb8": (dict(ttt_layer_type="mlp", share_qk=True, use_gate=True, mini_batch_size=8), 24),
+    # Hybrids: attention layers (grouped-query, Llama's RoPE at absolute positions) between TTT layers.
+    "hybrid_linear_gqa_preconv_gate_mb8": (dict(ttt_layer_type="linear", num_hidden_layers=4, pre_conv=True,
+                                                use_gate=True, mini_batch_size=8, num_key_value_heads=2,
+                                                layer_types=["ttt", "attention", "ttt", "attention"]), 29),
+    "hybrid_mlp_shareqk_untied_mb4": (dict(ttt_layer_type="mlp", num_hidden_layers=3, share_qk=True,
+                                           tie_word_embeddings=False, mini_batch_size=4,
+                                           layer_types=["attention", "ttt", "ttt"]), 19),
 }
 
 

@@ -2,7 +2,7 @@
 // model's own; rollback to any length, before or after a mini-batch boundary, leaves exactly
 // the state plain decoding has there; and greedy speculative decoding with n-gram and
 // early-exit drafters equals plain greedy decoding, with rejections on both sides of
-// mini-batch boundaries.
+// mini-batch boundaries; all of it for hybrid models too (attention layers between TTT layers).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -57,7 +57,8 @@ double relative_difference(std::span<const float> a, std::span<const float> b) {
 }
 
 TEST(TttDecoder, PassesEqualTheModelsOwnForward) {
-  for (const std::string name : {"linear_base", "mlp_base", "linear_preconv_gate_shareqk_mb4"}) {
+  for (const std::string name :
+       {"linear_base", "mlp_base", "linear_preconv_gate_shareqk_mb4", "hybrid_mlp_shareqk_untied_mb4"}) {
     SCOPED_TRACE(name);
     auto decoder = load_decoder(name);
     const TttModel& model = decoder->model();
@@ -91,7 +92,8 @@ TEST(TttDecoder, PassesEqualTheModelsOwnForward) {
 // sequence fed the same tokens. Rollbacks land before, at and after mini-batch boundaries,
 // inside and beyond the last pass.
 TEST(TttDecoder, RollbackToAnyLengthEqualsPlainDecoding) {
-  for (const std::string name : {"linear_base", "mlp_shareqk_gate_mb8", "linear_preconv_gate_shareqk_mb4"}) {
+  for (const std::string name : {"linear_base", "mlp_shareqk_gate_mb8", "linear_preconv_gate_shareqk_mb4",
+                                 "hybrid_linear_gqa_preconv_gate_mb8", "hybrid_mlp_shareqk_untied_mb4"}) {
     SCOPED_TRACE(name);
     auto decoder = load_decoder(name);
     const int64_t b = decoder->model().config().mini_batch_size;
@@ -183,7 +185,8 @@ class RecordingDecoder final : public Decoder {
 TEST(TttSpeculation, GreedyWithNgramAndEarlyExitDraftersEqualsPlainGreedy) {
   int before_boundary = 0, after_boundary = 0;
   int64_t drafted = 0, accepted = 0;
-  for (const std::string name : {"linear_base", "mlp_base", "linear_gate_shareqk_untied_mb8", "mlp_shareqk_gate_mb8"}) {
+  for (const std::string name : {"linear_base", "mlp_base", "linear_gate_shareqk_untied_mb8", "mlp_shareqk_gate_mb8",
+                                 "hybrid_linear_gqa_preconv_gate_mb8", "hybrid_mlp_shareqk_untied_mb4"}) {
     SCOPED_TRACE(name);
     auto target = load_decoder(name);
     RecordingDecoder recording(*target);

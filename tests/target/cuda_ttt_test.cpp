@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <sstream>
 #include <tuple>
@@ -14,9 +15,11 @@
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/ttt.h"
 #include "kernels/half.h"
+#include "draft/early_exit_drafter.h"
 #include "draft/ngram_drafter.h"
 #include "engine/generation.h"
 #include "kernels/random.h"
+#include "target/checkpoint.h"
 #include "target/cuda_ttt_decoder.h"
 #include "target/ttt_decoder.h"
 #include "tests/support/cuda_test.h"
@@ -384,6 +387,30 @@ std::unique_ptr<TttModel> load_fixture(const std::string& path) {
   return model.ok() ? std::move(*model) : nullptr;
 }
 
+// The fixture with the tensors the GPU holds in bf16 (projections, MLP, embedding, LM head,
+// the rate projection) rounded to bf16, the rest as stored: the CPU reference on the GPU's
+// weights, so that what is left between the two is the GPU's rounding of activations.
+std::unique_ptr<TttModel> load_fixture_with_bf16_weights(const std::string& path) {
+  const std::string folder = (testing::fixtures_dir() / path).string();
+  Expected<TttConfig> config = load_ttt_config(folder + "/config.json");
+  Expected<Checkpoint> checkpoint = Checkpoint::open(folder);
+  EXPECT_TRUE(config.ok() && checkpoint.ok());
+  if (!config.ok() || !checkpoint.ok()) return nullptr;
+  auto model = TttModel::build(*config, [&](const std::string& name, int64_t count) -> Expected<std::vector<float>> {
+    const CheckpointTensor* tensor = checkpoint->find(name);
+    if (tensor == nullptr) return make_error("missing {}", name);
+    std::vector<float> values(static_cast<size_t>(count));
+    std::memcpy(values.data(), tensor->data.data(), values.size() * sizeof(float));
+    if (name.ends_with("_proj.weight") || name.ends_with("learnable_ttt_lr_weight") ||
+        name == "model.embed_tokens.weight" || name == "lm_head.weight") {
+      for (float& v : values) v = bf16_to_f32(f32_to_bf16(v));
+    }
+    return values;
+  });
+  EXPECT_TRUE(model.ok()) << model.error().message;
+  return model.ok() ? std::move(*model) : nullptr;
+}
+
 double relative_error(std::span<const float> got, std::span<const float> want) {
   double diff = 0, norm = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -397,30 +424,45 @@ TEST(CudaTttDecoder, LogitsMatchTheCpuDecoderInPrefillDecodeAndRollback) {
   DW_REQUIRE_GPU();
   for (const std::string name : {"ttt_official/linear_base", "ttt/linear_gate_shareqk_untied_mb8",
                                  "ttt/linear_preconv_gate_shareqk_mb4", "ttt_official/mlp_base",
-                                 "ttt/mlp_preconv_untied_mb16", "ttt/mlp_shareqk_gate_mb8"}) {
+                                 "ttt/mlp_preconv_untied_mb16", "ttt/mlp_shareqk_gate_mb8",
+                                 "ttt/hybrid_linear_gqa_preconv_gate_mb8", "ttt/hybrid_mlp_shareqk_untied_mb4"}) {
     SCOPED_TRACE(name);
-    auto gpu = CudaTttDecoder::create(*load_fixture(name), {});
+    // Hybrids get a prompt past their attention caches' first size (256 positions), and the
+    // decode steps after it grow the caches again.
+    const bool hybrid = name.find("hybrid") != std::string::npos;
+    CudaTttDecoderOptions options;
+    options.context_length = hybrid ? 1024 : 0;
+    auto gpu = CudaTttDecoder::create(*load_fixture(name), options);
     ASSERT_TRUE(gpu.ok()) << gpu.error().message;
-    auto cpu = TttDecoder::create(load_fixture(name), {1, 0});
-    ASSERT_TRUE(cpu.ok());
+    auto cpu = TttDecoder::create(load_fixture(name), {1, options.context_length});
+    auto rounded = TttDecoder::create(load_fixture_with_bf16_weights(name), {1, options.context_length});
+    ASSERT_TRUE(cpu.ok() && rounded.ok());
     const int64_t vocab = (*cpu)->config().vocab_size;
-    std::vector<int32_t> prompt(37);
+    std::vector<int32_t> prompt(hybrid ? 300 : 37);
     for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 37 + 11) % vocab);
     std::vector<int32_t> rows(prompt.size());
     for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
-    const SequenceId g = (*gpu)->create_sequence(), c = (*cpu)->create_sequence();
-    std::vector<float> got, want;
-    double worst = 0;
+    const SequenceId g = (*gpu)->create_sequence(), c = (*cpu)->create_sequence(), r = (*rounded)->create_sequence();
+    std::vector<float> got, want, want_rounded;
+    double worst = 0, worst_rounded = 0;
     const auto both = [&](std::span<const int32_t> tokens, std::span<const int32_t> logit_rows, const char* what) {
-      const ForwardRequest rg{g, tokens, logit_rows}, rc{c, tokens, logit_rows};
+      const ForwardRequest rg{g, tokens, logit_rows}, rc{c, tokens, logit_rows}, rr{r, tokens, logit_rows};
       ASSERT_TRUE((*gpu)->forward(std::span(&rg, 1), got).ok());
       ASSERT_TRUE((*cpu)->forward(std::span(&rc, 1), want).ok());
+      ASSERT_TRUE((*rounded)->forward(std::span(&rr, 1), want_rounded).ok());
       ASSERT_EQ(got.size(), want.size());
       // bf16 weights and activations against fp32: the attention decoder's whole-model bound
       // (3e-2, tests/target/cuda_decoder_test.cpp); every TTT op alone is within 1e-5 in fp32.
-      const double error = relative_error(got, want);
+      // Hybrids attend over 300+ positions of bf16 keys and values with this tiny random
+      // model's sharp scores: measured 0.039 against fp32 and 0.031 against the reference on
+      // bf16 weights (H200), so 5e-2 (Llama's RoPE pairing swapped for TTT's costs 1.1 there,
+      // by tools/make_ttt_fixtures.py's forward).
+      const double bound = hybrid ? 5e-2 : 3e-2;
+      const double error = relative_error(got, want), error_rounded = relative_error(got, want_rounded);
       worst = std::max(worst, error);
-      EXPECT_LE(error, 3e-2) << what;
+      worst_rounded = std::max(worst_rounded, error_rounded);
+      EXPECT_LE(error, bound) << what;
+      EXPECT_LE(error_rounded, bound) << what;
     };
     both(prompt, rows, "prefill");
     const int32_t first = 0;
@@ -435,11 +477,13 @@ TEST(CudaTttDecoder, LogitsMatchTheCpuDecoderInPrefillDecodeAndRollback) {
       const int64_t length = (*cpu)->sequence_length(c) - back;
       ASSERT_TRUE((*gpu)->truncate_sequence(g, length).ok());
       ASSERT_TRUE((*cpu)->truncate_sequence(c, length).ok());
+      ASSERT_TRUE((*rounded)->truncate_sequence(r, length).ok());
       const int32_t token = 7;
       both(std::span(&token, 1), std::span(&first, 1), "after rollback");
     }
     EXPECT_EQ((*gpu)->sequence_length(g), (*cpu)->sequence_length(c));
-    std::printf("%s: largest relative L2 of the logits against the CPU %.4f\n", name.c_str(), worst);
+    std::printf("%s: largest relative L2 of the logits against the CPU %.4f, against the CPU on bf16 weights %.4f\n",
+                name.c_str(), worst, worst_rounded);
   }
 }
 
@@ -474,12 +518,103 @@ TEST(CudaTttDecoder, ReproducesTheOfficialGreedyContinuations) {
   }
 }
 
-// n-gram speculation on the GPU TTT decoder (verification passes of k + 1 tokens, rollback by
-// restore and replay) equals plain greedy decoding on it up to the first near-tie, as
-// DESIGN.md defines equality for backends whose batched and single-token passes round apart.
-TEST(CudaTttDecoder, NgramSpeculationEqualsPlainGreedyUpToANearTie) {
+// Early-exit draft passes (a head with its own gain, a low-rank adapter and a lens; the exit
+// hidden rows handed out), the pending tokens they leave, the verification pass that resumes
+// them and a rollback after it: logits and exit rows against the CPU decoder.
+TEST(CudaTttDecoder, EarlyExitPassesMatchTheCpuDecoder) {
   DW_REQUIRE_GPU();
-  for (const std::string name : {"ttt_official/linear_base", "ttt/linear_gate_shareqk_untied_mb8", "ttt_official/mlp_base"}) {
+  for (const std::string name : {"ttt_official/linear_base", "ttt/mlp_preconv_untied_mb16",
+                                 "ttt/hybrid_linear_gqa_preconv_gate_mb8"}) {
+    SCOPED_TRACE(name);
+    auto gpu = CudaTttDecoder::create(*load_fixture(name), {});
+    ASSERT_TRUE(gpu.ok()) << gpu.error().message;
+    auto cpu = TttDecoder::create(load_fixture(name), {1, 0});
+    ASSERT_TRUE(cpu.ok());
+    const int64_t vocab = (*cpu)->config().vocab_size, C = (*cpu)->config().hidden_size;
+    // A head with values of every part.
+    Rng rng(5);
+    const auto values = [&](size_t count, float scale, float mean) {
+      std::vector<float> v(count);
+      for (float& x : v) x = mean + scale * (static_cast<float>(rng.uniform()) - 0.5f);
+      return v;
+    };
+    const int64_t rank = 4;
+    const std::vector<float> gain = values(static_cast<size_t>(C), 0.4f, 1.0f);
+    const std::vector<float> a = values(static_cast<size_t>(rank * C), 0.2f, 0.0f);
+    const std::vector<float> b = values(static_cast<size_t>(vocab * rank), 0.2f, 0.0f);
+    const std::vector<float> lens = values(static_cast<size_t>(C * C), 0.05f, 0.0f);
+    LowRankAdapter adapter{rank, 0.5f, a, b, lens, 1};
+    std::vector<float> exit_gpu, exit_cpu;
+    DraftHead head_gpu{1, gain, &adapter, &exit_gpu}, head_cpu{1, gain, &adapter, &exit_cpu};
+    std::vector<int32_t> prompt(29);
+    for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 37 + 11) % vocab);
+    const SequenceId g = (*gpu)->create_sequence(), c = (*cpu)->create_sequence();
+    std::vector<float> got, want;
+    const int32_t first = 0;
+    const int32_t last = static_cast<int32_t>(prompt.size()) - 1;
+    const auto compare = [&](const char* what) {
+      ASSERT_EQ(got.size(), want.size()) << what;
+      EXPECT_LE(relative_error(got, want), 3e-2) << what;
+    };
+    ForwardRequest rg{g, prompt, std::span(&last, 1)}, rc{c, prompt, std::span(&last, 1)};
+    ASSERT_TRUE((*gpu)->forward(std::span(&rg, 1), got).ok());
+    ASSERT_TRUE((*cpu)->forward(std::span(&rc, 1), want).ok());
+    compare("prefill");
+    // Three draft passes of one token, then one of two.
+    std::vector<int32_t> drafted;
+    for (const std::vector<int32_t>& tokens : {std::vector<int32_t>{3}, {9}, {27}, {40, 41}}) {
+      const std::vector<int32_t> rows = tokens.size() == 1 ? std::vector<int32_t>{0} : std::vector<int32_t>{0, 1};
+      rg = {g, tokens, rows};
+      rc = {c, tokens, rows};
+      ASSERT_TRUE((*gpu)->forward_draft(std::span(&rg, 1), head_gpu, got).ok());
+      ASSERT_TRUE((*cpu)->forward_draft(std::span(&rc, 1), head_cpu, want).ok());
+      compare("draft pass");
+      ASSERT_EQ(exit_gpu.size(), exit_cpu.size());
+      EXPECT_LE(relative_error(exit_gpu, exit_cpu), 3e-2) << "exit rows";
+      drafted.insert(drafted.end(), tokens.begin(), tokens.end());
+      EXPECT_EQ((*gpu)->pending_tokens(g), static_cast<int64_t>(drafted.size()));
+    }
+    // Verification: the pending tokens resumed at the exit layer, then one more.
+    std::vector<int32_t> verify = drafted;
+    verify.push_back(7);
+    std::vector<int32_t> rows(verify.size());
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
+    rg = {g, verify, rows};
+    rc = {c, verify, rows};
+    ASSERT_TRUE((*gpu)->forward(std::span(&rg, 1), got).ok());
+    ASSERT_TRUE((*cpu)->forward(std::span(&rc, 1), want).ok());
+    compare("verification");
+    EXPECT_EQ((*gpu)->pending_tokens(g), 0);
+    // Two of the drafted tokens kept, then the next pass.
+    const int64_t kept = static_cast<int64_t>(prompt.size()) + 2;
+    ASSERT_TRUE((*gpu)->truncate_sequence(g, kept).ok());
+    ASSERT_TRUE((*cpu)->truncate_sequence(c, kept).ok());
+    const int32_t token = 11;
+    rg = {g, std::span(&token, 1), std::span(&first, 1)};
+    rc = {c, std::span(&token, 1), std::span(&first, 1)};
+    ASSERT_TRUE((*gpu)->forward(std::span(&rg, 1), got).ok());
+    ASSERT_TRUE((*cpu)->forward(std::span(&rc, 1), want).ok());
+    compare("after rollback");
+    // A draft pass and a rollback that drops its pending tokens.
+    rg = {g, std::span(&token, 1), std::span(&first, 1)};
+    ASSERT_TRUE((*gpu)->forward_draft(std::span(&rg, 1), head_gpu, got).ok());
+    ASSERT_TRUE((*gpu)->truncate_sequence(g, kept + 1).ok());
+    EXPECT_EQ((*gpu)->pending_tokens(g), 0);
+    rg = {g, std::span(&token, 1), std::span(&first, 1)};
+    ASSERT_TRUE((*gpu)->forward(std::span(&rg, 1), got).ok());
+    ASSERT_TRUE((*cpu)->forward(std::span(&rc, 1), want).ok());
+    compare("after dropping pending tokens");
+  }
+}
+
+// Speculation on the GPU TTT decoder — n-gram drafts and early-exit self-drafts (verification
+// passes of k + 1 tokens, rollback by restore and replay) — equals plain greedy decoding on it up
+// to the first near-tie, as DESIGN.md defines equality for backends whose batched and
+// single-token passes round apart.
+TEST(CudaTttDecoder, SpeculationEqualsPlainGreedyUpToANearTie) {
+  DW_REQUIRE_GPU();
+  for (const std::string name : {"ttt_official/linear_base", "ttt/linear_gate_shareqk_untied_mb8", "ttt_official/mlp_base",
+                                 "ttt/hybrid_linear_gqa_preconv_gate_mb8"}) {
     SCOPED_TRACE(name);
     auto gpu = CudaTttDecoder::create(*load_fixture(name), {});
     ASSERT_TRUE(gpu.ok()) << gpu.error().message;
@@ -492,10 +627,13 @@ TEST(CudaTttDecoder, NgramSpeculationEqualsPlainGreedyUpToANearTie) {
     greedy.sampling.temperature = 0.0;
     const auto plain = generate(decoder, nullptr, prompt, greedy);
     ASSERT_TRUE(plain.ok()) << plain.error().message;
-    for (const int k : {3, 5}) {
-      auto ngram = std::move(NgramDrafter::create(1)).value();
+    std::vector<std::unique_ptr<Drafter>> drafters;
+    drafters.push_back(std::move(NgramDrafter::create(1)).value());
+    drafters.push_back(std::move(EarlyExitDrafter::create(decoder, 1)).value());
+    for (const auto& [drafter, k] : {std::pair{drafters[0].get(), 3}, {drafters[0].get(), 5}, {drafters[1].get(), 3}}) {
+      SCOPED_TRACE(drafter->name());
       GenerationOptions options = greedy;
-      options.drafter = ngram.get();
+      options.drafter = drafter;
       options.draft_length = DraftLength::fixed(k);
       const auto speculated = generate(decoder, nullptr, prompt, options);
       ASSERT_TRUE(speculated.ok()) << speculated.error().message;

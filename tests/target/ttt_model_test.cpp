@@ -127,7 +127,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TttOfficial, ::testing::Values("linear_base",
 TEST(TttDualForm, EqualsThePrimalForm) {
   for (const char* name : {"ttt_official/linear_base", "ttt/linear_gate_shareqk_untied_mb8",
                            "ttt/linear_preconv_gate_shareqk_mb4", "ttt_official/mlp_base", "ttt/mlp_preconv_untied_mb16",
-                           "ttt/mlp_shareqk_gate_mb8"}) {
+                           "ttt/mlp_shareqk_gate_mb8", "ttt/hybrid_linear_gqa_preconv_gate_mb8"}) {
     SCOPED_TRACE(name);
     const auto folder = testing::fixtures_dir() / name;
     auto dual = TttModel::load(folder.string());
@@ -215,7 +215,40 @@ TEST_P(TttOptions, ReproducesThePyTorchImplementation) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TttOptions,
                          ::testing::Values("linear_gate_shareqk_untied_mb8", "mlp_preconv_untied_mb16",
-                                           "linear_preconv_gate_shareqk_mb4", "mlp_shareqk_gate_mb8"));
+                                           "linear_preconv_gate_shareqk_mb4", "mlp_shareqk_gate_mb8",
+                                           "hybrid_linear_gqa_preconv_gate_mb8", "hybrid_mlp_shareqk_untied_mb4"));
+
+// Hybrid models: the attention layers' caches live in the state next to the TTT layers'
+// weights, so feeding a prompt in uneven pieces gives what one pass gives.
+TEST(TttHybrid, PiecewiseFeedingEqualsOnePass) {
+  for (const char* name : {"hybrid_linear_gqa_preconv_gate_mb8", "hybrid_mlp_shareqk_untied_mb4"}) {
+    SCOPED_TRACE(name);
+    const auto folder = testing::fixtures_dir() / "ttt" / name;
+    Expected<std::unique_ptr<TttModel>> model = TttModel::load(folder.string());
+    ASSERT_TRUE(model.ok()) << model.error().message;
+    const TttModel& ttt = **model;
+    ASSERT_TRUE(ttt.config().hybrid());
+    const std::vector<int32_t> prompt = read_ids(folder / "input_ids.txt");
+    TttState whole = ttt.initial_state(), pieces = ttt.initial_state();
+    std::vector<float> expected, part, got;
+    ASSERT_TRUE(ttt.forward(whole, prompt, expected).ok());
+    for (size_t at = 0, piece = 1; at < prompt.size(); at += piece, piece = piece % 5 + 1) {
+      const size_t n = std::min(piece, prompt.size() - at);
+      ASSERT_TRUE(ttt.forward(pieces, std::span(prompt).subspan(at, n), part).ok());
+      got.insert(got.end(), part.begin(), part.end());
+    }
+    ASSERT_EQ(got.size(), expected.size());
+    float largest = 0;
+    for (const float v : expected) largest = std::max(largest, std::fabs(v));
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], expected[i], 1e-5f * largest) << i;
+    // The attention layers hold one key row per position; the TTT layers hold no cache.
+    for (size_t l = 0; l < pieces.layers.size(); ++l) {
+      const size_t rows = ttt.config().is_attention(l) ? prompt.size() : 0;
+      EXPECT_GE(pieces.layers[l].keys.size(), rows * static_cast<size_t>(ttt.config().num_kv_heads * ttt.config().head_dim()));
+      EXPECT_EQ(pieces.layers[l].heads.empty(), ttt.config().is_attention(l));
+    }
+  }
+}
 
 TEST(TttConfig, DefaultsAndErrors) {
   const Expected<TttConfig> defaults = parse_ttt_config({{"model_type", "ttt"}});
@@ -243,6 +276,25 @@ TEST(TttConfig, DefaultsAndErrors) {
                 .error()
                 .message.find("heads"),
             std::string::npos);
+  const nlohmann::json two_layers = {{"model_type", "ttt"}, {"num_hidden_layers", 2}};
+  nlohmann::json hybrid = two_layers;
+  hybrid["layer_types"] = {"attention", "ttt"};
+  hybrid["num_key_value_heads"] = 8;
+  const Expected<TttConfig> mixed = parse_ttt_config(hybrid);
+  ASSERT_TRUE(mixed.ok()) << mixed.error().message;
+  EXPECT_TRUE(mixed->hybrid() && mixed->is_attention(0) && !mixed->is_attention(1));
+  EXPECT_EQ(mixed->num_kv_heads, 8);
+  EXPECT_FALSE(defaults->hybrid());
+  EXPECT_EQ(defaults->num_kv_heads, 32);
+  for (const nlohmann::json& types : {nlohmann::json{"ttt"}, nlohmann::json{"ttt", "mamba"}, nlohmann::json("ttt"),
+                                      nlohmann::json{"ttt", 1}}) {
+    nlohmann::json bad = two_layers;
+    bad["layer_types"] = types;
+    EXPECT_NE(parse_ttt_config(bad).error().message.find("layer_types"), std::string::npos) << types.dump();
+  }
+  nlohmann::json bad_kv = hybrid;
+  bad_kv["num_key_value_heads"] = 5;
+  EXPECT_NE(parse_ttt_config(bad_kv).error().message.find("num_key_value_heads"), std::string::npos);
   EXPECT_FALSE(TttModel::load("/nonexistent/ttt").ok());
 }
 
