@@ -214,6 +214,9 @@ Status CudaTttDecoder::upload(const TttModel& model) {
     for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
     DW_ASSIGN_OR_RETURN(block_table_, cuda::upload(table, "the attention block table", s));
     DW_ASSIGN_OR_RETURN(inv_freq_, upload_f32(model.attention_inv_freq(), "the RoPE frequencies", s));
+    int count = 0;
+    DW_CUDA_TRY(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, options_.device));
+    multiprocessors_ = count;
   }
   DW_CUDA_TRY(cudaStreamSynchronize(s));
   return {};
@@ -300,7 +303,6 @@ Status CudaTttDecoder::ensure_scratch(int64_t rows) {
   if (attention_layers_ > 0) {
     DW_TRY(grow(qkv_, n * static_cast<size_t>(ttt_.hidden_size + 2 * kv_dim_) * sizeof(bf16), "attention q, k, v"));
     DW_TRY(grow(plan_positions_, n * sizeof(int32_t), "attention positions"));
-    DW_TRY(grow(plan_items_, n * sizeof(cuda::AttentionWorkItem), "attention work items"));
   }
   scratch_rows_ = rows;
   return {};
@@ -355,7 +357,8 @@ Status CudaTttDecoder::attention_mixer(const Layer& layer, Sequence& sequence, s
                                       sequence.values[cache].as<bf16>(), s));
   DW_CUDA_TRY(cuda::attention_paged(qkv, width, sequence.keys[cache].as<bf16>(), sequence.values[cache].as<bf16>(),
                                     block_table_.as<int32_t>(), plan_items_.as<cuda::AttentionWorkItem>(), item_count,
-                                    1, n, geometry_, nullptr, nullptr, nullptr, post_.as<bf16>(), s));
+                                    plan_splits_, n, geometry_, partial_out_.as<float>(), partial_stats_.as<float>(),
+                                    nullptr, post_.as<bf16>(), s));
   return {};
 }
 
@@ -444,9 +447,22 @@ Status CudaTttDecoder::run_layers(Sequence& sequence, size_t first, size_t end, 
     // The attention layers' plan: positions (and slots) and work items.
     std::vector<int32_t> positions(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(position + i);
-    const std::vector<cuda::AttentionWorkItem> items = cuda::plan_attention(
-        {static_cast<int32_t>(n)}, {static_cast<int32_t>(position)}, 1, cuda::attention_query_tile(geometry_));
+    // Few queries over a long context leave the GPU idle: split the keys (flash-decoding), about
+    // two blocks per multiprocessor, each slice at least one tile of 64 positions.
+    const int tile = cuda::attention_query_tile(geometry_);
+    plan_splits_ = 1;
+    if (n <= cuda::kAttentionQueryTile) {
+      const int64_t blocks = (n + tile - 1) / tile * c.num_kv_heads;
+      const int64_t for_occupancy = (2 * multiprocessors_ + blocks - 1) / blocks;
+      plan_splits_ = static_cast<int>(std::clamp<int64_t>(std::min(for_occupancy, (position + n + 63) / 64), 1, 32));
+    }
+    const std::vector<cuda::AttentionWorkItem> items =
+        cuda::plan_attention({static_cast<int32_t>(n)}, {static_cast<int32_t>(position)}, plan_splits_, tile);
     item_count = static_cast<int64_t>(items.size());
+    const size_t slices = static_cast<size_t>(plan_splits_ * n);
+    DW_TRY(grow(plan_items_, items.size() * sizeof(cuda::AttentionWorkItem), "attention work items"));
+    DW_TRY(grow(partial_out_, slices * static_cast<size_t>(C) * sizeof(float), "attention partials"));
+    DW_TRY(grow(partial_stats_, slices * static_cast<size_t>(c.num_heads) * 2 * sizeof(float), "attention statistics"));
     DW_CUDA_TRY(cudaMemcpyAsync(plan_positions_.data(), positions.data(), positions.size() * sizeof(int32_t),
                                 cudaMemcpyHostToDevice, s));
     DW_CUDA_TRY(cudaMemcpyAsync(plan_items_.data(), items.data(), items.size() * sizeof(cuda::AttentionWorkItem),

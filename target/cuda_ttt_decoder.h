@@ -144,6 +144,10 @@ class CudaTttDecoder final : public Decoder {
   int64_t attention_layers_ = 0, kv_dim_ = 0;
   cuda::AttentionGeometry geometry_;
   cuda::DeviceBuffer inv_freq_, block_table_, plan_positions_, plan_items_, qkv_;
+  // The keys split into plan_splits_ slices for few queries (the slices' workspace).
+  int plan_splits_ = 1;
+  int64_t multiprocessors_ = 0;
+  cuda::DeviceBuffer partial_out_, partial_stats_;
   cudaStream_t stream_ = nullptr;
   cuda::Gemm gemm_;
   cuda::DeviceBuffer embedding_, lm_head_, final_norm_, initial_state_;
