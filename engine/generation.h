@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -39,6 +40,10 @@ struct GenerationOptions {
   int logprobs = -1;
   // Prompt tokens a prefill forward pass takes at most (bounds the activations).
   int64_t prefill_chunk = 512;
+  // qTTT (QTTT.md): after every prompt token but the last is prefilled, the request's query
+  // projections are adapted on that context; the last prompt token and every generated one
+  // then run with W_Q + ΔW_Q. The adaptation is the request's own and ends with it.
+  std::optional<QttOptions> qttt;
 };
 
 inline constexpr int kMaxTopLogprobs = 20;
@@ -61,6 +66,7 @@ struct GenerationStats {
   double prefill_seconds = 0;  // prompt forward pass and the first token
   double decode_seconds = 0;   // every later token
   SpeculationStats speculation;  // target steps and, with a drafter, acceptance
+  std::optional<QttReport> qttt;  // the request's adaptation (its time is part of prefill_seconds)
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;  // tokens after the first ÷ decode_seconds
 };

@@ -50,6 +50,12 @@ Status RequestRun::check() const {
   if (!options_.stop.empty() && tokenizer_ == nullptr) {
     return make_error("stop strings need a tokenizer, and this model has none");
   }
+  if (options_.qttt.has_value()) {
+    DW_TRY(check_qtt_options(*options_.qttt, decoder_.config()));
+    if (prompt_.size() < 2) {
+      return make_error("qttt needs a prompt of at least 2 tokens to train on, got {}", prompt_.size());
+    }
+  }
   return {};
 }
 
@@ -76,6 +82,7 @@ Status RequestRun::start(bool prefill_now) {
   result_.stats.prompt_tokens = static_cast<int64_t>(prompt_.size());
   sequence_ = decoder_.create_sequence();
   prefilled_ = 0;
+  adaptation_attached_ = false;
   context_size_ = context_length();
   if (result_.token_ids.empty()) start_ = Clock::now();
   while (prefill_now && prefilling()) {
@@ -90,6 +97,18 @@ Status RequestRun::start(bool prefill_now) {
     }
     DW_TRY(finish_step(picked, logits));
   }
+  return {};
+}
+
+Status RequestRun::adapt_queries() {
+  if (adaptation_ != nullptr) {
+    DW_TRY(decoder_.attach_query_adaptation(sequence_, adaptation_));
+  } else {
+    DW_ASSIGN_OR_RETURN(QttReport report, decoder_.adapt_queries(sequence_, prompt_, *options_.qttt));
+    result_.stats.qttt = std::move(report);
+    adaptation_ = decoder_.query_adaptation(sequence_);
+  }
+  adaptation_attached_ = true;
   return {};
 }
 
@@ -129,7 +148,10 @@ ForwardRequest RequestRun::input(int64_t prefill_budget) {
   step_rows_.clear();
   step_is_prefill_ = prefilling();
   if (step_is_prefill_) {
-    const int64_t size = std::min({prefill_remaining(), std::max<int64_t>(1, prefill_budget), options_.prefill_chunk});
+    // With qTTT, a chunk ends where the adaptation starts (adapt_queries runs between them).
+    const int64_t end = options_.qttt.has_value() && !adaptation_attached_ ? adaptation_position() : context_size_;
+    const int64_t size =
+        std::min({end - prefilled_, std::max<int64_t>(1, prefill_budget), options_.prefill_chunk});
     for (int64_t i = 0; i < size; ++i) step_tokens_.push_back(context_token(prefilled_ + i));
     // The end of a fresh prompt gives the first token; a resumed run already has its next.
     if (prefilled_ + size == context_size_ && result_.token_ids.empty()) {
@@ -155,6 +177,7 @@ bool RequestRun::needs_logits() const {
 Status RequestRun::finish_step(std::span<const int32_t> argmax, std::span<const float> logits) {
   if (step_is_prefill_) {
     prefilled_ += static_cast<int64_t>(step_tokens_.size());
+    if (adaptation_due()) DW_TRY(adapt_queries());
     if (step_rows_.empty()) {
       if (!prefilling()) DW_TRY(begin_drafting());  // a resumed run, back where it was
       return {};
@@ -202,6 +225,7 @@ void RequestRun::cancel() {
   finished_ = true;
   result_.finish_reason = FinishReason::cancelled;
   preempt();
+  adaptation_ = nullptr;
 }
 
 void RequestRun::preempt() {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -58,6 +59,8 @@ class RequestRun {
   int64_t cached_positions() const;
   // Prompt tokens still to prefill.
   int64_t prefill_remaining() const { return context_size_ - prefilled_; }
+  // The request's qTTT adaptation (null: none yet, or no qTTT): kept through preemption.
+  const std::shared_ptr<QueryAdaptation>& query_adaptation() const { return adaptation_; }
 
   // How many tokens the drafter may propose this step (0 while prefilling): the draft
   // length, within `cap`, what the request may still generate and the context may still hold.
@@ -89,6 +92,14 @@ class RequestRun {
  private:
   int32_t context_token(int64_t index) const;
   Status begin_drafting();
+  // qTTT: positions before this one are prefilled with W_Q alone; from it on, with ΔW_Q.
+  int64_t adaptation_position() const { return static_cast<int64_t>(prompt_.size()) - 1; }
+  bool adaptation_due() const {
+    return options_.qttt.has_value() && !adaptation_attached_ && prefilled_ == adaptation_position();
+  }
+  // Trains the adaptation on the prefilled prompt, or gives the sequence the one the request
+  // kept when it was preempted.
+  Status adapt_queries();
   void release(std::string_view text, int32_t token, const TokenLogprob* logprob);
   // Appends the step's tokens until one ends the completion; `logits` the rows they came from
   // (for log-probabilities), or empty.
@@ -112,6 +123,8 @@ class RequestRun {
   bool draft_started_ = false;
   bool finished_ = false;
   bool text_started_ = false;
+  std::shared_ptr<QueryAdaptation> adaptation_;
+  bool adaptation_attached_ = false;  // to the current sequence
   int64_t prefilled_ = 0;       // context tokens in the cache
   int64_t context_size_ = 0;    // context_length() at the last start()
   GenerationResult result_;

@@ -244,6 +244,12 @@ void CpuDecoder::run_layer(size_t l, std::span<const Segment> segments, float* x
   cpu::rms_norm(x, layer.input_norm.data(), normed.data(), rows, hidden, eps, pool_);
   cpu::matmul(normed.data(), layer.qkv_weight.data(), layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(),
               qkv.data(), rows, hidden, qkv_dim, pool_);
+  for (const Segment& segment : segments) {
+    if (segment.sequence->adaptation != nullptr && segment.count > 0) {
+      add_query_delta(*segment.sequence->adaptation, l, &normed[segment.row * hidden], segment.count,
+                      &qkv[segment.row * qkv_dim], qkv_dim);
+    }
+  }
   cpu::apply_rope(qkv.data(), qkv_dim, rows, config_.num_heads, head_dim, rope_cos, rope_sin,
                   cpu::RopePairing::half_split);
   cpu::apply_rope(qkv.data() + q_dim, qkv_dim, rows, config_.num_kv_heads, head_dim, rope_cos, rope_sin,

@@ -19,6 +19,8 @@
 
 namespace draftwise {
 
+class CpuQueryAdaptation;
+
 struct CpuDecoderOptions {
   int num_threads = 0;         // 0: one per hardware thread
   int64_t context_length = 0;  // 0: the config's max_position_embeddings
@@ -53,6 +55,21 @@ class CpuDecoder final : public Decoder {
   CacheUsage cache_usage() const override;
   Expected<std::vector<float>> final_norm_weight() const override { return final_norm_; }
 
+  // qTTT (target/cpu_decoder_qttt.cpp): fp32 ΔW_Q and Adam state in host memory.
+  Expected<QttReport> adapt_queries(SequenceId sequence, std::span<const int32_t> context,
+                                    const QttOptions& options) override;
+  Expected<double> query_loss(SequenceId sequence, std::span<const int32_t> context, int64_t first, int64_t count,
+                              std::vector<float>* gradient) override;
+  Expected<std::vector<float>> query_parameters(SequenceId sequence) const override;
+  Status set_query_parameters(SequenceId sequence, int64_t rank, std::span<const float> parameters) override;
+  std::shared_ptr<QueryAdaptation> query_adaptation(SequenceId sequence) const override;
+  Status attach_query_adaptation(SequenceId sequence, std::shared_ptr<QueryAdaptation> adaptation) override;
+
+  // SHA-256 of every weight's bytes, and of a sequence's cached keys and values (positions
+  // [0, length) of every layer): what qTTT must leave unchanged.
+  std::string weights_digest() const;
+  Expected<std::string> cache_digest(SequenceId sequence) const;
+
   // The frozen output head, for the draft-head learner: W_lm [vocab, hidden] (the embedding
   // when tied) and the final norm's gain [hidden]; and the pool the passes run on (not
   // reentrant: use it between passes only).
@@ -81,6 +98,8 @@ class CpuDecoder final : public Decoder {
     int pending_exit_layer = 0;
     std::vector<int32_t> pending;
     std::vector<float> pending_hidden;  // [pending, hidden]
+    // qTTT: the sequence's ΔW_Q, or null.
+    std::shared_ptr<CpuQueryAdaptation> adaptation;
   };
   // The tokens of one request that a layer runs: count of them from position `position`,
   // rows `row` onwards of the layer's input.
@@ -107,6 +126,18 @@ class CpuDecoder final : public Decoder {
   void run_layer(size_t l, std::span<const Segment> segments, float* x, int64_t rows, const float* rope_cos,
                  const float* rope_sin, LayerScratch& scratch);
   void reserve(Sequence& sequence, int64_t length);
+  // qTTT: q += normed · ΔW_Qᵀ for `rows` rows of one sequence (before RoPE).
+  //   normed: [rows, hidden]   q: [rows] rows q_stride floats apart, starting with [q_dim]
+  void add_query_delta(const CpuQueryAdaptation& adaptation, size_t layer, const float* normed, int64_t rows,
+                       float* q, int64_t q_stride);
+  // qTTT's loss over positions [first, first + count) of a sequence with `adaptation` (or
+  // none), and its gradient with respect to the adaptation's parameters.
+  Expected<double> span_loss(const Sequence& sequence, const CpuQueryAdaptation* adaptation,
+                             std::span<const int32_t> context, int64_t first, int64_t count,
+                             std::vector<float>* gradient);
+  // The checks of query_loss: known sequence, context of its length (+ 1), tokens in the
+  // vocabulary; returns the sequence.
+  Expected<Sequence*> qtt_sequence(SequenceId sequence, std::span<const int32_t> context);
 
   static constexpr int64_t kCacheBlock = 16;
   // The blocks every sequence would hold after `batch` (a draft pass when `draft`).

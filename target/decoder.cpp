@@ -129,4 +129,33 @@ Status Decoder::forward_draft_greedy(std::span<const ForwardRequest> batch, cons
 
 int64_t Decoder::pending_tokens(SequenceId sequence) const { return sequence_length(sequence) < 0 ? -1 : 0; }
 
+namespace {
+
+Error no_qttt(const Decoder& decoder) {
+  return Error{fmt::format("qTTT is not available on this model and backend ({} on {}): it adapts the query "
+                           "projections of attention layers, on the CPU and CUDA attention decoders",
+                           architecture_name(decoder.config().architecture), decoder.device_name())};
+}
+
+}  // namespace
+
+Expected<QttReport> Decoder::adapt_queries(SequenceId, std::span<const int32_t>, const QttOptions&) {
+  return no_qttt(*this);
+}
+
+Expected<double> Decoder::query_loss(SequenceId, std::span<const int32_t>, int64_t, int64_t, std::vector<float>*) {
+  return no_qttt(*this);
+}
+
+Expected<std::vector<float>> Decoder::query_parameters(SequenceId) const { return no_qttt(*this); }
+
+Status Decoder::set_query_parameters(SequenceId, int64_t, std::span<const float>) { return no_qttt(*this); }
+
+std::shared_ptr<QueryAdaptation> Decoder::query_adaptation(SequenceId) const { return nullptr; }
+
+Status Decoder::attach_query_adaptation(SequenceId, std::shared_ptr<QueryAdaptation> adaptation) {
+  if (adaptation == nullptr) return {};
+  return no_qttt(*this);
+}
+
 }  // namespace draftwise

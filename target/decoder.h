@@ -5,12 +5,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <vector>
 
 #include "kernels/status.h"
 #include "target/model_config.h"
+#include "target/qttt.h"
 
 namespace draftwise {
 
@@ -110,6 +112,38 @@ class Decoder {
   virtual int64_t pending_tokens(SequenceId sequence) const;
   // The final norm's gain ([hidden]): where a draft head's own gain starts.
   virtual Expected<std::vector<float>> final_norm_weight() const = 0;
+
+  // qTTT (QTTT.md, target/qttt.h). A sequence may hold a query adaptation ΔW_Q (one per
+  // layer, full rank or B A): every later pass of its tokens, draft passes included, computes
+  // their queries with W_Q + ΔW_Q; other sequences are untouched. It goes with the sequence
+  // (release_sequence frees it; truncate_sequence keeps it). Backends without attention layers
+  // or without qTTT return errors.
+  //
+  // `context` is what the sequence holds, [length] tokens, and may add the token after them,
+  // [length + 1]: the next-token target of the last position. Position i is trained on when
+  // i < length and context[i + 1] exists.
+  //
+  // Trains the sequence's ΔW_Q for options.steps steps, each on a random span of options.span
+  // positions (the whole trainable context when it is shorter): the mean next-token loss, the
+  // span's queries attending to the cached keys and values (which do not change), one
+  // optimizer step on ΔW_Q only. Starts from ΔW_Q = 0 (B = 0, A drawn from options.seed), or
+  // goes on with the adaptation the sequence holds (same rank; a fresh optimizer state).
+  virtual Expected<QttReport> adapt_queries(SequenceId sequence, std::span<const int32_t> context,
+                                            const QttOptions& options);
+  // qTTT's loss: the mean next-token loss of positions [first, first + count) of `context`
+  // with the sequence's ΔW_Q (none: W_Q alone), queries attending to the cached keys and
+  // values. With `gradient`, also its gradient with respect to the adaptation's parameters
+  // (qtt_parameter_count of its rank, in that layout); that needs an adaptation.
+  virtual Expected<double> query_loss(SequenceId sequence, std::span<const int32_t> context, int64_t first,
+                                      int64_t count, std::vector<float>* gradient);
+  // The sequence's adaptation parameters (empty: none), and setting them (rank 0 for full
+  // rank; qtt_parameter_count values; empty values: remove the adaptation).
+  virtual Expected<std::vector<float>> query_parameters(SequenceId sequence) const;
+  virtual Status set_query_parameters(SequenceId sequence, int64_t rank, std::span<const float> parameters);
+  // The adaptation itself, shared: a preempted request keeps it while its sequence is freed,
+  // and gives it to its next sequence (null: none; attaching null removes it).
+  virtual std::shared_ptr<QueryAdaptation> query_adaptation(SequenceId sequence) const;
+  virtual Status attach_query_adaptation(SequenceId sequence, std::shared_ptr<QueryAdaptation> adaptation);
 };
 
 // The index of the largest value of each `vocab`-long row of `logits`, the lowest among ties.

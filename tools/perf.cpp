@@ -19,6 +19,7 @@
 #include "kernels/random.h"
 #include "target/checkpoint.h"
 #include "target/model_weights.h"
+#include "target/qttt.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
 #ifdef DRAFTWISE_HAVE_CUDA
@@ -169,22 +170,6 @@ double weight_bytes_per_step(const ModelConfig& config) {
 double cache_bytes_per_step(const ModelConfig& config, double length) {
   return length * static_cast<double>(config.num_layers) * 2.0 *
          static_cast<double>(config.num_kv_heads * config.head_dim) * 2.0;
-}
-
-// FLOPs of a prefill of `tokens` from an empty sequence, logits for the last one: the linear
-// layers (2 per weight per token), the LM head once, causal attention (QKᵀ and PV).
-double prefill_flops(const ModelConfig& config, int64_t tokens) {
-  const double hidden = static_cast<double>(config.hidden_size);
-  const double q_dim = static_cast<double>(config.num_heads * config.head_dim);
-  const double kv_dim = static_cast<double>(config.num_kv_heads * config.head_dim);
-  const double ffn = static_cast<double>(config.intermediate_size);
-  const double per_layer = hidden * (q_dim + 2 * kv_dim) + q_dim * hidden + 3 * hidden * ffn;
-  const double t = static_cast<double>(tokens);
-  const double linear = 2.0 * t * per_layer * static_cast<double>(config.num_layers);
-  const double head = 2.0 * hidden * static_cast<double>(config.vocab_size);
-  const double attention = 4.0 * static_cast<double>(config.num_heads * config.head_dim) * t * (t + 1) / 2.0 *
-                           static_cast<double>(config.num_layers);
-  return linear + head + attention;
 }
 
 std::vector<int32_t> random_tokens(Rng& rng, int64_t count, int64_t vocab) {
