@@ -53,16 +53,28 @@ Expected<BenchPrompt> parse_prompt_line(const nlohmann::json& line, size_t numbe
 }
 
 // The smallest relative top-1/top-2 margin of the decoder's logits over `generated`'s first
-// `count` positions after `prompt` (teacher-forced on those tokens).
-Expected<double> smallest_margin(Decoder& decoder, std::span<const int32_t> prompt, std::span<const int32_t> generated,
-                                 int64_t count) {
-  std::vector<int32_t> tokens(prompt.begin(), prompt.end());
+// `count` positions after `prompt` (teacher-forced on those tokens); with qTTT, adapted as the
+// request was: after all of the prompt but its last token.
+Expected<double> smallest_margin(Decoder& decoder, std::span<const int32_t> prompt,
+                                 std::span<const int32_t> generated, int64_t count,
+                                 const std::optional<QttOptions>& qttt) {
+  const size_t adapted = qttt ? prompt.size() - 1 : 0;
+  std::vector<int32_t> tokens(prompt.begin() + static_cast<std::ptrdiff_t>(adapted), prompt.end());
   tokens.insert(tokens.end(), generated.begin(), generated.begin() + count - 1);
   std::vector<int32_t> rows;
-  for (int64_t i = 0; i < count; ++i) rows.push_back(static_cast<int32_t>(prompt.size() - 1 + i));
+  for (int64_t i = 0; i < count; ++i) {
+    rows.push_back(static_cast<int32_t>(prompt.size() - 1 - adapted + i));
+  }
   const SequenceId sequence = decoder.create_sequence();
   std::vector<float> logits;
-  const Status ran = decoder.forward(std::vector<ForwardRequest>{{sequence, tokens, rows}}, logits);
+  const Status ran = [&]() -> Status {
+    if (qttt) {
+      DW_TRY(decoder.forward(std::vector<ForwardRequest>{{sequence, prompt.first(adapted), {}}},
+                             logits));
+      DW_TRY(decoder.adapt_queries(sequence, prompt, *qttt));
+    }
+    return decoder.forward(std::vector<ForwardRequest>{{sequence, tokens, rows}}, logits);
+  }();
   decoder.release_sequence(sequence);
   DW_TRY(ran);
   const size_t vocab = static_cast<size_t>(decoder.config().vocab_size);
@@ -158,6 +170,7 @@ Expected<std::vector<PromptOutcome>> run_bench(Decoder& decoder, std::span<const
         options.stop_token_ids = config.stop_token_ids;
         options.drafter = mode.drafter;
         options.draft_length = mode.draft_length;
+        options.qttt = config.qttt;
         const auto start = std::chrono::steady_clock::now();
         Expected<GenerationResult> generated =
             mode.generate ? mode.generate(decoder, *tokens, options) : generate(decoder, nullptr, *tokens, options);
@@ -168,6 +181,10 @@ Expected<std::vector<PromptOutcome>> run_bench(Decoder& decoder, std::span<const
         result.seconds += seconds;
         result.tokens += static_cast<int64_t>(generated->token_ids.size());
         result.speculation.add(generated->stats.speculation);
+        if (generated->stats.qttt) {
+          ++result.adaptations;
+          result.adaptation_seconds += generated->stats.qttt->seconds;
+        }
         conversation.push_back({"assistant", format.answer_text(generated->token_ids)});
         result.turns.push_back(std::move(generated->token_ids));
       }
@@ -187,8 +204,9 @@ Expected<std::vector<PromptOutcome>> run_bench(Decoder& decoder, std::span<const
             const int64_t count = std::min<int64_t>(static_cast<int64_t>(position) + 1,
                                                     static_cast<int64_t>(theirs.size()));
             if (count > 0) {
-              DW_ASSIGN_OR_RETURN(difference.reference_margin,
-                                  smallest_margin(decoder, reference.prompts[turn], theirs, count));
+              DW_ASSIGN_OR_RETURN(
+                  difference.reference_margin,
+                  smallest_margin(decoder, reference.prompts[turn], theirs, count, config.qttt));
               difference.after_near_tie = difference.reference_margin < config.near_tie;
             }
             result.difference = difference;

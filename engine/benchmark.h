@@ -58,6 +58,10 @@ struct BenchConfig {
   // logit margin is below this share of the row's largest |logit| is a near-tie (DESIGN.md,
   // Numerics: on the GPU, greedy speculation is identical up to the first near-tie).
   double near_tie = 0.02;
+  // qTTT (QTTT.md): every turn's request, in every mode, adapts its query projections on its
+  // prompt (GenerationOptions::qttt); the margins of a difference are read with the same
+  // adaptation.
+  std::optional<QttOptions> qttt;
 };
 
 // How a conversation becomes the prompt's tokens (the chat template, ready for the assistant's
@@ -83,6 +87,8 @@ struct ModeOutcome {
   int64_t tokens = 0;
   double seconds = 0;  // wall time of the generate calls (prefill and decode)
   SpeculationStats speculation;
+  int64_t adaptations = 0;                     // qTTT: turns whose request adapted its queries
+  double adaptation_seconds = 0;               // their time, part of `seconds`
   std::optional<OutputDifference> difference;  // none: equal to `ar`'s in every turn
   double tokens_per_second() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }
 };

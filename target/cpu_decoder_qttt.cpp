@@ -103,18 +103,8 @@ void CpuDecoder::add_query_delta(const CpuQueryAdaptation& adaptation, size_t la
 Expected<CpuDecoder::Sequence*> CpuDecoder::qtt_sequence(SequenceId id, std::span<const int32_t> context) {
   const auto it = sequences_.find(id);
   if (it == sequences_.end()) return make_error("unknown sequence {}", id);
-  Sequence& sequence = it->second;
-  const int64_t size = static_cast<int64_t>(context.size());
-  if (size != sequence.length && size != sequence.length + 1) {
-    return make_error("qttt: the context has {} tokens; sequence {} holds {} (give those, and optionally the next)",
-                      size, id, sequence.length);
-  }
-  for (const int32_t token : context) {
-    if (token < 0 || token >= config_.vocab_size) {
-      return make_error("qttt: token id {} is outside the vocabulary [0, {})", token, config_.vocab_size);
-    }
-  }
-  return &sequence;
+  DW_TRY(qtt_trainable_positions(it->second.length, context, config_.vocab_size));
+  return &it->second;
 }
 
 Expected<double> CpuDecoder::query_loss(SequenceId id, std::span<const int32_t> context, int64_t first,

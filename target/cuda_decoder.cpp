@@ -445,6 +445,8 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   std::vector<int32_t> positions_b, slots_b, new_tokens_b, start_positions_b;
   std::vector<cuda::ResidualRowSource> sources_b;
   std::vector<float*> stored;
+  std::vector<cuda::QueryDeltaRow> deltas, deltas_b;
+  bool adapted = false;
   std::vector<int32_t> tables(batch.size() * static_cast<size_t>(table_stride_), 0);
   int64_t longest = 0;
   int32_t max_new = 0;
@@ -462,7 +464,13 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
     const int64_t skip = draft != nullptr ? 0 : pending;
     const int64_t start = state.length + (draft != nullptr ? pending : 0);
     const int32_t first_row_a = static_cast<int32_t>(ids.size());
+    cuda::QueryDeltaRow delta;
+    if (state.adaptation != nullptr) {
+      delta = query_delta_row(*state.adaptation);
+      adapted = true;
+    }
     for (int64_t t = skip; t < count; ++t) {
+      deltas.push_back(delta);
       ids.push_back(batch[r].tokens[static_cast<size_t>(t)]);
       positions.push_back(static_cast<int32_t>(start + t));
       slots.push_back(slot_of(state, start + t));
@@ -479,6 +487,7 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
       // Segment B: every token, the pending ones from their kept rows.
       first_row = static_cast<int32_t>(positions_b.size());
       for (int64_t t = 0; t < count; ++t) {
+        deltas_b.push_back(delta);
         positions_b.push_back(static_cast<int32_t>(state.length + t));
         slots_b.push_back(slot_of(state, state.length + t));
         cuda::ResidualRowSource source;
@@ -506,6 +515,11 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   shape.a_end = draft != nullptr ? draft->exit_layer : resumes ? resume_layer : layers;
   shape.store_hidden = draft != nullptr;
   shape.draft_gain = draft != nullptr && !draft->norm_gain.empty();
+  shape.adapted = adapted;
+  if (!adapted) {
+    deltas.clear();
+    deltas_b.clear();
+  }
   const cuda::AttentionGeometry geometry = attention_geometry();
   const int query_tile = cuda::attention_query_tile(geometry);
   // Split long contexts when few queries per sequence leave the GPU idle (flash-decoding):
@@ -560,6 +574,8 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   const size_t slots_b_at = append_section(plan, slots_b);
   const size_t items_b_at = append_section(plan, items_b);
   const size_t sources_b_at = append_section(plan, sources_b);
+  const size_t deltas_at = append_section(plan, deltas);
+  const size_t deltas_b_at = append_section(plan, deltas_b);
   const size_t stored_at = append_section(plan, stored);
   const size_t gain_at = append_section(
       plan, shape.draft_gain ? std::vector<float>(draft->norm_gain.begin(), draft->norm_gain.end()) : std::vector<float>());
@@ -583,6 +599,8 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   b.slots_b = plan_base + slots_b_at;
   b.items_b = plan_base + items_b_at;
   b.sources_b = plan_base + sources_b_at;
+  b.deltas = shape.adapted ? plan_base + deltas_at : nullptr;
+  b.deltas_b = shape.adapted ? plan_base + deltas_b_at : nullptr;
   b.stored = plan_base + stored_at;
   b.gain = plan_base + gain_at;
   b.logit_rows = plan_base + logit_rows_at;
@@ -781,6 +799,13 @@ Status CudaDecoder::enqueue_layers(int first, int end, int64_t rows, const Layer
                                     config_.num_kv_heads,  head_dim};
     DW_TRY(linear(normed(layer.input_norm), rows, layer.qkv_weight.as<bf16>(), layer.qkv_bias.as<bf16>(), hidden,
                   qkv_dim, cuda::GemvEpilogue::kRopeWriteKv, qkv, &rope));
+    if (plan.deltas != nullptr) {
+      // qTTT: adapted rows' q += rope(ΔW_Q n), n the input norm of the stream the projection read.
+      DW_TRY(cuda_status(cuda::add_query_delta(stream_state.buffers[stream_state.current], layer.input_norm.as<float>(),
+                                               eps, plan.deltas, plan.positions, inv_freq_.as<float>(), rows, l,
+                                               hidden, config_.num_heads, head_dim, qkv, qkv_dim, stream),
+                         "add_query_delta"));
+    }
     DW_TRY(cuda_status(cuda::attention_paged(qkv, qkv_dim, layer.k_cache.as<bf16>(), layer.v_cache.as<bf16>(),
                                              static_cast<const int32_t*>(b.tables), plan.items, plan.item_count,
                                              plan.splits, rows, geometry, static_cast<float*>(b.partial),
@@ -817,7 +842,8 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
                                               residual.buffers[0], shape.rows, hidden, stream),
                        "embedding_lookup"));
     const LayerPlan plan{static_cast<const int32_t*>(b.positions), static_cast<const int32_t*>(b.slots),
-                         static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items, shape.splits};
+                         static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items, shape.splits,
+                         static_cast<const cuda::QueryDeltaRow*>(b.deltas)};
     DW_TRY(enqueue_layers(0, shape.a_end, shape.rows, plan, residual));
   }
   // A draft step keeps its rows with their sequences, for the verification to resume.
@@ -836,7 +862,8 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
     residual.current ^= 1;
     residual.pending = nullptr;
     const LayerPlan plan{static_cast<const int32_t*>(b.positions_b), static_cast<const int32_t*>(b.slots_b),
-                         static_cast<const cuda::AttentionWorkItem*>(b.items_b), shape.items_b, shape.splits_b};
+                         static_cast<const cuda::AttentionWorkItem*>(b.items_b), shape.items_b, shape.splits_b,
+                         static_cast<const cuda::QueryDeltaRow*>(b.deltas_b)};
     DW_TRY(enqueue_layers(shape.a_end, static_cast<int>(config_.num_layers), shape.rows_b, plan, residual));
   }
   const int64_t rows = shape.rows_b > 0 ? shape.rows_b : shape.rows;

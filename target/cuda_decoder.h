@@ -16,12 +16,17 @@
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/qttt.h"
 #include "target/checkpoint.h"
 #include "target/cuda_draft_head.h"
 #include "target/decoder.h"
 #include "target/model_weights.h"
 
 namespace draftwise {
+
+class CudaQueryAdaptation;
+// The row of a forward pass's qTTT table for a sequence with this adaptation.
+cuda::QueryDeltaRow query_delta_row(const CudaQueryAdaptation& adaptation);
 
 struct CudaDecoderOptions {
   int device = 0;
@@ -85,6 +90,23 @@ class CudaDecoder final : public Decoder {
   int64_t total_cache_blocks() const { return num_blocks_; }
   int64_t free_cache_blocks() const { return static_cast<int64_t>(free_blocks_.size()); }
 
+  // qTTT (target/cuda_decoder_qttt.cpp): ΔW_Q and Adam's state in fp32 device memory, the span
+  // pass in bf16 with fp32 accumulation, norms and gradients; adapted sequences' passes add
+  // their query delta in a kernel after the q projection. Ranks up to 256.
+  Expected<QttReport> adapt_queries(SequenceId sequence, std::span<const int32_t> context,
+                                    const QttOptions& options) override;
+  Expected<double> query_loss(SequenceId sequence, std::span<const int32_t> context, int64_t first, int64_t count,
+                              std::vector<float>* gradient) override;
+  Expected<std::vector<float>> query_parameters(SequenceId sequence) const override;
+  Status set_query_parameters(SequenceId sequence, int64_t rank, std::span<const float> parameters) override;
+  std::shared_ptr<QueryAdaptation> query_adaptation(SequenceId sequence) const override;
+  Status attach_query_adaptation(SequenceId sequence, std::shared_ptr<QueryAdaptation> adaptation) override;
+
+  // SHA-256 of every weight's bytes on the GPU, and of a sequence's cached keys and values
+  // (positions [0, length) of every layer): what qTTT must leave unchanged.
+  Expected<std::string> weights_digest() const;
+  Expected<std::string> cache_digest(SequenceId sequence) const;
+
  private:
   struct Layer {
     cuda::DeviceBuffer input_norm;  // [hidden] fp32
@@ -106,6 +128,8 @@ class CudaDecoder final : public Decoder {
     int pending_exit_layer = 0;
     std::vector<int32_t> pending;
     cuda::DeviceBuffer pending_hidden;  // [capacity, hidden] fp32
+    // qTTT: the sequence's ΔW_Q, or null.
+    std::shared_ptr<CudaQueryAdaptation> adaptation;
   };
 
   // What a captured graph depends on besides buffer contents. A step runs layers [0, a_end)
@@ -125,9 +149,10 @@ class CudaDecoder final : public Decoder {
     int splits_b = 1;
     bool store_hidden = false;  // a draft step
     bool draft_gain = false;    // the draft head's own norm gain, in the plan
+    bool adapted = false;       // some sequence has a qTTT adaptation: the query-delta kernel runs
     auto key() const {
       return std::tie(rows, selected_rows, items, sequences, splits, greedy, a_end, rows_b, items_b, splits_b,
-                      store_hidden, draft_gain);
+                      store_hidden, draft_gain, adapted);
     }
     bool operator<(const StepShape& other) const { return key() < other.key(); }
   };
@@ -138,6 +163,7 @@ class CudaDecoder final : public Decoder {
     const cuda::AttentionWorkItem* items = nullptr;
     int64_t item_count = 0;
     int splits = 1;
+    const cuda::QueryDeltaRow* deltas = nullptr;  // [rows] qTTT adaptations, or nullptr: none
   };
   // The residual stream between layers: buffers[current] + pending (not yet added).
   struct ResidualStream {
@@ -155,6 +181,8 @@ class CudaDecoder final : public Decoder {
     void* positions_b = nullptr; // [rows_b] int32 (segment B)
     void* slots_b = nullptr;     // [rows_b] int32
     void* items_b = nullptr;     // [items_b] AttentionWorkItem
+    void* deltas = nullptr;      // [rows] QueryDeltaRow (adapted steps)
+    void* deltas_b = nullptr;    // [rows_b] QueryDeltaRow
     void* sources_b = nullptr;   // [rows_b] ResidualRowSource: B's input rows
     void* stored = nullptr;      // [rows] float*: where a draft step stores A's rows
     void* gain = nullptr;        // [hidden] fp32: the draft head's norm gain
@@ -243,6 +271,14 @@ class CudaDecoder final : public Decoder {
   Status apply_draft_head(const DraftHead& draft, std::span<float* const> h_rows, const float* gain, void* logits);
   std::map<StepShape, GraphExec> graphs_;
   uint64_t graphs_generation_ = 0;
+
+  // qTTT's span pass: the mean next-token loss of positions [first, first + count) with
+  // `adaptation` (or none), and with `gradient` (device, [parameter count] fp32) its gradient.
+  struct QttBuffers;
+  Expected<double> span_pass(const Sequence& sequence, const CudaQueryAdaptation* adaptation,
+                             std::span<const int32_t> context, int64_t first, int64_t count, float* gradient);
+  Expected<Sequence*> qtt_sequence(SequenceId sequence, std::span<const int32_t> context);
+  std::shared_ptr<QttBuffers> qtt_buffers_;  // shared_ptr: QttBuffers is complete only there
 };
 
 }  // namespace draftwise

@@ -131,6 +131,20 @@ Status check_qtt_options(const QttOptions& options, const ModelConfig& config) {
   return {};
 }
 
+Expected<int64_t> qtt_trainable_positions(int64_t length, std::span<const int32_t> context, int64_t vocab) {
+  const int64_t size = static_cast<int64_t>(context.size());
+  if (size != length && size != length + 1) {
+    return make_error("qttt: the context has {} tokens; the sequence holds {} (give those, and optionally the next)",
+                      size, length);
+  }
+  for (const int32_t token : context) {
+    if (token < 0 || token >= vocab) {
+      return make_error("qttt: token id {} is outside the vocabulary [0, {})", token, vocab);
+    }
+  }
+  return std::min(length, size - 1);
+}
+
 std::vector<float> qtt_initial_parameters(const ModelConfig& config, int64_t rank, uint64_t seed) {
   std::vector<float> parameters(static_cast<size_t>(qtt_parameter_count(config, rank)), 0.0f);
   if (rank == 0) return parameters;

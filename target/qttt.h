@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,10 @@ int64_t qtt_parameter_count(const ModelConfig& config, int64_t rank);
 
 // Options this model can take (rank at most the hidden size), with errors that name the field.
 Status check_qtt_options(const QttOptions& options, const ModelConfig& config);
+
+// The positions of a sequence of `length` tokens that qTTT can train on, given its `context`
+// ([length] or [length + 1] tokens, ids below `vocab`): those with a next token, at least one.
+Expected<int64_t> qtt_trainable_positions(int64_t length, std::span<const int32_t> context, int64_t vocab);
 
 // Where an adaptation starts: ΔW_Q = 0 at full rank; at rank r, B = 0 and A uniform in
 // ±1/sqrt(hidden) from `seed` (as LoRA starts), so that B A = 0 and B's gradient is not.

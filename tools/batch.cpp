@@ -26,6 +26,7 @@
 #include "tools/commands.h"
 #include "tools/draft_args.h"
 #include "tools/model_loader.h"
+#include "tools/qttt_args.h"
 #include "tools/speculation_json.h"
 
 namespace draftwise {
@@ -40,6 +41,7 @@ struct BatchArgs {
   std::string top_p = "1.0";
   std::string seed = "0";
   bool resume = false;
+  std::string qttt = "off";
   BackendArgs backend;
   DraftArgs drafting;
 };
@@ -146,6 +148,7 @@ int run_batch(const std::vector<std::string>& cli) {
   parser.add_option("seed", &args.seed, "S",
                     "sampling seed; a request without its own draws with S + its line number (default 0)");
   parser.add_flag("resume", &args.resume, "continue an output file: skip the ids it already holds");
+  add_qttt_option(parser, args.qttt, "each request's prompt");
   add_backend_options(parser, args.backend);
   add_draft_options(parser, args.drafting);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
@@ -168,6 +171,9 @@ int run_batch(const std::vector<std::string>& cli) {
   const Expected<int64_t> seed = parse_integer_option("--seed", args.seed);
   if (!seed.ok()) return report_error(seed.error());
   if (*seed < 0) return report_error(make_error("--seed must be ≥ 0, got {}", *seed));
+  Expected<std::optional<QttOptions>> qttt = parse_qttt_option(args.qttt);
+  if (!qttt.ok()) return report_error(qttt.error());
+  defaults.qttt = *qttt;
   defaults.sampling.temperature = *temperature;
   defaults.sampling.top_p = *top_p;
   if (const Status valid = validate_sampling_params(defaults.sampling); !valid.ok()) {
@@ -194,6 +200,9 @@ int run_batch(const std::vector<std::string>& cli) {
   Expected<LoadedModel> model = load_model_file(args.model, *backend);
   if (!model.ok()) return report_error(model.error());
   if (!model->tokenizer) return report_error(make_error("{}: batch needs a model with a tokenizer", args.model));
+  if (Status checked = check_qttt_option(defaults.qttt, model->decoder->config()); !checked.ok()) {
+    return report_error(checked.error());
+  }
   const Tokenizer& tokenizer = *model->tokenizer;
   Expected<std::unique_ptr<Drafter>> drafter = make_setup_drafter(*setup, *model, *backend);
   if (!drafter.ok()) return report_error(drafter.error());
@@ -239,14 +248,17 @@ int run_batch(const std::vector<std::string>& cli) {
         ++succeeded;
         tokens += result.stats.completion_tokens;
         speculation.add(result.stats.speculation);
-        write({{"id", id},
-               {"text", result.text},
-               {"finish_reason", finish_reason_name(result.finish_reason)},
-               {"usage",
-                {{"prompt_tokens", result.stats.prompt_tokens},
-                 {"completion_tokens", result.stats.completion_tokens},
-                 {"total_tokens", result.stats.prompt_tokens + result.stats.completion_tokens}}},
-               {"speculation", speculation_json(result.stats.speculation, drafter_name)}});
+        nlohmann::json record = {
+            {"id", id},
+            {"text", result.text},
+            {"finish_reason", finish_reason_name(result.finish_reason)},
+            {"usage",
+             {{"prompt_tokens", result.stats.prompt_tokens},
+              {"completion_tokens", result.stats.completion_tokens},
+              {"total_tokens", result.stats.prompt_tokens + result.stats.completion_tokens}}},
+            {"speculation", speculation_json(result.stats.speculation, drafter_name)}};
+        if (result.stats.qttt) record["qttt"] = qttt_json(*result.stats.qttt);
+        write(record);
       }
       progress.update(succeeded, failed, skipped, tokens, speculation);
     };

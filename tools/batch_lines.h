@@ -3,8 +3,9 @@
 //    optional "max_tokens", "temperature", "top_p", "seed", "stop": TEXT | [TEXT, ...]}
 // A line without an id gets its line number (from 1) as its id. "prompt" is raw text (no chat
 // template); "messages" go through the model's chat template.
-// Output, one a line: {"id", "text", "finish_reason", "usage": {...}, "speculation": {...}}
-// or {"id", "error": {"message", "type"}}.
+// Output, one a line: {"id", "text", "finish_reason", "usage": {...}, "speculation": {...}},
+// with "qttt": {...} (tools/qttt_args.h) when the request's queries were adapted (--qttt), or
+// {"id", "error": {"message", "type"}}.
 #pragma once
 
 #include <optional>

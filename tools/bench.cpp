@@ -4,7 +4,9 @@
 // mode, tokens/s, the speed-up against `ar`, the speculation statistics, and whether its
 // output equals `ar`'s (where not: where it first differs, and both continuations). From it,
 // DIR/report.md and the SVG plots (tools/bench_report.h). A summary table goes to stdout,
-// progress to stderr.
+// progress to stderr. With --qttt every request adapts its queries on its prompt first; with
+// --niah the command is the needle-in-a-haystack benchmark of qTTT instead (tools/niah_bench.h).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -32,6 +34,7 @@
 #include "tools/commands.h"
 #include "tools/learn_args.h"
 #include "tools/model_loader.h"
+#include "tools/niah_bench.h"
 #include "tools/speculation_json.h"
 
 namespace draftwise {
@@ -52,6 +55,7 @@ struct BenchArgs {
   std::string seed = "0";
   std::string expect;
   std::string write_expect;
+  std::string qttt = "off";
   LearnArgs learn;
 };
 
@@ -112,11 +116,20 @@ int report_error(const Error& error) {
 }  // namespace
 
 int run_bench(const std::vector<std::string>& cli) {
+  if (std::find(cli.begin(), cli.end(), "--niah") != cli.end()) {
+    std::vector<std::string> rest;
+    for (const std::string& arg : cli) {
+      if (arg != "--niah") rest.push_back(arg);
+    }
+    return run_niah_bench(rest);
+  }
   BenchArgs args;
-  ArgParser parser("bench",
-                   "The acceptance-rate benchmark: every mode (ar, ngram:N, self:E, model:PATH, each with an "
-                   "optional @K draft length) on the same prompts, greedy unless --temperature; writes "
-                   "DIR/results.json, DIR/report.md and SVG plots.");
+  ArgParser parser(
+      "bench",
+      "The acceptance-rate benchmark: every mode (ar, ngram:N, self:E, model:PATH, each with an "
+      "optional @K draft length) on the same prompts, greedy unless --temperature; writes "
+      "DIR/results.json, DIR/report.md and SVG plots. 'draftwise bench --niah' is the "
+      "needle-in-a-haystack benchmark of qTTT, with its own options (bench --niah --help).");
   parser.add_option("model", &args.model, "PATH", "GGUF file or Hugging Face model folder (with a chat template)");
   parser.add_option("prompts", &args.prompts, "FILE",
                     "Spec-Bench question.jsonl, or JSONL lines with \"prompt\" or \"messages\"");
@@ -138,6 +151,12 @@ int run_bench(const std::vector<std::string>& cli) {
                     "a value is outside (tools/bench_expect.h gives the format)");
   parser.add_option("write-expect", &args.write_expect, "FILE",
                     "write this run's τ and acceptance per position as an expectations file for --expect");
+  parser.add_option(
+      "qttt", &args.qttt, "SPEC",
+      fmt::format("query-only test-time training: every request, in every mode, adapts its query "
+                  "projections on its prompt before decoding. SPEC: off, on ({}), or some of those "
+                  "keys (docs/qttt.md; default off)",
+                  qtt_spec(QttOptions{})));
   add_learn_options(parser, args.learn);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
   for (const char* flag : {"learn", "learn-key", "save-adapter"}) {
@@ -176,6 +195,13 @@ int run_bench(const std::vector<std::string>& cli) {
     return report_error(make_error("--temperature: {}", valid.error().message));
   }
   const bool greedy = sampling.greedy();
+  std::optional<QttOptions> qttt;
+  if (args.qttt != "off") {
+    Expected<QttOptions> parsed = parse_qtt_spec(args.qttt);
+    // parse_qtt_spec's errors start "qttt: ", so that "--" makes them name the flag.
+    if (!parsed.ok()) return report_error(make_error("--{}", parsed.error().message));
+    qttt = *parsed;
+  }
   std::optional<nlohmann::json> expectations;
   if (!args.expect.empty()) {
     std::ifstream file(args.expect);
@@ -207,6 +233,11 @@ int run_bench(const std::vector<std::string>& cli) {
   if (!chat.ok()) return report_error(make_error("{}: {}", args.model, chat.error().message));
   const Expected<std::string> model_hash = sha256_of_path(args.model);
   if (!model_hash.ok()) return report_error(model_hash.error());
+  if (qttt) {
+    if (const Status valid = check_qtt_options(*qttt, model->decoder->config()); !valid.ok()) {
+      return report_error(make_error("--{}", valid.error().message));
+    }
+  }
 
   // One drafter per distinct spec: modes that differ only in the draft length share it; a
   // learning mode has its own, whose adapter it carries from prompt to prompt.
@@ -245,6 +276,7 @@ int run_bench(const std::vector<std::string>& cli) {
   config.max_tokens = *max_tokens;
   config.sampling = sampling;
   config.stop_token_ids = chat_stop_token_ids(*model->decoder, tokenizer);
+  config.qttt = qttt;
   BenchFormat format;
   format.render = [&](std::span<const ChatMessage> messages) -> Expected<std::vector<int32_t>> {
     DW_ASSIGN_OR_RETURN(const std::string text, chat->render(messages, /*add_generation_prompt=*/true));
@@ -337,6 +369,7 @@ int run_bench(const std::vector<std::string>& cli) {
         {"temperature", sampling.temperature},
         {"seed", sampling.seed},
         {"holdout_every", *holdout},
+        {"qttt", qttt ? nlohmann::json(qtt_spec(*qttt)) : nlohmann::json(nullptr)},
         {"modes", mode_names}}},
       {"overall", nlohmann::json::object()},
       {"categories", nlohmann::json::object()},
@@ -451,9 +484,11 @@ int run_bench(const std::vector<std::string>& cli) {
     }
     fmt::print("\nlearning part:\n");
   }
-  fmt::print("{} prompts, {} new tokens a turn, {}, on {}\n\n", phases.size() > 1 ? phases[1].prompts.size() : prompts->size(),
-             *max_tokens, greedy ? std::string("greedy") : fmt::format("temperature {}, seed {}", sampling.temperature, sampling.seed),
-             model->backend);
+  fmt::print("{} prompts, {} new tokens a turn, {}{}, on {}\n\n",
+             phases.size() > 1 ? phases[1].prompts.size() : prompts->size(), *max_tokens,
+             greedy ? std::string("greedy")
+                    : fmt::format("temperature {}, seed {}", sampling.temperature, sampling.seed),
+             qttt ? ", qTTT " + qtt_spec(*qttt) : std::string(), model->backend);
   fmt::print("| mode | tokens/s | speed-up | τ | acceptance | equal to ar | differing after a near-tie |\n"
              "|---|---:|---:|---:|---:|---:|---:|\n");
   for (size_t m = 0; m < bench_modes.size(); ++m) {

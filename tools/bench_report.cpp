@@ -15,21 +15,6 @@ using nlohmann::json;
 // Prompts in the trailing window of the τ curve.
 constexpr size_t kCurveWindow = 16;
 
-// A table cell: no line breaks, pipes escaped.
-std::string cell(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    if (c == '|') {
-      out += "\\|";
-    } else if (c == '\n') {
-      out += "⏎";
-    } else if (c != '\r') {
-      out += c;
-    }
-  }
-  return out;
-}
-
 std::string text_of(const json& value) {
   if (value.is_string()) return value.get<std::string>().empty() ? "—" : value.get<std::string>();
   if (value.is_null()) return "—";
@@ -73,7 +58,7 @@ std::string summary_table(const json& section, const std::vector<std::string>& m
     const json& summary = section.at(mode);
     const json& speculation = summary.at("speculation");
     const bool plain = mode == "ar";
-    out += fmt::format("| {} | {:.1f} | {:.2f}× | {} | {} | {} | {} |\n", cell(mode),
+    out += fmt::format("| {} | {:.1f} | {:.2f}× | {} | {} | {} | {} |\n", markdown_cell(mode),
                        summary.at("tokens_per_second").get<double>(), summary.at("speedup").get<double>(),
                        plain ? "1.00" : fmt::format("{:.3f}", speculation.at("mean_acceptance_length").get<double>()),
                        plain ? "—" : fmt::format("{:.3f}", speculation.at("acceptance_rate").get<double>()),
@@ -86,7 +71,7 @@ std::string configuration(const json& results) {
   const json& config = results.at("config");
   std::string out = "| | |\n|---|---|\n";
   const auto row = [&](const std::string& name, const std::string& value) {
-    out += fmt::format("| {} | {} |\n", name, cell(value));
+    out += fmt::format("| {} | {} |\n", name, markdown_cell(value));
   };
   row("model", fmt::format("{} (SHA-256 {})", text_of(config.at("model")), text_of(config.at("model_sha256"))));
   row("device", text_of(config.at("backend")));
@@ -107,6 +92,9 @@ std::string configuration(const json& results) {
   std::string modes;
   for (const std::string& mode : modes_of(results)) modes += (modes.empty() ? "" : ", ") + mode;
   row("modes", modes);
+  if (config.contains("qttt") && !config.at("qttt").is_null()) {
+    row("qTTT", fmt::format("every request adapts its queries on its prompt ({})", text_of(config.at("qttt"))));
+  }
   const int64_t holdout = config.value("holdout_every", int64_t{0});
   if (holdout > 0) {
     row("hold-out", fmt::format("every {}th prompt of each category, run before and after learning on the rest", holdout));
@@ -130,7 +118,7 @@ std::string learners_table(const json& overall, const std::vector<std::string>& 
       out = "| mode | records | updates | skipped | reverted | seconds in updates | share of wall time |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n";
     }
-    out += fmt::format("| {} | {} | {} | {} | {} | {:.2f} | {:.1f}% |\n", cell(mode), learner.at("records").get<int64_t>(),
+    out += fmt::format("| {} | {} | {} | {} | {} | {:.2f} | {:.1f}% |\n", markdown_cell(mode), learner.at("records").get<int64_t>(),
                        learner.at("updates").get<int64_t>(), learner.at("skipped").get<int64_t>(),
                        learner.at("reverted").get<int64_t>(), learner.at("seconds").get<double>(),
                        100.0 * overall.at(mode).value("learner_time_share", 0.0));
@@ -148,7 +136,7 @@ std::string holdout_table(const json& holdout, const std::vector<std::string>& m
     if (mode == "ar" || !before.contains(mode) || !after.contains(mode)) continue;
     const double tau_before = before.at(mode).at("speculation").at("mean_acceptance_length").get<double>();
     const double tau_after = after.at(mode).at("speculation").at("mean_acceptance_length").get<double>();
-    out += fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {} | {:.2f}× | {:.2f}× | {} |\n", cell(mode), tau_before,
+    out += fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {} | {:.2f}× | {:.2f}× | {} |\n", markdown_cell(mode), tau_before,
                        tau_after, tau_before > 0 ? tau_after / tau_before : 0.0,
                        positions_cell(after.at(mode).at("speculation")), before.at(mode).at("speedup").get<double>(),
                        after.at(mode).at("speedup").get<double>(), lossless_cell(after.at(mode), sampling));
@@ -166,7 +154,7 @@ std::string categories_table(const json& categories, const std::vector<std::stri
       const json& summary = by_mode.at(mode);
       const bool plain = mode == "ar";
       out += fmt::format(
-          "| {} | {} | {:.1f} | {:.2f}× | {} | {} | {} |\n", cell(category), cell(mode),
+          "| {} | {} | {:.1f} | {:.2f}× | {} | {} | {} |\n", markdown_cell(category), markdown_cell(mode),
           summary.at("tokens_per_second").get<double>(), summary.at("speedup").get<double>(),
           plain ? "1.00" : fmt::format("{:.3f}", summary.at("speculation").at("mean_acceptance_length").get<double>()),
           plain ? "—" : fmt::format("{:.3f}", summary.at("speculation").at("acceptance_rate").get<double>()),
@@ -189,12 +177,12 @@ std::string mismatches(const json& results, const std::vector<std::string>& mode
       if (difference.is_null()) continue;
       ++count;
       rows += fmt::format(
-          "| {} | {} | {} | {} | {} | {} | {:.4f} | {} | {} | {} |\n", cell(text_of(prompt.value("phase", json("all")))),
-          cell(text_of(prompt.at("id"))), cell(text_of(prompt.at("category"))), cell(mode),
+          "| {} | {} | {} | {} | {} | {} | {:.4f} | {} | {} | {} |\n", markdown_cell(text_of(prompt.value("phase", json("all")))),
+          markdown_cell(text_of(prompt.at("id"))), markdown_cell(text_of(prompt.at("category"))), markdown_cell(mode),
           difference.at("turn").get<int64_t>() + 1, difference.at("position").get<int64_t>(),
           difference.at("reference_margin").get<double>(), difference.at("after_near_tie").get<bool>() ? "yes" : "**no**",
-          cell(text_of(difference.value("reference_text", json(nullptr)))),
-          cell(text_of(difference.value("mode_text", json(nullptr)))));
+          markdown_cell(text_of(difference.value("reference_text", json(nullptr)))),
+          markdown_cell(text_of(difference.value("mode_text", json(nullptr)))));
     }
   }
   std::string out = fmt::format("{} of {} outputs differ from ar's.\n", count, outputs);
@@ -285,6 +273,20 @@ BarChart speedup_chart(const json& categories, const std::vector<std::string>& m
 }
 
 }  // namespace
+
+std::string markdown_cell(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '|') {
+      out += "\\|";
+    } else if (c == '\n') {
+      out += "⏎";
+    } else if (c != '\r') {
+      out += c;
+    }
+  }
+  return out;
+}
 
 Expected<std::vector<ReportFile>> bench_report_files(const json& results) {
   try {

@@ -28,6 +28,9 @@ struct ReportFile {
 // mistyped field of `results`.
 Expected<std::vector<ReportFile>> bench_report_files(const nlohmann::json& results);
 
+// Text as one Markdown table cell: line breaks shown as ⏎, pipes escaped.
+std::string markdown_cell(const std::string& text);
+
 // `content` to `path` through a temporary file and a rename: a killed run never leaves a torn file.
 Status write_file_atomically(const std::filesystem::path& path, const std::string& content);
 // The files into `directory`, each written atomically.

@@ -51,14 +51,19 @@ nlohmann::json mode_outcome_json(const PromptOutcome& outcome, size_t m, const s
                   {"reference_text", reference_text},
                   {"mode_text", mode_text}};
   }
-  return {{"tokens", result.tokens},
-          {"turn_tokens", result.turns},
-          {"seconds", result.seconds},
-          {"tokens_per_second", result.tokens_per_second()},
-          {"speedup", reference > 0 ? result.tokens_per_second() / reference : 0.0},
-          {"lossless", checked ? nlohmann::json(!result.difference.has_value()) : nlohmann::json(nullptr)},
-          {"first_difference", difference},
-          {"speculation", speculation_json(result.speculation, drafter)}};
+  nlohmann::json out = {{"tokens", result.tokens},
+                        {"turn_tokens", result.turns},
+                        {"seconds", result.seconds},
+                        {"tokens_per_second", result.tokens_per_second()},
+                        {"speedup", reference > 0 ? result.tokens_per_second() / reference : 0.0},
+                        {"lossless", checked ? nlohmann::json(!result.difference.has_value())
+                                             : nlohmann::json(nullptr)},
+                        {"first_difference", difference},
+                        {"speculation", speculation_json(result.speculation, drafter)}};
+  if (result.adaptations > 0) {
+    out["qttt"] = {{"adaptations", result.adaptations}, {"seconds", result.adaptation_seconds}};
+  }
+  return out;
 }
 
 }  // namespace draftwise

@@ -22,7 +22,7 @@ inline constexpr size_t kShownContinuationTokens = 12;
 nlohmann::json summary_json(const ModeSummary& summary, const std::string& mode, bool checked);
 
 // outcome.modes[m] ("drafter": its name, empty for ar); `decode` turns tokens into text for
-// the continuations of a mismatch.
+// the continuations of a mismatch. With qTTT, "qttt": the turns adapted and their seconds.
 nlohmann::json mode_outcome_json(const PromptOutcome& outcome, size_t m, const std::string& drafter, bool checked,
                                  const std::function<std::string(std::span<const int32_t>)>& decode);
 

@@ -17,6 +17,7 @@
 #include "tools/draft_args.h"
 #include "tools/learn_args.h"
 #include "tools/model_loader.h"
+#include "tools/qttt_args.h"
 #include "tools/speculation_json.h"
 
 namespace draftwise {
@@ -43,6 +44,7 @@ struct GenerateArgs {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool json = false;
+  std::string qttt = "off";
   BackendArgs backend;
   DraftArgs drafting;
 };
@@ -112,6 +114,7 @@ Expected<GenerationOptions> generation_options(const GenerateArgs& args, uint64_
     return make_error("--{}", valid.error().message);
   }
   options.stop = args.stop;
+  DW_ASSIGN_OR_RETURN(options.qttt, parse_qttt_option(args.qttt));
   return options;
 }
 
@@ -144,6 +147,7 @@ int run_generate(const std::vector<std::string>& cli) {
   parser.add_list_option("stop", &args.stop, "TEXT", "end the completion before this text");
   parser.add_flag("ignore-eos", &args.ignore_eos, "keep generating past end-of-sequence tokens");
   parser.add_flag("json", &args.json, "print one JSON object at the end instead of streaming");
+  add_qttt_option(parser, args.qttt, "the prompt");
   add_backend_options(parser, args.backend);
   add_draft_options(parser, args.drafting);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;
@@ -172,6 +176,9 @@ int run_generate(const std::vector<std::string>& cli) {
 
   Expected<LoadedModel> model = load_model(args, backend);
   if (!model.ok()) return report_error(model.error());
+  if (Status checked = check_qttt_option(options->qttt, model->decoder->config()); !checked.ok()) {
+    return report_error(checked.error());
+  }
   Expected<std::unique_ptr<Drafter>> made = make_setup_drafter(*setup, *model, backend);
   if (!made.ok()) return report_error(made.error());
   std::unique_ptr<Drafter> drafter = std::move(*made);
@@ -223,6 +230,7 @@ int run_generate(const std::vector<std::string>& cli) {
           {"decode_tokens_per_second", stats.decode_tokens_per_second()},
           {"speculation", speculation_json(stats.speculation, drafter ? drafter->name() : std::string())}}}};
     if (learner != nullptr) report["stats"]["learner"] = learner_json(*learner);
+    if (stats.qttt) report["stats"]["qttt"] = qttt_json(*stats.qttt);
     fmt::print("{}\n", report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
@@ -239,12 +247,13 @@ int run_generate(const std::vector<std::string>& cli) {
           ? fmt::format("; learner: {} updates ({} skipped, {} reverted) in {:.2f} s", learned.updates,
                         learned.skipped, learned.reverted, learned.seconds)
           : std::string();
+  const std::string adaptation = stats.qttt ? "; " + qttt_summary(*stats.qttt) : std::string();
   fmt::print(stderr,
              "[{} prompt tokens, {} completion tokens, finish: {}; prefill {:.1f} tokens/s, "
-             "decode {:.1f} tokens/s on {}{}{}]\n",
+             "decode {:.1f} tokens/s on {}{}{}{}]\n",
              stats.prompt_tokens, stats.completion_tokens, finish_reason_name(result->finish_reason),
              stats.prefill_tokens_per_second(), stats.decode_tokens_per_second(), model->backend, drafting,
-             learning_line);
+             learning_line, adaptation);
   return 0;
 }
 

@@ -7,6 +7,7 @@
 
 #include "engine/request_json.h"
 #include "engine/speculation.h"
+#include "tools/qttt_args.h"
 #include "tools/speculation_json.h"
 
 namespace draftwise {
@@ -174,6 +175,54 @@ std::optional<ApiError> read_logprobs(const Json& body, ApiEndpoint endpoint, Co
   return std::nullopt;
 }
 
+// "draftwise.qttt": a spec, true ("on"), false ("off"), or an object of the spec's keys. The
+// object is written as a spec, so that parse_qtt_spec checks both forms alike.
+std::optional<ApiError> read_qttt(const Json& value, CompletionCall& call) {
+  const std::string param = "draftwise.qttt";
+  std::string spec;
+  if (value.is_boolean()) {
+    spec = value.get<bool>() ? "on" : "off";
+  } else if (value.is_string()) {
+    spec = value.get<std::string>();
+  } else if (value.is_object()) {
+    for (const auto& [key, field] : value.items()) {
+      const std::string name = param + "." + key;
+      std::string text;
+      if (key == "steps" || key == "span" || key == "seed") {
+        const std::optional<int64_t> integer = integer_field(field);
+        if (!integer) return bad(param, fmt::format("'{}' must be an integer", name));
+        text = std::to_string(*integer);
+      } else if (key == "lr") {
+        if (!field.is_number()) return bad(param, fmt::format("'{}' must be a number", name));
+        text = fmt::format("{}", field.get<double>());
+      } else if (key == "rank") {
+        const std::optional<int64_t> integer = integer_field(field);
+        if (!integer && field != "full") return bad(param, fmt::format("'{}' must be an integer or \"full\"", name));
+        text = integer ? std::to_string(*integer) : "full";
+      } else if (key == "optimizer") {
+        if (field != "adam" && field != "sgd") return bad(param, fmt::format("'{}' must be \"adam\" or \"sgd\"", name));
+        text = field.get<std::string>();
+      } else {
+        return bad(param, fmt::format("unknown field '{}' (steps, span, lr, rank, optimizer, seed)", name));
+      }
+      spec += (spec.empty() ? "" : ",") + key + "=" + text;
+    }
+    if (spec.empty()) spec = "on";
+  } else {
+    return bad(param, "'draftwise.qttt' must be a spec (\"on\", \"off\", \"steps=8,rank=4\"), an object of its keys "
+                      "(steps, span, lr, rank, optimizer, seed), or false");
+  }
+  if (spec == "off") {
+    call.qttt.emplace(std::nullopt);
+    return std::nullopt;
+  }
+  Expected<QttOptions> options = parse_qtt_spec(spec);
+  // parse_qtt_spec's errors start "qttt: " and name the key.
+  if (!options.ok()) return bad(param, "draftwise." + options.error().message);
+  call.qttt.emplace(*options);
+  return std::nullopt;
+}
+
 std::optional<ApiError> read_extension(const Json& body, CompletionCall& call) {
   if (!present(body, "draftwise")) return std::nullopt;
   const Json& extension = body["draftwise"];
@@ -200,8 +249,10 @@ std::optional<ApiError> read_extension(const Json& body, CompletionCall& call) {
         return bad("draftwise.learn", "'draftwise.learn' must be \"off\", \"global\", \"key\" or \"request\"");
       }
       call.learn = value.get<std::string>();
+    } else if (key == "qttt") {
+      if (auto error = read_qttt(value, call)) return error;
     } else {
-      return bad("draftwise." + key, fmt::format("unknown field 'draftwise.{}' (draft, draft_len, learn)", key));
+      return bad("draftwise." + key, fmt::format("unknown field 'draftwise.{}' (draft, draft_len, learn, qttt)", key));
     }
   }
   return std::nullopt;
@@ -215,6 +266,14 @@ Json usage_json(const GenerationResult& result) {
   return {{"prompt_tokens", result.stats.prompt_tokens},
           {"completion_tokens", result.stats.completion_tokens},
           {"total_tokens", result.stats.prompt_tokens + result.stats.completion_tokens}};
+}
+
+// The "draftwise" object of a response: the speculation statistics, and the request's query
+// adaptation when it had one.
+Json draftwise_json(const ResponseContext& context, const GenerationResult& result) {
+  Json statistics = speculation_json(result.stats.speculation, context.drafter);
+  if (result.stats.qttt) statistics["qttt"] = qttt_json(*result.stats.qttt);
+  return statistics;
 }
 
 Json chunk_base(const CompletionCall& call, const ResponseContext& context) {
@@ -295,6 +354,31 @@ std::variant<CompletionCall, ApiError> parse_completion_call(std::string_view te
   return call;
 }
 
+std::variant<std::optional<QttOptions>, ApiError> resolve_qttt(const CompletionCall& call,
+                                                               const std::optional<QttOptions>& server_default,
+                                                               int64_t max_steps, const ModelConfig& config,
+                                                               int64_t prompt_tokens) {
+  // qTTT trains on the positions before the last prompt token (RequestRun::adapt_queries).
+  const bool trainable = prompt_tokens >= 2;
+  if (!call.qttt) return trainable ? server_default : std::nullopt;
+  const std::optional<QttOptions>& options = *call.qttt;
+  if (!options) return options;
+  if (!trainable) {
+    return bad("draftwise.qttt", fmt::format("'draftwise.qttt' needs a prompt of at least 2 tokens to train on, "
+                                             "got {}",
+                                             prompt_tokens));
+  }
+  if (options->steps > max_steps) {
+    return bad("draftwise.qttt", fmt::format("'draftwise.qttt' asks for {} steps; this server allows at most {} "
+                                             "(serve --qttt-max-steps)",
+                                             options->steps, max_steps));
+  }
+  if (const Status checked = check_qtt_options(*options, config); !checked.ok()) {
+    return bad("draftwise.qttt", "draftwise." + checked.error().message);
+  }
+  return options;
+}
+
 Json logprobs_json(const CompletionCall& call, std::span<const TokenLogprob> logprobs, const TokenText& token_text,
                    int64_t text_offset) {
   if (call.endpoint == ApiEndpoint::chat_completions) {
@@ -341,7 +425,7 @@ Json completion_response(const CompletionCall& call, const ResponseContext& cont
           {"model", context.model},
           {"choices", Json::array({choice})},
           {"usage", usage_json(result)},
-          {"draftwise", speculation_json(result.stats.speculation, context.drafter)}};
+          {"draftwise", draftwise_json(context, result)}};
 }
 
 Json stream_chunk(const CompletionCall& call, const ResponseContext& context, std::string_view text, bool first,
@@ -376,7 +460,7 @@ Json stream_usage_chunk(const CompletionCall& call, const ResponseContext& conte
   Json chunk = chunk_base(call, context);
   chunk["choices"] = Json::array();
   chunk["usage"] = usage_json(result);
-  chunk["draftwise"] = speculation_json(result.stats.speculation, context.drafter);
+  chunk["draftwise"] = draftwise_json(context, result);
   return chunk;
 }
 

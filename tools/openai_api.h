@@ -6,7 +6,9 @@
 // response formats) are refused by name rather than ignored; fields without effect here
 // (user, metadata, store, ...) are accepted. Per-request engine options go in the extension
 // object "draftwise": {"draft": "ngram:3" | "self:8" | "none", "draft_len": N | "auto",
-// "learn": "off" | "global" | "key" | "request"}.
+// "learn": "off" | "global" | "key" | "request", "qttt": SPEC | {"steps", "span", "lr", "rank",
+// "optimizer", "seed"} | false}; a qTTT SPEC is what `generate --qttt` takes ("on", "off",
+// "steps=8,rank=4"), true is "on", and an object gives the same keys as JSON values.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +25,8 @@
 
 #include "engine/chat_template.h"
 #include "engine/generation.h"
+#include "target/model_config.h"
+#include "target/qttt.h"
 
 namespace draftwise {
 
@@ -61,10 +65,21 @@ struct CompletionCall {
   std::optional<std::string> draft;      // a drafter spec or "none"
   std::optional<std::string> draft_len;  // "N" or "auto"
   std::optional<std::string> learn;      // off, global, key, request
+  // Unset: the server's default (serve --qttt); set: the request's own, none for off.
+  std::optional<std::optional<QttOptions>> qttt;
 };
 
 // The body of a POST to `endpoint`; errors name the field.
 std::variant<CompletionCall, ApiError> parse_completion_call(std::string_view body, ApiEndpoint endpoint);
+
+// The qTTT options a call with `prompt_tokens` runs with: its own, else `server_default`, which a
+// prompt of one token (nothing to train on) goes without. Its own options over `max_steps` steps,
+// that the model cannot take (check_qtt_options), or with a one-token prompt are refused with a
+// 400 whose param is "draftwise.qttt".
+std::variant<std::optional<QttOptions>, ApiError> resolve_qttt(const CompletionCall& call,
+                                                               const std::optional<QttOptions>& server_default,
+                                                               int64_t max_steps, const ModelConfig& config,
+                                                               int64_t prompt_tokens);
 
 // What a response needs besides the result.
 struct ResponseContext {
@@ -77,8 +92,8 @@ struct ResponseContext {
 // A token's bytes as the tokenizer spells them (for log-probabilities).
 using TokenText = std::function<std::string(int32_t)>;
 
-// The whole answer: a text_completion or chat.completion object with usage and the
-// speculation statistics under "draftwise".
+// The whole answer: a text_completion or chat.completion object with usage and, under
+// "draftwise", the speculation statistics and, for an adapted request, "qttt" (qttt_json).
 nlohmann::json completion_response(const CompletionCall& call, const ResponseContext& context,
                                    const GenerationResult& result, const TokenText& token_text);
 

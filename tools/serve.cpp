@@ -39,6 +39,7 @@
 #include "tools/draft_args.h"
 #include "tools/model_loader.h"
 #include "tools/openai_api.h"
+#include "tools/qttt_args.h"
 #include "tools/server_metrics.h"
 
 namespace draftwise {
@@ -67,6 +68,8 @@ struct ServeArgs {
   std::string max_tokens_limit = "0";
   std::string http_threads = "2";
   std::string shutdown_timeout = "30";
+  std::string qttt = "off";
+  std::string qttt_max_steps = "64";
   BackendArgs backend;
   DraftArgs drafting;
 };
@@ -84,6 +87,8 @@ struct ServeConfig {
   int64_t http_threads = 2;
   BackendOptions backend;
   DraftSetup drafting;
+  std::optional<QttOptions> qttt;  // for requests that do not say; none: no adaptation
+  int64_t qttt_max_steps = 64;     // a request asking for more steps gets a 400
 };
 
 // Everything the connections and the engine thread share.
@@ -279,6 +284,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!prepared.ok()) {
       return send_error("", ApiError{400, prepared.error().message, "invalid_request_error"});
     }
+    std::variant<std::optional<QttOptions>, ApiError> qttt =
+        resolve_qttt(request, state_.config.qttt, state_.config.qttt_max_steps,
+                     state_.model.decoder->config(), static_cast<int64_t>(prepared->prompt.size()));
+    if (auto* error = std::get_if<ApiError>(&qttt)) return send_error("", *error);
+    prepared->options.qttt = std::get<std::optional<QttOptions>>(qttt);
     call->context = {random_id(endpoint == ApiEndpoint::chat_completions ? "chatcmpl" : "cmpl"),
                      unix_seconds(), state_.config.served_name,
                      prepared->drafter_spec.substr(0, prepared->drafter_spec.rfind('|'))};
@@ -755,6 +765,12 @@ Expected<ServeConfig> parse_serve_args(const ServeArgs& args, const ArgParser& p
                       parse_number_option("--shutdown-timeout", args.shutdown_timeout));
   if (!(timeout >= 0)) return make_error("--shutdown-timeout must be ≥ 0, got {}", timeout);
   config.shutdown_timeout = timeout;
+  DW_ASSIGN_OR_RETURN(config.qttt_max_steps, positive("--qttt-max-steps", args.qttt_max_steps, 1));
+  DW_ASSIGN_OR_RETURN(config.qttt, parse_qttt_option(args.qttt));
+  if (config.qttt && config.qttt->steps > config.qttt_max_steps) {
+    return make_error("--qttt asks for {} steps, more than --qttt-max-steps {}", config.qttt->steps,
+                      config.qttt_max_steps);
+  }
   DW_ASSIGN_OR_RETURN(config.backend, parse_backend_options(args.backend));
   DW_ASSIGN_OR_RETURN(config.drafting, parse_draft_args(args.drafting, parser));
   return config;
@@ -771,6 +787,12 @@ void run_engine(ServerState& state) {
     return;
   }
   state.model = std::move(*model);
+  if (const Status checked = check_qttt_option(config.qttt, state.model.decoder->config()); !checked.ok()) {
+    state.load_error = checked.error().message;
+    print_error("draftwise serve: " + state.load_error);
+    state.failed = true;
+    return;
+  }
   if (state.model.tokenizer) {
     const Tokenizer& tokenizer = *state.model.tokenizer;
     state.stop_tokens = chat_stop_token_ids(*state.model.decoder, tokenizer);
@@ -824,11 +846,12 @@ void run_engine(ServerState& state) {
   state.created = unix_seconds();
   state.ready = true;
   if (state.stopping) state.scheduler->stop(/*cancel_held=*/true);  // a signal came while loading
-  fmt::print(stderr, "draftwise serve: {} on {} ready{}\n", config.served_name, state.model.backend,
+  fmt::print(stderr, "draftwise serve: {} on {} ready{}{}\n", config.served_name, state.model.backend,
              config.drafting.spec
                  ? fmt::format(", drafting {} (learning: {})", config.drafting.spec->name,
                                learn_scope_name(config.drafting.learning.scope))
-                 : std::string());
+                 : std::string(),
+             config.qttt ? ", adapting queries by default (qttt " + qtt_spec(*config.qttt) + ")" : std::string());
   state.scheduler->run([&state] {
     if (state.default_drafter == nullptr) return;
     if (const auto* learning = dynamic_cast<const LearningDrafter*>(state.default_drafter);
@@ -882,6 +905,12 @@ int run_serve(const std::vector<std::string>& cli) {
       "shutdown-timeout", &args.shutdown_timeout, "SECONDS",
       "on SIGTERM/SIGINT, how long running requests may take to finish before they are cancelled "
       "(default 30)");
+  add_qttt_option(parser, args.qttt,
+                  "the prompt of every request of two tokens or more whose \"draftwise\" object does not say "
+                  "(\"qttt\": SPEC, an object of its keys, or false)");
+  parser.add_option("qttt-max-steps", &args.qttt_max_steps, "N",
+                    "most qTTT steps a request may ask for; more get 400. The adaptation runs on the engine "
+                    "thread and holds up every running request while it trains (default 64)");
   add_backend_options(parser, args.backend);
   add_draft_options(parser, args.drafting);
   if (const std::optional<int> exit_code = parser.parse_or_exit_code(cli)) return *exit_code;

@@ -86,6 +86,10 @@ void ServerMetrics::request_finished(const std::string& reason, const Generation
   prompt_tokens_ += static_cast<uint64_t>(result.stats.prompt_tokens);
   generation_tokens_ += static_cast<uint64_t>(result.stats.completion_tokens);
   speculation_.add(result.stats.speculation);
+  if (result.stats.qttt) {
+    ++qttt_requests_;
+    qttt_seconds_ += result.stats.qttt->seconds;
+  }
   e2e_.observe(seconds);
 }
 
@@ -162,6 +166,10 @@ std::string ServerMetrics::prometheus(const SchedulerCounters& scheduler, bool r
     out += fmt::format("draftwise:spec_decode_num_drafted_tokens_per_pos{{position=\"{}\"}} {}\n", i,
                        speculation_.drafted_per_position[i]);
   }
+  scalar(out, "draftwise:qttt_adapted_requests_total", "Finished requests whose queries were adapted (qTTT)",
+         "counter", static_cast<double>(qttt_requests_));
+  scalar(out, "draftwise:qttt_seconds_total", "Seconds the finished requests spent adapting their queries (qTTT)",
+         "counter", qttt_seconds_);
   if (learner_) {
     scalar(out, "draftwise:learner_records_total", "Verification records the draft-head learner logged", "counter",
            static_cast<double>(learner_->records));

@@ -54,6 +54,8 @@ class ServerMetrics {
   uint64_t failed_ = 0;
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   SpeculationStats speculation_;
+  uint64_t qttt_requests_ = 0;  // requests whose queries were adapted, and the seconds it took
+  double qttt_seconds_ = 0;
   LatencyHistogram ttft_, inter_token_, e2e_;
   std::optional<LearnerStats> learner_;
 };

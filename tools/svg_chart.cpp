@@ -150,6 +150,10 @@ std::string render_line_chart(const LineChart& chart) {
     }
   }
   if (!std::isfinite(x_low)) x_low = 0, x_high = 1, y_low = 0, y_high = 1;
+  if (chart.y_range) {
+    y_low = std::min(y_low, chart.y_range->first);
+    y_high = std::max(y_high, chart.y_range->second);
+  }
   const Axis x_axis = make_axis(std::min(0.0, x_low), x_high);
   const Axis y_axis_range = make_axis(std::min(y_low, std::floor(y_low)), y_high);
   std::string out = header(chart.title) + y_axis(y_axis_range, chart.y_label);
@@ -175,6 +179,16 @@ std::string render_line_chart(const LineChart& chart) {
     }
     out += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>\n",
                        colour(colours.back()), points, escape(series.name));
+    if (!chart.markers) continue;
+    const double radius = std::max(2.0, 5.0 - 1.5 * static_cast<double>(s));
+    for (size_t i = 0; i < std::min(series.x.size(), series.y.size()); ++i) {
+      if (!std::isfinite(series.x[i]) || !std::isfinite(series.y[i])) continue;
+      out += fmt::format(
+          "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"{:.1f}\" fill=\"{}\"><title>{} {:.4g}: "
+          "{:.4g}</title></circle>\n",
+          x_of(series.x[i]), y_of(y_axis_range, series.y[i]), radius, colour(colours.back()),
+          escape(series.name), series.x[i], series.y[i]);
+    }
   }
   return out + legend(names, colours) + "</svg>\n";
 }

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace draftwise {
@@ -18,6 +19,11 @@ struct LineSeries {
 struct LineChart {
   std::string title, x_label, y_label;  // labels name the unit: "processed tokens", "τ (tokens per step)"
   std::vector<LineSeries> series;
+  // A y axis over this range at least (e.g. 0 to 100 for percentages); none: the data's.
+  std::optional<std::pair<double, double>> y_range;
+  // A dot on every point, each series' smaller than the one before, so that equal points of
+  // several series and one-point series show.
+  bool markers = false;
 };
 
 struct BarChart {

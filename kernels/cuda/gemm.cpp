@@ -100,4 +100,50 @@ Status Gemm::matmul(const bf16* x, const bf16* w, void* y, bool y_fp32, int64_t 
   return {};
 }
 
+Status Gemm::product(Operand a, Operand b, bool inputs_fp32, void* c, bool c_fp32, int64_t m, int64_t n, int64_t k,
+                     float beta, cudaStream_t stream) const {
+  if (m == 0 || n == 0) return {};
+  // Row-major c [m, n] is column-major cᵀ [n, m] = op(b)ᵀ · op(a)ᵀ. A row-major [r, c] matrix read
+  // column-major is its transpose [c, r] with leading dimension c: so op(b)ᵀ is b's column-major
+  // view as it is (b not transposed: [n, k], ld n) or transposed (b stored [n, k]: view [k, n],
+  // ld k); likewise for a.
+  const cudaDataType_t input_type = inputs_fp32 ? CUDA_R_32F : CUDA_R_16BF;
+  MatmulDesc desc;
+  DW_CUBLAS_TRY(cublasLtMatmulDescCreate(&desc.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t first_op = b.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t second_op = a.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  DW_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.desc, CUBLASLT_MATMUL_DESC_TRANSA, &first_op, sizeof first_op));
+  DW_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.desc, CUBLASLT_MATMUL_DESC_TRANSB, &second_op, sizeof second_op));
+  const auto u = [](int64_t value) { return static_cast<uint64_t>(value); };
+  Layout first, second, d;
+  if (b.transposed) {
+    DW_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&first.layout, input_type, u(k), u(n), k));
+  } else {
+    DW_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&first.layout, input_type, u(n), u(k), n));
+  }
+  if (a.transposed) {
+    DW_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&second.layout, input_type, u(m), u(k), m));
+  } else {
+    DW_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&second.layout, input_type, u(k), u(m), k));
+  }
+  DW_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&d.layout, c_fp32 ? CUDA_R_32F : CUDA_R_16BF, u(n), u(m), n));
+  Preference preference;
+  DW_CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&preference.preference));
+  const size_t workspace_bytes = workspace_.bytes();
+  DW_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                     &workspace_bytes, sizeof workspace_bytes));
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  DW_CUBLAS_TRY(cublasLtMatmulAlgoGetHeuristic(handle_, desc.desc, first.layout, second.layout, d.layout, d.layout,
+                                               preference.preference, 1, &heuristic, &found));
+  if (found == 0) {
+    return make_error("cuBLASLt has no algorithm for a {} product [{}, {}] x [{}, {}]", inputs_fp32 ? "fp32" : "bf16",
+                      m, k, k, n);
+  }
+  const float alpha = 1.0f;
+  DW_CUBLAS_TRY(cublasLtMatmul(handle_, desc.desc, &alpha, b.data, first.layout, a.data, second.layout, &beta, c,
+                               d.layout, c, d.layout, &heuristic.algo, workspace_.data(), workspace_bytes, stream));
+  return {};
+}
+
 }  // namespace draftwise::cuda

@@ -29,6 +29,18 @@ class Gemm {
   Status matmul(const bf16* x, const bf16* w, void* y, bool y_fp32, int64_t rows, int64_t in,
                 int64_t out, cudaStream_t stream) const;
 
+  // One operand of product(): a row-major matrix, used as it is or transposed.
+  struct Operand {
+    const void* data = nullptr;
+    bool transposed = false;  // op(X) = Xᵀ of the stored matrix
+  };
+  // c[m, n] = op(a) · op(b) + beta · c, all row-major: op(a) is [m, k] (a stored [m, k], or
+  // [k, m] when transposed), op(b) is [k, n] (b stored [k, n], or [n, k] when transposed).
+  // a and b are both bf16 or both fp32 (inputs_fp32); c is fp32 or bf16 (c_fp32); fp32
+  // accumulation. The backward passes' products (dx = dy · W, dW = dyᵀ · x) and fp32 adapters.
+  Status product(Operand a, Operand b, bool inputs_fp32, void* c, bool c_fp32, int64_t m, int64_t n, int64_t k,
+                 float beta, cudaStream_t stream) const;
+
  private:
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;

@@ -4,7 +4,10 @@
 // flagged as not lossless at the position where it differs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <functional>
 
 #include "draft/early_exit_drafter.h"
 #include "draft/ngram_drafter.h"
@@ -180,6 +183,88 @@ TEST(Benchmark, EveryFigureOfATinyRunFollowsItsDefinition) {
   EXPECT_EQ(by_category, overall[1].prompts);
   std::vector<BenchMode> without_ar(modes.begin() + 1, modes.end());
   EXPECT_FALSE(run_bench(**decoder, *prompts, without_ar, config, byte_format()).ok());
+}
+
+// With qTTT every turn of every mode adapts its request on its prompt, as generate() does with
+// GenerationOptions::qttt; speculation stays lossless, and a difference's margins are read from
+// the adapted model.
+TEST(Benchmark, WithQtttEveryTurnAdaptsAndMarginsUseTheAdaptation) {
+  auto checkpoint = Checkpoint::open((testing::fixtures_dir() / "models/llama_tied").string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto decoder = CpuDecoder::load(*checkpoint, CpuDecoderOptions{2, 0});
+  ASSERT_TRUE(decoder.ok());
+  const std::vector<BenchPrompt> prompts = {{"1", "writing", {"abc abc abc abc", "again"}, {}},
+                                            {"2", "qa", {"why is it so? why is it so?"}, {}}};
+  auto ngram = std::move(NgramDrafter::create(2)).value();
+  auto early_exit = std::move(EarlyExitDrafter::create(**decoder, 1)).value();
+  std::vector<BenchMode> modes(4);
+  modes[0].name = "ar";
+  modes[1] = {"ngram:2@3", ngram.get(), DraftLength::fixed(3), {}};
+  modes[2] = {"self:1@2", early_exit.get(), DraftLength::fixed(2), {}};
+  modes[3].name = "broken";
+  modes[3].generate = [](Decoder& target, std::span<const int32_t> prompt, const GenerationOptions& options) {
+    Expected<GenerationResult> result = generate(target, nullptr, prompt, options);
+    if (result.ok() && result->token_ids.size() > 2) result->token_ids[2] = (result->token_ids[2] + 1) % 256;
+    return result;
+  };
+  BenchConfig config;
+  config.max_tokens = 10;
+  config.sampling.temperature = 0.0;
+  QttOptions qttt;
+  qttt.steps = 3;
+  qttt.span = 16;
+  qttt.learning_rate = 0.05f;
+  config.qttt = qttt;
+  const auto outcomes = run_bench(**decoder, prompts, modes, config, byte_format());
+  ASSERT_TRUE(outcomes.ok()) << outcomes.error().message;
+  BenchConfig plain = config;
+  plain.qttt.reset();
+  const auto unadapted = run_bench(**decoder, prompts, std::span(modes).first(1), plain, byte_format());
+  ASSERT_TRUE(unadapted.ok());
+  bool adaptation_changed_an_answer = false;
+  for (const PromptOutcome& outcome : *outcomes) {
+    for (size_t m = 0; m < modes.size(); ++m) {
+      const ModeOutcome& result = outcome.modes[m];
+      EXPECT_EQ(result.adaptations, static_cast<int64_t>(result.turns.size())) << modes[m].name;
+      EXPECT_GT(result.adaptation_seconds, 0.0);
+      EXPECT_LT(result.adaptation_seconds, result.seconds);
+      EXPECT_EQ(result.difference.has_value(), m == 3) << modes[m].name;
+    }
+    // ar's first turn is generate()'s with the same adaptation.
+    const ModeOutcome& ar = outcome.modes[0];
+    GenerationOptions options;
+    options.max_tokens = config.max_tokens;
+    options.sampling = config.sampling;
+    options.qttt = qttt;
+    const auto generated = generate(**decoder, nullptr, ar.prompts[0], options);
+    ASSERT_TRUE(generated.ok());
+    EXPECT_EQ(generated->token_ids, ar.turns[0]);
+    adaptation_changed_an_answer |= ar.turns[0] != (*unadapted)[outcome.prompt].modes[0].turns[0];
+    // The broken mode's margins: ar's own tokens, teacher-forced after the same adaptation.
+    const std::vector<int32_t>& prompt = ar.prompts[0];
+    const SequenceId sequence = (*decoder)->create_sequence();
+    std::vector<float> logits;
+    const ForwardRequest prefill{sequence, std::span(prompt).first(prompt.size() - 1), {}};
+    ASSERT_TRUE((*decoder)->forward(std::span(&prefill, 1), logits).ok());
+    ASSERT_TRUE((*decoder)->adapt_queries(sequence, prompt, qttt).ok());
+    const std::vector<int32_t> forced = {prompt.back(), ar.turns[0][0], ar.turns[0][1]};
+    const std::vector<int32_t> rows = {0, 1, 2};
+    ASSERT_TRUE((*decoder)->forward(std::vector<ForwardRequest>{{sequence, forced, rows}}, logits).ok());
+    (*decoder)->release_sequence(sequence);
+    const size_t vocab = static_cast<size_t>((*decoder)->config().vocab_size);
+    double smallest = INFINITY;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      std::vector<float> row(logits.begin() + static_cast<std::ptrdiff_t>(r * vocab),
+                             logits.begin() + static_cast<std::ptrdiff_t>((r + 1) * vocab));
+      const float largest = std::fabs(
+          *std::max_element(row.begin(), row.end(), [](float a, float b) { return std::fabs(a) < std::fabs(b); }));
+      std::partial_sort(row.begin(), row.begin() + 2, row.end(), std::greater<float>());
+      smallest = std::min(smallest, static_cast<double>(row[0] - row[1]) / std::max(largest, 1e-6f));
+    }
+    ASSERT_TRUE(outcome.modes[3].difference.has_value());
+    EXPECT_DOUBLE_EQ(outcome.modes[3].difference->reference_margin, smallest);
+  }
+  EXPECT_TRUE(adaptation_changed_an_answer) << "the adaptation should matter at this learning rate";
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // a line; and its line parser.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -111,6 +112,31 @@ TEST(Batch, ResumeAfterAKillNeitherDuplicatesNorLosesALine) {
   for (const json& record : complete) EXPECT_EQ(by_id[record["id"].get<std::string>()]["text"], record["text"]);
 }
 
+// --qttt adapts every request on its own prompt, and each record reports its adaptation.
+TEST(Batch, QtttAdaptsEveryRequestAndReportsIt) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  testing::ScratchDir dir;
+  const auto input = dir.write("in.jsonl",
+                               "{\"id\": \"long\", \"prompt\": \"The quick brown fox jumps over the lazy dog, and "
+                               "then the dog\", \"max_tokens\": 3}\n"
+                               "{\"id\": \"short\", \"prompt\": \"Paris is\", \"max_tokens\": 3}\n");
+  const auto output = dir.path() / "out.jsonl";
+  const testing::CommandResult result = run_draftwise(batch_args(input, output, {"--qttt", "steps=2,span=8"}));
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const std::vector<json> records = read_records(output);
+  ASSERT_EQ(records.size(), 2u);
+  for (const json& record : records) {
+    SCOPED_TRACE(record.dump());
+    ASSERT_TRUE(record.contains("qttt"));
+    const json& qttt = record["qttt"];
+    const int64_t prompt = record["usage"]["prompt_tokens"];
+    EXPECT_EQ(qttt["steps"], 2);
+    EXPECT_EQ(qttt["losses"].size(), 2u);
+    EXPECT_EQ(qttt["context"], prompt - 1);  // positions with a next token in the prompt
+    EXPECT_EQ(qttt["span"], std::min<int64_t>(8, prompt - 1));
+  }
+}
+
 TEST(Batch, BadFlagsAreRefusedWithAClearError) {
   testing::ScratchDir dir;
   const auto input = dir.write("in.jsonl", "{\"prompt\": \"x\"}\n");
@@ -128,6 +154,8 @@ TEST(Batch, BadFlagsAreRefusedWithAClearError) {
   testing::expect_command_refused("batch", with({"--parallel", "0"}), "--parallel must be positive");
   testing::expect_command_refused("batch", with({"--max-tokens", "-3"}), "--max-tokens must be positive");
   testing::expect_command_refused("batch", with({"--draft-len", "3"}), "--draft-len needs --draft");
+  testing::expect_command_refused("batch", with({"--qttt", "steps=0"}), "--qttt: 'steps' must be an integer ≥ 1");
+  testing::expect_command_refused("batch", with({"--qttt", "span"}), "--qttt: 'span' is not key=value");
   testing::expect_command_refused("batch", {"--model", tiny, "--input", "/nonexistent/in.jsonl", "--output", out},
                                   "/nonexistent/in.jsonl: cannot be read");
   testing::expect_command_refused("batch", with({}), "batch needs a model with a tokenizer");

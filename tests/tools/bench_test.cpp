@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "target/qttt.h"
 #include "tests/support/run_command.h"
 #include "tests/support/test_paths.h"
 
@@ -39,6 +40,7 @@ TEST(Bench, DefaultModelWritesResults) {
   EXPECT_EQ(results["config"]["model_sha256"], "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
   EXPECT_EQ(results["config"]["modes"], (nlohmann::json{"ar", "ngram:3@2", "self:24@4"}));
   EXPECT_EQ(results["config"]["prompts"], 2);
+  EXPECT_TRUE(results["config"]["qttt"].is_null());
   EXPECT_FALSE(results["config"]["date"].get<std::string>().empty());
   EXPECT_EQ(results["overall"]["ar"]["speedup"], 1.0);
   EXPECT_EQ(results["overall"]["ar"]["speculation"]["mean_acceptance_length"], 1.0);
@@ -149,6 +151,35 @@ TEST(Bench, SampledRunsAreSeededAndSkipTheLosslessCheck) {
   EXPECT_EQ(summary["speculation"]["accepted_tokens"], runs[1]["overall"]["self:24@3"]["speculation"]["accepted_tokens"]);
 }
 
+// With --qttt every turn of every mode adapts its queries on its prompt first; the outputs stay
+// lossless, and the configuration and the report say so.
+TEST(Bench, QtttAdaptsEveryRequestAndTheRunSaysSo) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  testing::ScratchDir dir;
+  const std::string out = (dir.path() / "run").string();
+  const testing::CommandResult result = run_draftwise(
+      {"bench", "--model", testing::default_model_path().string(), "--prompts", kDevPrompts, "--modes", "ngram:3@2",
+       "--categories", "qa", "--limit", "1", "--max-tokens", "4", "--qttt", "steps=2,span=32", "--out", out});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const std::string spec = qtt_spec(parse_qtt_spec("steps=2,span=32").value());
+  EXPECT_NE(result.out.find("qTTT " + spec), std::string::npos) << result.out;
+  std::ifstream file(out + "/results.json");
+  const nlohmann::json results = nlohmann::json::parse(file);
+  EXPECT_EQ(results["config"]["qttt"], spec);
+  ASSERT_EQ(results["prompts"].size(), 1u);
+  for (const char* mode : {"ar", "ngram:3@2"}) {
+    const nlohmann::json& outcome = results["prompts"][0]["modes"][mode];
+    ASSERT_TRUE(outcome.contains("qttt")) << mode;
+    EXPECT_EQ(outcome["qttt"]["adaptations"], outcome["turn_tokens"].size()) << mode;
+    EXPECT_GT(outcome["qttt"]["seconds"].get<double>(), 0.0);
+    EXPECT_LT(outcome["qttt"]["seconds"].get<double>(), outcome["seconds"].get<double>());
+  }
+  EXPECT_TRUE(results["overall"]["ngram:3@2"]["lossless"].get<bool>());
+  EXPECT_NE(testing::read_file(out + "/report.md")
+                .find("| qTTT | every request adapts its queries on its prompt (" + spec + ") |"),
+            std::string::npos);
+}
+
 TEST(Bench, BadInputIsRefusedWithAClearError) {
   testing::ScratchDir dir;
   const std::string tiny = (testing::fixtures_dir() / "models/llama_tied").string();
@@ -176,6 +207,8 @@ TEST(Bench, BadInputIsRefusedWithAClearError) {
   expect_refused({"--model", tiny, "--prompts", kDevPrompts}, "--out is required");
   expect_refused(with({"--temperature", "-1"}), "--temperature");
   expect_refused(with({"--seed", "-2"}), "--seed must be ≥ 0");
+  expect_refused(with({"--qttt", "steps=x"}), "--qttt: 'steps' must be an integer ≥ 1, got 'x'");
+  expect_refused(with({"--qttt", "speed=3"}), "--qttt: unknown key 'speed'");
   expect_refused(with({"--expect", "/nonexistent/e.json"}), "--expect /nonexistent/e.json: cannot be read");
   expect_refused(with({"--expect", dir.write("bad.json", "{").string()}), "not valid JSON");
   expect_refused({"--bogus"}, "unknown option '--bogus'", 2);

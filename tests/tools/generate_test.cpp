@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -279,6 +280,74 @@ TEST(Generate, BadLearningOptionsAreRefused) {
   expect_refused(with({"--draft", "self:1", "--learn", "global", "--learn-batch", "x"}), "--learn-batch");
   expect_refused(with({"--draft", "self:1", "--learn-key", "k"}), "--learn-key needs --learn key");
   expect_refused(with({"--draft", "self:1", "--adapter", "/nonexistent/a.safetensors"}), "/nonexistent/a.safetensors");
+}
+
+// qTTT from the command line: the adaptation's report in --json (spec, losses, what it trained
+// on, its cost) and in the streamed mode's stderr line; seeded spans make a run repeatable.
+TEST(Generate, QtttReportsTheAdaptationAndRepeatsWithItsSeed) {
+  std::string prompt = "1";
+  for (int i = 1; i < 20; ++i) prompt += "," + std::to_string((i * 37) % 250 + 3);  // 20 tokens
+  const std::vector<std::string> base = {"generate", "--model", kTinyModel, "--prompt-ids", prompt, "--max-tokens",
+                                         "8", "--temperature", "0"};
+  std::vector<std::string> adapted = base;
+  adapted.insert(adapted.end(), {"--qttt", "steps=3,span=8,lr=0.03,rank=2,seed=5", "--json"});
+  const auto report = run_json(adapted);
+  ASSERT_TRUE(report["stats"].contains("qttt")) << report.dump();
+  const auto& qttt = report["stats"]["qttt"];
+  EXPECT_EQ(qttt["spec"], "steps=3,span=8,lr=0.03,rank=2,optimizer=adam,seed=5");
+  EXPECT_EQ(qttt["steps"], 3);
+  EXPECT_EQ(qttt["span"], 8);
+  EXPECT_EQ(qttt["context"], 19);  // every prompt position with a next token: all but the last
+  ASSERT_EQ(qttt["losses"].size(), 3u);
+  for (const auto& loss : qttt["losses"]) {
+    EXPECT_TRUE(loss.is_number() && loss.get<double>() > 0 && std::isfinite(loss.get<double>())) << loss;
+  }
+  EXPECT_EQ(qttt["first_loss"], qttt["losses"][0]);
+  EXPECT_EQ(qttt["last_loss"], qttt["losses"][2]);
+  EXPECT_GE(qttt["seconds"].get<double>(), 0);
+  EXPECT_GT(qttt["flops"].get<double>(), 0);
+  // Rank 2 in both layers: A [2, 64] and B [64, 2] each, with Adam's two moments, in fp32.
+  EXPECT_EQ(qttt["parameter_bytes"], 2 * (2 * 64 + 64 * 2) * 3 * 4);
+  EXPECT_EQ(report["token_ids"].size(), 8u);
+  const auto again = run_json(adapted);
+  EXPECT_EQ(again["token_ids"], report["token_ids"]);
+  EXPECT_EQ(again["stats"]["qttt"]["losses"], qttt["losses"]);
+
+  std::vector<std::string> plain = base;
+  plain.push_back("--json");
+  EXPECT_FALSE(run_json(plain)["stats"].contains("qttt"));
+  plain.insert(plain.end(), {"--qttt", "off"});
+  EXPECT_FALSE(run_json(plain)["stats"].contains("qttt"));
+
+  std::vector<std::string> streamed = base;
+  streamed.insert(streamed.end(), {"--qttt", "steps=2,span=4"});
+  const auto printed = run_draftwise(streamed);
+  ASSERT_EQ(printed.exit_code, 0) << printed.err;
+  EXPECT_NE(printed.err.find("; qttt: 2 steps of 4 tokens, loss "), std::string::npos) << printed.err;
+  EXPECT_EQ(std::count(printed.err.begin(), printed.err.end(), '\n'), 1) << printed.err;
+}
+
+TEST(Generate, BadQtttSpecsAreRefusedNamingTheKey) {
+  const std::vector<std::string> model = {"--model", kTinyModel, "--prompt-ids", "1,2,3"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = model;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  expect_refused(with({"--qttt", ""}), "--qttt: the spec is empty");
+  expect_refused(with({"--qttt", "steps=0"}), "--qttt: 'steps' must be an integer ≥ 1, got '0'");
+  expect_refused(with({"--qttt", "steps=8,span=x"}), "--qttt: 'span' must be an integer ≥ 1, got 'x'");
+  expect_refused(with({"--qttt", "lr=0"}), "--qttt: 'lr' must be a positive number");
+  expect_refused(with({"--qttt", "rank=half"}), "--qttt: 'rank' must be an integer ≥ 0");
+  expect_refused(with({"--qttt", "optimizer=rmsprop"}), "--qttt: 'optimizer' must be adam or sgd");
+  expect_refused(with({"--qttt", "seed=-4"}), "--qttt: 'seed' must be an integer ≥ 0");
+  expect_refused(with({"--qttt", "depth=2"}), "--qttt: unknown key 'depth'");
+  expect_refused(with({"--qttt", "steps"}), "--qttt: 'steps' is not key=value");
+  // What the model cannot take: a rank above its hidden size (64).
+  expect_refused(with({"--qttt", "rank=65"}), "--qttt: 'rank' must be 'full' or in [1, 64]");
+  // A one-token prompt leaves nothing to train on.
+  expect_refused({"--model", kTinyModel, "--prompt-ids", "1", "--qttt", "on"},
+                 "qttt needs a prompt of at least 2 tokens");
 }
 
 TEST(Generate, DraftModelWithAnotherVocabularyIsRefused) {

@@ -107,11 +107,165 @@ TEST(OpenAiApi, ErrorsNameTheField) {
   EXPECT_EQ(parse_error(R"({"prompt": "x", "draftwise": {"draft_len": 99}})", completions).param,
             "draftwise.draft_len");
   EXPECT_EQ(parse_error(R"({"prompt": "x", "draftwise": {"learn": "always"}})", completions).param, "draftwise.learn");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "draftwise": {"qttt": "steps=0"}})", completions).param, "draftwise.qttt");
   EXPECT_EQ(parse_error(R"({"messages": [{"role": "user", "content": "x"}]})", completions).param, "messages");
   EXPECT_EQ(parse_error(R"({"prompt": "x"})", ApiEndpoint::chat_completions).param, "prompt");
   // Defaults that change nothing are accepted.
   parse_ok({{"prompt", "x"}, {"presence_penalty", 0}, {"logit_bias", json::object()}, {"echo", false}, {"best_of", 1}},
            completions);
+}
+
+QttOptions qttt_options(const CompletionCall& call) {
+  EXPECT_TRUE(call.qttt.has_value() && call.qttt->has_value());
+  return call.qttt && *call.qttt ? **call.qttt : QttOptions{};
+}
+
+CompletionCall parse_qttt(const json& field) {
+  return parse_ok({{"prompt", "x"}, {"draftwise", {{"qttt", field}}}}, ApiEndpoint::completions);
+}
+
+TEST(OpenAiApi, QtttIsASpecAnObjectOfItsKeysOrFalse) {
+  EXPECT_FALSE(parse_ok({{"prompt", "x"}}, ApiEndpoint::completions).qttt.has_value());
+
+  const QttOptions spec = qttt_options(parse_qttt("steps=8,rank=4"));
+  EXPECT_EQ(spec.steps, 8);
+  EXPECT_EQ(spec.rank, 4);
+  EXPECT_EQ(spec.span, QttOptions{}.span);  // keys left out keep their defaults
+  EXPECT_EQ(qtt_spec(qttt_options(parse_qttt("on"))), qtt_spec(QttOptions{}));
+  EXPECT_EQ(qtt_spec(qttt_options(parse_qttt(true))), qtt_spec(QttOptions{}));
+  EXPECT_EQ(qtt_spec(qttt_options(parse_qttt(json::object()))), qtt_spec(QttOptions{}));
+  for (const json& off : {json("off"), json(false)}) {
+    const CompletionCall call = parse_qttt(off);
+    ASSERT_TRUE(call.qttt.has_value()) << off;
+    EXPECT_FALSE(call.qttt->has_value()) << off;
+  }
+
+  const QttOptions object = qttt_options(parse_qttt(
+      {{"steps", 2}, {"span", 8.0}, {"lr", 0.03}, {"rank", "full"}, {"optimizer", "sgd"}, {"seed", 9}}));
+  EXPECT_EQ(object.steps, 2);
+  EXPECT_EQ(object.span, 8);
+  EXPECT_FLOAT_EQ(object.learning_rate, 0.03f);
+  EXPECT_EQ(object.rank, 0);
+  EXPECT_EQ(object.optimizer, QttOptimizer::sgd);
+  EXPECT_EQ(object.seed, 9u);
+  EXPECT_EQ(qttt_options(parse_qttt({{"rank", 4}})).rank, 4);
+  // The object and the spec are the same options.
+  const QttOptions same = qttt_options(parse_qttt("steps=2,span=8,lr=0.03,rank=full,optimizer=sgd,seed=9"));
+  EXPECT_EQ(qtt_spec(object), qtt_spec(same));
+}
+
+TEST(OpenAiApi, BadQtttFieldsAreRefusedNamingTheKey) {
+  struct Case {
+    json field;
+    std::string message;  // a part of the error's message
+  };
+  const std::vector<Case> cases = {
+      {3, "'draftwise.qttt' must be a spec"},
+      {nullptr, "'draftwise.qttt' must be a spec"},
+      {json::array({"on"}), "'draftwise.qttt' must be a spec"},
+      {"", "draftwise.qttt: the spec is empty"},
+      {"steps", "draftwise.qttt: 'steps' is not key=value"},
+      {"steps=0", "draftwise.qttt: 'steps' must be an integer ≥ 1, got '0'"},
+      {"steps=many", "'steps' must be an integer"},
+      {"span=0", "'span' must be an integer ≥ 1"},
+      {"lr=-1", "'lr' must be a positive number"},
+      {"rank=-2", "'rank' must be an integer ≥ 0"},
+      {"optimizer=rmsprop", "'optimizer' must be adam or sgd, got 'rmsprop'"},
+      {"seed=-1", "'seed' must be an integer ≥ 0"},
+      {"depth=3", "unknown key 'depth'"},
+      {{{"steps", "8"}}, "'draftwise.qttt.steps' must be an integer"},
+      {{{"steps", 0}}, "'steps' must be an integer ≥ 1"},
+      {{{"steps", 100001}}, "'steps' must be at most 100000"},
+      {{{"span", 2.5}}, "'draftwise.qttt.span' must be an integer"},
+      {{{"lr", "fast"}}, "'draftwise.qttt.lr' must be a number"},
+      {{{"lr", 0}}, "'lr' must be a positive number"},
+      {{{"rank", "half"}}, "'draftwise.qttt.rank' must be an integer or \"full\""},
+      {{{"rank", -1}}, "'rank' must be an integer ≥ 0"},
+      {{{"optimizer", "adam,steps=9"}}, "'draftwise.qttt.optimizer' must be \"adam\" or \"sgd\""},
+      {{{"seed", -1}}, "'seed' must be an integer ≥ 0"},
+      {{{"depth", 1}}, "unknown field 'draftwise.qttt.depth'"},
+  };
+  for (const Case& each : cases) {
+    SCOPED_TRACE(each.field.dump());
+    const ApiError error =
+        parse_error(json{{"prompt", "x"}, {"draftwise", {{"qttt", each.field}}}}.dump(), ApiEndpoint::completions);
+    EXPECT_EQ(error.status, 400);
+    EXPECT_EQ(error.param, "draftwise.qttt");
+    EXPECT_NE(error.message.find(each.message), std::string::npos) << error.message;
+  }
+}
+
+TEST(OpenAiApi, QtttIsTheRequestsOwnElseTheServersDefaultWithinTheStepLimitAndTheModel) {
+  ModelConfig config;
+  config.hidden_size = 64;
+  QttOptions server_default;
+  server_default.steps = 3;
+  const auto call = [](const json& field) {
+    json body = {{"prompt", "x"}};
+    if (!field.is_null()) body["draftwise"] = {{"qttt", field}};
+    return parse_ok(body, ApiEndpoint::completions);
+  };
+  const auto resolved = [&](const json& field, const std::optional<QttOptions>& fallback, int64_t prompt_tokens = 10) {
+    const auto outcome = resolve_qttt(call(field), fallback, 64, config, prompt_tokens);
+    if (const auto* error = std::get_if<ApiError>(&outcome)) ADD_FAILURE() << error->message;
+    return std::holds_alternative<ApiError>(outcome) ? std::nullopt : std::get<std::optional<QttOptions>>(outcome);
+  };
+  EXPECT_FALSE(resolved(nullptr, std::nullopt).has_value());
+  EXPECT_EQ(resolved(nullptr, server_default).value().steps, 3);
+  EXPECT_FALSE(resolved(false, server_default).has_value());
+  EXPECT_EQ(resolved("steps=8", server_default).value().steps, 8);
+  EXPECT_EQ(resolved("steps=64,rank=64", std::nullopt).value().steps, 64);  // at the limits
+  EXPECT_EQ(resolved("on", std::nullopt, 2).value().steps, QttOptions{}.steps);
+  // A one-token prompt has nothing to train on: the server's default passes it by.
+  EXPECT_FALSE(resolved(nullptr, server_default, 1).has_value());
+
+  const auto refused = [&](const json& field, int64_t prompt_tokens = 10) {
+    const auto outcome = resolve_qttt(call(field), server_default, 64, config, prompt_tokens);
+    EXPECT_TRUE(std::holds_alternative<ApiError>(outcome)) << field;
+    const ApiError error = std::holds_alternative<ApiError>(outcome) ? std::get<ApiError>(outcome) : ApiError{};
+    EXPECT_EQ(error.status, 400);
+    EXPECT_EQ(error.param, "draftwise.qttt");
+    return error.message;
+  };
+  EXPECT_NE(refused({{"steps", 65}}).find("'draftwise.qttt' asks for 65 steps; this server allows at most 64"),
+            std::string::npos);
+  EXPECT_NE(refused("rank=65").find("draftwise.qttt: 'rank' must be 'full' or in [1, 64]"), std::string::npos);
+  EXPECT_NE(refused("on", 1).find("'draftwise.qttt' needs a prompt of at least 2 tokens to train on, got 1"),
+            std::string::npos);
+}
+
+TEST(OpenAiApi, AnAdaptedRequestsResponseCarriesItsQtttReport) {
+  const CompletionCall call = parse_ok({{"prompt", "x"}, {"stream", true}}, ApiEndpoint::completions);
+  const ResponseContext context{"cmpl-1", 1700000000, "smol", ""};
+  const TokenText text = [](int32_t token) { return std::to_string(token); };
+  GenerationResult result;
+  result.token_ids = {5};
+  EXPECT_FALSE(completion_response(call, context, result, text)["draftwise"].contains("qttt"));
+  QttReport report;
+  report.options.steps = 2;
+  report.options.span = 8;
+  report.span = 8;
+  report.context = 30;
+  report.losses = {3.5, 3.25};
+  report.seconds = 0.5;
+  report.flops = 1e6;
+  report.parameter_bytes = 4096;
+  result.stats.qttt = report;
+  for (const json& statistics : {completion_response(call, context, result, text)["draftwise"],
+                                 stream_usage_chunk(call, context, result)["draftwise"]}) {
+    EXPECT_EQ(statistics["drafts"], 0);  // the speculation statistics stay beside it
+    const json& qttt = statistics["qttt"];
+    EXPECT_EQ(qttt["spec"], qtt_spec(report.options));
+    EXPECT_EQ(qttt["steps"], 2);
+    EXPECT_EQ(qttt["span"], 8);
+    EXPECT_EQ(qttt["context"], 30);
+    EXPECT_EQ(qttt["losses"], json::array({3.5, 3.25}));
+    EXPECT_EQ(qttt["first_loss"], 3.5);
+    EXPECT_EQ(qttt["last_loss"], 3.25);
+    EXPECT_EQ(qttt["seconds"], 0.5);
+    EXPECT_EQ(qttt["flops"], 1e6);
+    EXPECT_EQ(qttt["parameter_bytes"], 4096);
+  }
 }
 
 TEST(OpenAiApi, ResponsesHaveOpenAisShape) {

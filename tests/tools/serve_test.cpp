@@ -197,6 +197,9 @@ TEST_F(Serve, BadInputGetsAnErrorObjectAndTheRightStatus) {
       {"token id outside the vocabulary", "POST", completions, R"({"prompt": [1, 2, 99999999]})", 400},
       {"unknown extension field", "POST", completions, R"({"prompt": "hi", "draftwise": {"draftt": "x"}})", 400},
       {"bad drafter", "POST", completions, R"({"prompt": "hi", "draftwise": {"draft": "ngram:0"}})", 400},
+      {"bad qttt spec", "POST", completions, R"({"prompt": "hi", "draftwise": {"qttt": "steps=0"}})", 400},
+      {"qttt over the step limit", "POST", completions, R"({"prompt": "hi", "draftwise": {"qttt": {"steps": 65}}})",
+       400},
       {"invalid UTF-8", "POST", completions, "{\"prompt\": \"caf\xff\xfe\"}", 400},
       {"wrong model", "POST", completions, R"({"model": "gpt-9", "prompt": "hi"})", 404},
       {"unknown path", "GET", "/v2/everything", "", 404},
@@ -248,6 +251,48 @@ TEST_F(Serve, ModelsHealthAndMetrics) {
   EXPECT_GE(metric(text, "draftwise:spec_decode_num_draft_tokens_total"), 0);
   EXPECT_NE(text.find("draftwise:spec_decode_num_accepted_tokens_per_pos"), std::string::npos);
   EXPECT_NE(text.find("# TYPE draftwise:inter_token_latency_seconds histogram"), std::string::npos);
+}
+
+// qTTT per request: the answer reports the adaptation under draftwise.qttt (for a stream, in
+// the usage chunk), a request that does not ask is not adapted, and /metrics counts both.
+TEST_F(Serve, AQtttRequestIsAdaptedAndReportsItsLosses) {
+  const json request = {{"prompt", "The quick brown fox jumps over the lazy dog. The quick brown"},
+                        {"max_tokens", 4},
+                        {"temperature", 0},
+                        {"draftwise", {{"qttt", "steps=2,span=8"}}}};
+  const HttpResponse whole = post(port(), "/v1/completions", request);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const json answer = json::parse(whole.body);
+  const json& qttt = answer["draftwise"]["qttt"];
+  ASSERT_TRUE(qttt.is_object()) << whole.body;
+  EXPECT_EQ(qttt["steps"], 2);
+  EXPECT_EQ(qttt["span"], 8);
+  EXPECT_EQ(qttt["context"], answer["usage"]["prompt_tokens"].get<int>() - 1);
+  ASSERT_EQ(qttt["losses"].size(), 2u);
+  EXPECT_EQ(qttt["first_loss"], qttt["losses"][0]);
+  EXPECT_EQ(qttt["last_loss"], qttt["losses"][1]);
+  EXPECT_GT(qttt["seconds"].get<double>(), 0);
+  EXPECT_EQ(answer["draftwise"]["drafter"], "ngram:3");  // beside the speculation statistics
+
+  json streaming = request;
+  streaming["stream"] = true;
+  streaming["stream_options"] = {{"include_usage", true}};
+  const HttpResponse stream = post(port(), "/v1/completions", streaming);
+  ASSERT_EQ(stream.status, 200) << stream.body;
+  const Streamed joined = join_stream(stream.body, /*chat=*/false);
+  ASSERT_FALSE(joined.chunks.empty());
+  EXPECT_EQ(joined.chunks.back()["draftwise"]["qttt"]["losses"].size(), 2u);
+  EXPECT_EQ(joined.text, answer["choices"][0]["text"]);  // the same adaptation, the same greedy answer
+
+  json unadapted = request;
+  unadapted.erase("draftwise");
+  const HttpResponse plain = post(port(), "/v1/completions", unadapted);
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  EXPECT_FALSE(json::parse(plain.body)["draftwise"].contains("qttt"));
+
+  const std::string metrics = http_request(port(), "GET", "/metrics").body;
+  EXPECT_GE(metric(metrics, "draftwise:qttt_adapted_requests_total"), 2) << metrics;
+  EXPECT_GT(metric(metrics, "draftwise:qttt_seconds_total"), 0) << metrics;
 }
 
 TEST_F(Serve, DisconnectMidStreamCancelsTheRequestAndFreesItsBlocks) {
@@ -408,11 +453,70 @@ TEST(ServeAlone, TheReadmeSetupLearnsAndSavesItsAdapterAtShutdown) {
   EXPECT_GT(std::filesystem::file_size(adapter), 0u);
 }
 
+// serve --qttt adapts every request that does not say otherwise and has a context to train on;
+// --qttt-max-steps caps what a request may ask for, with a 400 naming draftwise.qttt.
+TEST(ServeAlone, TheQtttDefaultAppliesUnlessARequestSaysAndItsStepsAreCapped) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  ServerProcess server(serve_args({"--qttt", "steps=2,span=8", "--qttt-max-steps", "3"}));
+  ASSERT_TRUE(server.ready()) << server.log();
+  const auto ask = [&](const json& extension) {
+    json body = {{"prompt", "One, two, three, four, five,"}, {"max_tokens", 2}, {"temperature", 0}};
+    if (!extension.is_null()) body["draftwise"] = extension;
+    return post(server.port(), "/v1/completions", body);
+  };
+  const HttpResponse by_default = ask(nullptr);
+  ASSERT_EQ(by_default.status, 200) << by_default.body;
+  EXPECT_EQ(json::parse(by_default.body)["draftwise"]["qttt"]["losses"].size(), 2u);
+  const HttpResponse own = ask({{"qttt", {{"steps", 3}, {"span", 4}, {"rank", 2}}}});
+  ASSERT_EQ(own.status, 200) << own.body;
+  EXPECT_EQ(json::parse(own.body)["draftwise"]["qttt"]["losses"].size(), 3u);
+  EXPECT_EQ(json::parse(own.body)["draftwise"]["qttt"]["spec"], "steps=3,span=4,lr=0.001,rank=2,optimizer=adam,seed=0");
+  const HttpResponse off = ask({{"qttt", false}});
+  ASSERT_EQ(off.status, 200) << off.body;
+  EXPECT_FALSE(json::parse(off.body)["draftwise"].contains("qttt"));
+
+  // A one-token prompt has nothing to train on: the default passes it by, a request's own qttt
+  // is refused.
+  const HttpResponse one_token =
+      post(server.port(), "/v1/completions", {{"prompt", json::array({504})}, {"max_tokens", 2}});
+  ASSERT_EQ(one_token.status, 200) << one_token.body;
+  EXPECT_FALSE(json::parse(one_token.body)["draftwise"].contains("qttt"));
+  const HttpResponse one_token_own = post(server.port(), "/v1/completions",
+                                          {{"prompt", json::array({504})}, {"draftwise", {{"qttt", "steps=2"}}}});
+  EXPECT_EQ(one_token_own.status, 400) << one_token_own.body;
+  EXPECT_EQ(json::parse(one_token_own.body)["error"]["param"], "draftwise.qttt");
+
+  const HttpResponse over = ask({{"qttt", "steps=4"}});
+  EXPECT_EQ(over.status, 400) << over.body;
+  const json error = json::parse(over.body)["error"];
+  EXPECT_EQ(error["param"], "draftwise.qttt");
+  EXPECT_NE(error["message"].get<std::string>().find("at most 3"), std::string::npos) << over.body;
+  const HttpResponse too_wide = ask({{"qttt", "rank=100000"}});
+  EXPECT_EQ(too_wide.status, 400) << too_wide.body;
+  EXPECT_EQ(json::parse(too_wide.body)["error"]["param"], "draftwise.qttt");
+  EXPECT_EQ(metric(http_request(server.port(), "GET", "/metrics").body, "draftwise:qttt_adapted_requests_total"), 2);
+}
+
+TEST(ServeAlone, ADefaultQtttTheModelCannotTakeStopsTheServer) {
+  DW_REQUIRE_DEFAULT_MODEL();
+  testing::expect_command_refused(
+      "serve", {"--model", testing::default_model_path().string(), "--port", "0", "--qttt", "rank=100000"},
+      "--qttt: 'rank' must be 'full' or in [1, 576]");
+}
+
 TEST(ServeAlone, RefusesAMissingModelAndBadFlags) {
   testing::expect_command_refused("serve", {"--model", "/nonexistent/model.gguf", "--port", "0"}, "/nonexistent");
   testing::expect_command_refused("serve", {"--model", "x.gguf", "--port", "70000"}, "--port");
   testing::expect_command_refused("serve", {"--model", "x.gguf", "--max-running", "0"}, "--max-running");
   testing::expect_command_refused("serve", {"--model", "x.gguf", "--chat-template", "jinja9"}, "jinja9");
+  testing::expect_command_refused("serve", {"--model", "x.gguf", "--qttt", "steps=0"},
+                                  "--qttt: 'steps' must be an integer ≥ 1");
+  testing::expect_command_refused("serve", {"--model", "x.gguf", "--qttt", "optimizer=lion"},
+                                  "--qttt: 'optimizer' must be adam or sgd");
+  testing::expect_command_refused("serve", {"--model", "x.gguf", "--qttt-max-steps", "0"},
+                                  "--qttt-max-steps must be at least 1");
+  testing::expect_command_refused("serve", {"--model", "x.gguf", "--qttt", "steps=65"},
+                                  "--qttt asks for 65 steps, more than --qttt-max-steps 64");
 }
 
 }  // namespace
