@@ -44,12 +44,13 @@ cuda::QueryDeltaRow query_delta_row(const CudaQueryAdaptation& adaptation) {
 
 // The span pass's device buffers, grown as spans and models need.
 struct CudaDecoder::QttBuffers {
-  DeviceBuffer states;      // [L + 1, rows, hidden] fp32: each layer's input, then the final
-  DeviceBuffer middles;     // [L, rows, hidden] fp32: after attention
-  DeviceBuffer normed;      // [L + 1, rows, hidden] bf16: each layer's n1, then the final norm's
-  DeviceBuffer queries;     // [L, rows, q_dim] bf16, after RoPE
-  DeviceBuffer attended;    // [L, rows, q_dim] bf16
-  DeviceBuffer gate_ups;    // [L, rows, 2·ffn] bf16
+  // Per layer [slab, …] with slab ≥ rows (span_pass): only the first rows are used.
+  DeviceBuffer states;      // [L + 1, slab, hidden] fp32: each layer's input, then the final
+  DeviceBuffer middles;     // [L, slab, hidden] fp32: after attention
+  DeviceBuffer normed;      // [L + 1, slab, hidden] bf16: each layer's n1, then the final norm's
+  DeviceBuffer queries;     // [L, slab, q_dim] bf16, after RoPE
+  DeviceBuffer attended;    // [L, slab, q_dim] bf16
+  DeviceBuffer gate_ups;    // [L, slab, 2·ffn] bf16
   DeviceBuffer post_normed;  // [rows, hidden] bf16
   DeviceBuffer projected;    // [rows, hidden] bf16
   DeviceBuffer activated;    // [rows, ffn] bf16
@@ -88,7 +89,16 @@ constexpr int64_t kMaxGpuRank = 256;
 
 }  // namespace
 
+Status CudaDecoder::check_qtt_shape() const {
+  if (config_.hidden_size > cuda::kMaxQttHidden || config_.head_dim > cuda::kMaxQttHeadDim) {
+    return make_error("qttt on the GPU takes a hidden size up to {} and heads up to {} wide; this model has {} and {}",
+                      cuda::kMaxQttHidden, cuda::kMaxQttHeadDim, config_.hidden_size, config_.head_dim);
+  }
+  return {};
+}
+
 Expected<CudaDecoder::Sequence*> CudaDecoder::qtt_sequence(SequenceId id, std::span<const int32_t> context) {
+  DW_TRY(check_qtt_shape());
   const auto it = sequences_.find(id);
   if (it == sequences_.end()) return make_error("unknown sequence {}", id);
   DW_TRY(qtt_trainable_positions(it->second.length, context, config_.vocab_size));
@@ -115,12 +125,15 @@ Expected<double> CudaDecoder::span_pass(const Sequence& sequence, const CudaQuer
   const auto n = [](int64_t a, int64_t b = 1, int64_t c = 1) { return static_cast<size_t>(a * b * c); };
 
   const int64_t widest = std::max({hidden, ffn, q_dim});
-  DW_TRY(ensure(q.states, n(layers + 1, count, hidden) * 4, "qTTT layer inputs"));
-  DW_TRY(ensure(q.middles, n(layers, count, hidden) * 4, "qTTT attention sums"));
-  DW_TRY(ensure(q.normed, n(layers + 1, count, hidden) * 2, "qTTT normed inputs"));
-  DW_TRY(ensure(q.queries, n(layers, count, q_dim) * 2, "qTTT queries"));
-  DW_TRY(ensure(q.attended, n(layers, count, q_dim) * 2, "qTTT attention outputs"));
-  DW_TRY(ensure(q.gate_ups, n(layers, count, 2 * ffn) * 2, "qTTT gate/up"));
+  // Per-layer slices start `slab` rows apart, a multiple of 128: every slice stays 256-byte
+  // aligned, as cuBLASLt's products expect.
+  const int64_t slab = (count + 127) / 128 * 128;
+  DW_TRY(ensure(q.states, n(layers + 1, slab, hidden) * 4, "qTTT layer inputs"));
+  DW_TRY(ensure(q.middles, n(layers, slab, hidden) * 4, "qTTT attention sums"));
+  DW_TRY(ensure(q.normed, n(layers + 1, slab, hidden) * 2, "qTTT normed inputs"));
+  DW_TRY(ensure(q.queries, n(layers, slab, q_dim) * 2, "qTTT queries"));
+  DW_TRY(ensure(q.attended, n(layers, slab, q_dim) * 2, "qTTT attention outputs"));
+  DW_TRY(ensure(q.gate_ups, n(layers, slab, 2 * ffn) * 2, "qTTT gate/up"));
   DW_TRY(ensure(q.post_normed, n(count, hidden) * 2, "qTTT normed"));
   DW_TRY(ensure(q.projected, n(count, hidden) * 2, "qTTT projections"));
   DW_TRY(ensure(q.activated, n(count, ffn) * 2, "qTTT activations"));
@@ -157,12 +170,12 @@ Expected<double> CudaDecoder::span_pass(const Sequence& sequence, const CudaQuer
   DW_TRY(cuda::copy_to_device(q.table.data(), table.data(), table.size() * 4, stream));
   DW_TRY(cuda::copy_to_device(q.items.data(), items.data(), items.size() * sizeof(cuda::AttentionWorkItem), stream));
 
-  const auto state = [&](int64_t l) { return q.states.as<float>() + n(l, count, hidden); };
-  const auto middle = [&](int64_t l) { return q.middles.as<float>() + n(l, count, hidden); };
-  const auto normed = [&](int64_t l) { return q.normed.as<bf16>() + n(l, count, hidden); };
-  const auto query = [&](int64_t l) { return q.queries.as<bf16>() + n(l, count, q_dim); };
-  const auto attended = [&](int64_t l) { return q.attended.as<bf16>() + n(l, count, q_dim); };
-  const auto gate_up = [&](int64_t l) { return q.gate_ups.as<bf16>() + n(l, count, 2 * ffn); };
+  const auto state = [&](int64_t l) { return q.states.as<float>() + n(l, slab, hidden); };
+  const auto middle = [&](int64_t l) { return q.middles.as<float>() + n(l, slab, hidden); };
+  const auto normed = [&](int64_t l) { return q.normed.as<bf16>() + n(l, slab, hidden); };
+  const auto query = [&](int64_t l) { return q.queries.as<bf16>() + n(l, slab, q_dim); };
+  const auto attended = [&](int64_t l) { return q.attended.as<bf16>() + n(l, slab, q_dim); };
+  const auto gate_up = [&](int64_t l) { return q.gate_ups.as<bf16>() + n(l, slab, 2 * ffn); };
   const auto parameters_of = [&](int64_t l) { return adaptation->parameters.as<float>() + l * layer_parameters; };
   using Operand = cuda::Gemm::Operand;
 
@@ -416,6 +429,7 @@ Status CudaDecoder::set_query_parameters(SequenceId id, int64_t rank, std::span<
     it->second.adaptation = nullptr;
     return {};
   }
+  DW_TRY(check_qtt_shape());
   if (rank < 0 || rank > std::min(config_.hidden_size, kMaxGpuRank)) {
     return make_error("qttt: rank {} is outside [0, {}]", rank, std::min(config_.hidden_size, kMaxGpuRank));
   }
@@ -443,6 +457,7 @@ Status CudaDecoder::attach_query_adaptation(SequenceId id, std::shared_ptr<Query
     it->second.adaptation = nullptr;
     return {};
   }
+  DW_TRY(check_qtt_shape());
   auto own = std::dynamic_pointer_cast<CudaQueryAdaptation>(adaptation);
   if (own == nullptr || own->device != options_.device) {
     return make_error("qttt: the adaptation was made by another backend than {}", device_name());

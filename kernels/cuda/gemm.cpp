@@ -17,6 +17,15 @@ Status cublas_status(cublasStatus_t status, const char* call) {
 
 #define DW_CUBLAS_TRY(call) DW_TRY(cublas_status((call), #call))
 
+// The largest power of two (at most 256) that divides the address: cuBLASLt assumes 256-byte
+// aligned operands unless told otherwise, and slices of larger buffers may not be.
+uint32_t alignment_of(const void* pointer) {
+  const auto address = reinterpret_cast<uintptr_t>(pointer);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
 // RAII for the descriptors of one call.
 struct MatmulDesc {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -132,6 +141,15 @@ Status Gemm::product(Operand a, Operand b, bool inputs_fp32, void* c, bool c_fp3
   const size_t workspace_bytes = workspace_.bytes();
   DW_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                      &workspace_bytes, sizeof workspace_bytes));
+  // cuBLASLt's A is our b, its B our a; C and D are c.
+  const uint32_t alignments[] = {alignment_of(b.data), alignment_of(a.data), alignment_of(c), alignment_of(c)};
+  const cublasLtMatmulPreferenceAttributes_t alignment_attributes[] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4; ++i) {
+    DW_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(preference.preference, alignment_attributes[i], &alignments[i],
+                                                       sizeof alignments[i]));
+  }
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   DW_CUBLAS_TRY(cublasLtMatmulAlgoGetHeuristic(handle_, desc.desc, first.layout, second.layout, d.layout, d.layout,

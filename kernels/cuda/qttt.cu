@@ -6,7 +6,8 @@
 // rotates q, and adds them to q. Rows without an adaptation return at once, so the launch
 // serves batches that mix adapted and plain sequences.
 // attention_query_backward: one block of four warps per (query row, head). A warp takes every
-// fourth key; a key's dot products are one element pair per lane and a shuffle reduction.
+// fourth key; a key's dot products are head_dim / 32 elements per lane (rounded up, the lanes
+// past head_dim adding zeros) and a shuffle reduction.
 // Pass 1 finds each warp's running maximum and sum of exp (online softmax), merged across the
 // warps; pass 2 accumulates P_j (do·v_j − do·o) k_j in registers (head_dim / 32 per lane),
 // summed across the warps in shared memory at the end.
@@ -226,49 +227,55 @@ __global__ void swiglu_backward_kernel(const bf16* gate_up, const float* d_out, 
 
 constexpr int kBackwardWarps = 4;
 
+// kPerLane = ceil(head_dim / 32) elements of a head per lane; lanes past head_dim hold zeros.
 template <int kPerLane>
 __global__ void attention_query_backward_kernel(const bf16* q, const bf16* out, const float* d_out,
                                                 const bf16* k_cache, const bf16* v_cache, const int32_t* block_table,
                                                 int64_t first_position, int64_t heads, int64_t kv_heads,
-                                                int64_t block_size, float scale, int64_t window, float* d_q) {
+                                                int64_t head_dim, int64_t block_size, float scale, int64_t window,
+                                                float* d_q) {
   wait_for_prior_grid();
-  constexpr int kHeadDim = 32 * kPerLane;
+  constexpr int kMaxHeadDim = 32 * kPerLane;
   __shared__ float warp_max_scores[kBackwardWarps];
   __shared__ float warp_sums[kBackwardWarps];
-  __shared__ float partial[kBackwardWarps][kHeadDim];
+  __shared__ float partial[kBackwardWarps][kMaxHeadDim];
   const int64_t row = blockIdx.x;
   const int64_t head = blockIdx.y;
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   const int64_t kv_head = head / (heads / kv_heads);
-  const int64_t kv_dim = kv_heads * kHeadDim;
+  const int64_t kv_dim = kv_heads * head_dim;
   const int64_t position = first_position + row;
   const int64_t first_key = window > 0 ? max(static_cast<int64_t>(0), position - window + 1) : 0;
-  const int64_t at = (row * heads + head) * kHeadDim;
+  const int64_t at = (row * heads + head) * head_dim;
+  const auto inside = [&](int e) { return lane + 32 * e < head_dim; };
 
   float query[kPerLane], grad[kPerLane];
   float out_grad = 0.0f;  // do·o
   for (int e = 0; e < kPerLane; ++e) {
     const int d = lane + 32 * e;
-    query[e] = __bfloat162float(q[at + d]);
-    grad[e] = d_out[at + d];
-    out_grad += grad[e] * __bfloat162float(out[at + d]);
+    query[e] = inside(e) ? __bfloat162float(q[at + d]) : 0.0f;
+    grad[e] = inside(e) ? d_out[at + d] : 0.0f;
+    if (inside(e)) out_grad += grad[e] * __bfloat162float(out[at + d]);
   }
   out_grad = warp_sum(out_grad);
   const auto key_row = [&](int64_t j) {
     const int64_t slot = static_cast<int64_t>(block_table[j / block_size]) * block_size + j % block_size;
-    return slot * kv_dim + kv_head * kHeadDim;
+    return slot * kv_dim + kv_head * head_dim;
   };
-  const auto score = [&](int64_t offset) {
+  // Σ over the head of x · cache[offset + d], lanes past head_dim adding nothing.
+  const auto dot_with = [&](const float* x, const bf16* cache, int64_t offset) {
     float sum = 0.0f;
-    for (int e = 0; e < kPerLane; ++e) sum += query[e] * __bfloat162float(k_cache[offset + lane + 32 * e]);
-    return warp_sum(sum) * scale;
+    for (int e = 0; e < kPerLane; ++e) {
+      if (inside(e)) sum += x[e] * __bfloat162float(cache[offset + lane + 32 * e]);
+    }
+    return warp_sum(sum);
   };
 
   float most = -FLT_MAX;
   float total = 0.0f;
   for (int64_t j = first_key + warp; j <= position; j += kBackwardWarps) {
-    const float s = score(key_row(j));
+    const float s = dot_with(query, k_cache, key_row(j)) * scale;
     const float next = fmaxf(most, s);
     total = total * expf(most - next) + expf(s - next);
     most = next;
@@ -289,16 +296,16 @@ __global__ void attention_query_backward_kernel(const bf16* q, const bf16* out, 
   float accumulated[kPerLane] = {};
   for (int64_t j = first_key + warp; j <= position; j += kBackwardWarps) {
     const int64_t offset = key_row(j);
-    const float probability = expf(score(offset) - block_most) * inverse_total;
-    float value_grad = 0.0f;
-    for (int e = 0; e < kPerLane; ++e) value_grad += grad[e] * __bfloat162float(v_cache[offset + lane + 32 * e]);
-    value_grad = warp_sum(value_grad);
+    const float probability = expf(dot_with(query, k_cache, offset) * scale - block_most) * inverse_total;
+    const float value_grad = dot_with(grad, v_cache, offset);
     const float weight = probability * (value_grad - out_grad) * scale;
-    for (int e = 0; e < kPerLane; ++e) accumulated[e] += weight * __bfloat162float(k_cache[offset + lane + 32 * e]);
+    for (int e = 0; e < kPerLane; ++e) {
+      if (inside(e)) accumulated[e] += weight * __bfloat162float(k_cache[offset + lane + 32 * e]);
+    }
   }
   for (int e = 0; e < kPerLane; ++e) partial[warp][lane + 32 * e] = accumulated[e];
   __syncthreads();
-  for (int d = threadIdx.x; d < kHeadDim; d += blockDim.x) {
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float sum = 0.0f;
     for (int w = 0; w < kBackwardWarps; ++w) sum += partial[w][d];
     d_q[at + d] = sum;
@@ -330,9 +337,10 @@ cudaError_t add_query_delta(const float* residual, const float* norm_weight, flo
                             int64_t hidden, int64_t heads, int64_t head_dim, bf16* q, int64_t q_stride,
                             cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  if (hidden > 16384 || head_dim % 2 != 0 || head_dim > 1024) return cudaErrorInvalidValue;
+  if (hidden > kMaxQttHidden || head_dim % 2 != 0 || head_dim > 1024) return cudaErrorInvalidValue;
   const size_t shared = static_cast<size_t>(hidden + kMaxDeltaRank + head_dim) * sizeof(float);
-  if (shared > 48 * 1024) {
+  // The static scratch counts against the same 48 KiB.
+  if (shared + 32 * sizeof(float) > 48 * 1024) {
     const cudaError_t raised =
         cudaFuncSetAttribute(add_query_delta_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
     if (raised != cudaSuccess) return raised;
@@ -386,15 +394,18 @@ cudaError_t attention_query_backward(const bf16* q, const bf16* out, const float
   const dim3 block(32 * kBackwardWarps);
   const auto run = [&](auto kernel) {
     return launch(kernel, grid, block, 0, stream, q, out, d_out, k_cache, v_cache, block_table, first_position,
-                  geometry.num_heads, geometry.num_kv_heads, geometry.block_size, geometry.scale, geometry.window,
-                  d_q);
+                  geometry.num_heads, geometry.num_kv_heads, geometry.head_dim, geometry.block_size, geometry.scale,
+                  geometry.window, d_q);
   };
-  switch (geometry.head_dim) {
-    case 32: return run(attention_query_backward_kernel<1>);
-    case 64: return run(attention_query_backward_kernel<2>);
-    case 96: return run(attention_query_backward_kernel<3>);
-    case 128: return run(attention_query_backward_kernel<4>);
-    case 256: return run(attention_query_backward_kernel<8>);
+  switch ((geometry.head_dim + 31) / 32) {
+    case 1: return run(attention_query_backward_kernel<1>);
+    case 2: return run(attention_query_backward_kernel<2>);
+    case 3: return run(attention_query_backward_kernel<3>);
+    case 4: return run(attention_query_backward_kernel<4>);
+    case 5: return run(attention_query_backward_kernel<5>);
+    case 6: return run(attention_query_backward_kernel<6>);
+    case 7: return run(attention_query_backward_kernel<7>);
+    case 8: return run(attention_query_backward_kernel<8>);
     default: return cudaErrorInvalidValue;
   }
 }

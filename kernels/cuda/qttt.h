@@ -14,6 +14,11 @@ namespace draftwise::cuda {
 // One row of a forward pass: the adaptation of its sequence, or none. `parameters` is the
 // sequence's ΔW_Q, layer after layer (target/qttt.h's layout: full rank [q_dim, hidden] per
 // layer; rank r: A [r, hidden] then B [q_dim, r]).
+// What these kernels take: add_query_delta's hidden size and attention_query_backward's head
+// dimension at most.
+inline constexpr int64_t kMaxQttHidden = 16384;
+inline constexpr int64_t kMaxQttHeadDim = 256;
+
 struct QueryDeltaRow {
   const float* parameters = nullptr;  // null: the row's sequence is not adapted
   int32_t rank = 0;                   // 0: full rank
@@ -23,7 +28,9 @@ struct QueryDeltaRow {
 // For every row with an adaptation: n = rms_norm(residual row) · norm_weight (the layer's
 // input norm, fp32), d = ΔW_Q(layer) n, and q += rope(d) at the row's position (half-split
 // pairing; RoPE is linear, so adding the rotated delta to the rotated q is rotating the sum).
-// One block per (row, head); hidden ≤ 16384, rank ≤ 256.
+// One block per (row, head); hidden ≤ kMaxQttHidden, rank ≤ 256. A verification or a
+// re-prefill of many rows reads ΔW_Q once per row (a gemv per row): correct at any size, fast
+// for decode steps only.
 //   residual: [rows, hidden] fp32 (the stream as the layer's q projection read it)
 //   deltas, positions: [rows]      q: [rows] rows of q_stride bf16, q [heads, head_dim] first
 cudaError_t add_query_delta(const float* residual, const float* norm_weight, float eps, const QueryDeltaRow* deltas,
@@ -62,7 +69,7 @@ cudaError_t swiglu_backward(const bf16* gate_up, const float* d_out, bf16* d_gat
 // sequence's paged cache): for query row r at position p = first_position + r and head h,
 // dq = scale · Σ_j P_j (do·v_j − do·o) k_j over the attended keys, the scores computed again
 // (two passes: the softmax's maximum and sum, then the sum). One block of four warps per
-// (row, head); head_dim a multiple of 32, at most 256.
+// (row, head); head_dim at most 256 (kMaxQttHeadDim).
 //   q, out: [rows, heads · head_dim] bf16 (q after RoPE)   d_out, d_q: [rows, heads · head_dim] fp32
 //   block_table: [max_blocks_per_sequence] of the sequence
 cudaError_t attention_query_backward(const bf16* q, const bf16* out, const float* d_out, const bf16* k_cache,
