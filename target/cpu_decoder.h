@@ -135,9 +135,9 @@ class CpuDecoder final : public Decoder {
   Expected<double> span_loss(const Sequence& sequence, const CpuQueryAdaptation* adaptation,
                              std::span<const int32_t> context, int64_t first, int64_t count,
                              std::vector<float>* gradient);
-  // The checks of query_loss: known sequence, context of its length (+ 1), tokens in the
-  // vocabulary; returns the sequence.
-  Expected<Sequence*> qtt_sequence(SequenceId sequence, std::span<const int32_t> context);
+  // The checks of every qTTT call: a known sequence, a context of its length (+ 1), tokens in
+  // the vocabulary; `trainable` gets the positions with a next token.
+  Expected<Sequence*> qtt_sequence(SequenceId sequence, std::span<const int32_t> context, int64_t& trainable);
 
   static constexpr int64_t kCacheBlock = 16;
   // The blocks every sequence would hold after `batch` (a draft pass when `draft`).

@@ -100,21 +100,19 @@ void CpuDecoder::add_query_delta(const CpuQueryAdaptation& adaptation, size_t la
   }
 }
 
-Expected<CpuDecoder::Sequence*> CpuDecoder::qtt_sequence(SequenceId id, std::span<const int32_t> context) {
+Expected<CpuDecoder::Sequence*> CpuDecoder::qtt_sequence(SequenceId id, std::span<const int32_t> context,
+                                                         int64_t& trainable) {
   const auto it = sequences_.find(id);
   if (it == sequences_.end()) return make_error("unknown sequence {}", id);
-  DW_TRY(qtt_trainable_positions(it->second.length, context, config_.vocab_size));
+  DW_ASSIGN_OR_RETURN(trainable, qtt_trainable_positions(it->second.length, context, config_.vocab_size));
   return &it->second;
 }
 
 Expected<double> CpuDecoder::query_loss(SequenceId id, std::span<const int32_t> context, int64_t first,
                                         int64_t count, std::vector<float>* gradient) {
-  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context));
-  const int64_t trainable = std::min(sequence->length, static_cast<int64_t>(context.size()) - 1);
-  if (first < 0 || count < 1 || first + count > trainable) {
-    return make_error("qttt: positions [{}, {}) are outside the {} positions with a next token", first, first + count,
-                      trainable);
-  }
+  int64_t trainable = 0;
+  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context, trainable));
+  DW_TRY(check_qtt_positions(first, count, trainable));
   if (gradient != nullptr && sequence->adaptation == nullptr) {
     return make_error("qttt: sequence {} holds no adaptation to take a gradient for", id);
   }
@@ -281,16 +279,9 @@ Expected<QttReport> CpuDecoder::adapt_queries(SequenceId id, std::span<const int
                                               const QttOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   DW_TRY(check_qtt_options(options, config_));
-  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context));
-  const int64_t trainable = std::min(sequence->length, static_cast<int64_t>(context.size()) - 1);
-  if (trainable < 1) {
-    return make_error("qttt: sequence {} has no position with a next token to train on (it holds {} of {} tokens)",
-                      id, sequence->length, context.size());
-  }
-  if (sequence->adaptation != nullptr && sequence->adaptation->rank() != options.rank) {
-    return make_error("qttt: sequence {} holds an adaptation of rank {}; it cannot go on at rank {}", id,
-                      sequence->adaptation->rank(), options.rank);
-  }
+  int64_t trainable = 0;
+  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context, trainable));
+  DW_TRY(check_qtt_start(id, sequence->length, context.size(), trainable, sequence->adaptation.get(), options.rank));
   QttReport report;
   report.options = options;
   report.context = trainable;
@@ -343,13 +334,7 @@ Status CpuDecoder::set_query_parameters(SequenceId id, int64_t rank, std::span<c
     it->second.adaptation = nullptr;
     return {};
   }
-  if (rank < 0 || rank > config_.hidden_size) {
-    return make_error("qttt: rank {} is outside [0, {}]", rank, config_.hidden_size);
-  }
-  const int64_t count = qtt_parameter_count(config_, rank);
-  if (static_cast<int64_t>(parameters.size()) != count) {
-    return make_error("qttt: rank {} takes {} parameters, got {}", rank, count, parameters.size());
-  }
+  DW_TRY(check_qtt_parameters(config_, rank, config_.hidden_size, parameters.size()));
   it->second.adaptation =
       std::make_shared<CpuQueryAdaptation>(rank, std::vector<float>(parameters.begin(), parameters.end()));
   return {};

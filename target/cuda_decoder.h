@@ -277,7 +277,9 @@ class CudaDecoder final : public Decoder {
   struct QttBuffers;
   Expected<double> span_pass(const Sequence& sequence, const CudaQueryAdaptation* adaptation,
                              std::span<const int32_t> context, int64_t first, int64_t count, float* gradient);
-  Expected<Sequence*> qtt_sequence(SequenceId sequence, std::span<const int32_t> context);
+  // The checks of every qTTT call: a known sequence, a context of its length (+ 1), tokens in
+  // the vocabulary; `trainable` gets the positions with a next token.
+  Expected<Sequence*> qtt_sequence(SequenceId sequence, std::span<const int32_t> context, int64_t& trainable);
   // The model's shapes within what the qTTT kernels take.
   Status check_qtt_shape() const;
   std::shared_ptr<QttBuffers> qtt_buffers_;  // shared_ptr: QttBuffers is complete only there

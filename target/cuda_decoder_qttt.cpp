@@ -97,11 +97,12 @@ Status CudaDecoder::check_qtt_shape() const {
   return {};
 }
 
-Expected<CudaDecoder::Sequence*> CudaDecoder::qtt_sequence(SequenceId id, std::span<const int32_t> context) {
+Expected<CudaDecoder::Sequence*> CudaDecoder::qtt_sequence(SequenceId id, std::span<const int32_t> context,
+                                                          int64_t& trainable) {
   DW_TRY(check_qtt_shape());
   const auto it = sequences_.find(id);
   if (it == sequences_.end()) return make_error("unknown sequence {}", id);
-  DW_TRY(qtt_trainable_positions(it->second.length, context, config_.vocab_size));
+  DW_ASSIGN_OR_RETURN(trainable, qtt_trainable_positions(it->second.length, context, config_.vocab_size));
   return &it->second;
 }
 
@@ -323,12 +324,9 @@ Expected<double> CudaDecoder::span_pass(const Sequence& sequence, const CudaQuer
 
 Expected<double> CudaDecoder::query_loss(SequenceId id, std::span<const int32_t> context, int64_t first, int64_t count,
                                          std::vector<float>* gradient) {
-  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context));
-  const int64_t trainable = std::min(sequence->length, static_cast<int64_t>(context.size()) - 1);
-  if (first < 0 || count < 1 || first + count > trainable) {
-    return make_error("qttt: positions [{}, {}) are outside the {} positions with a next token", first, first + count,
-                      trainable);
-  }
+  int64_t trainable = 0;
+  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context, trainable));
+  DW_TRY(check_qtt_positions(first, count, trainable));
   const CudaQueryAdaptation* adaptation = sequence->adaptation.get();
   if (gradient == nullptr) return span_pass(*sequence, adaptation, context, first, count, nullptr);
   if (adaptation == nullptr) return make_error("qttt: sequence {} holds no adaptation to take a gradient for", id);
@@ -349,16 +347,9 @@ Expected<QttReport> CudaDecoder::adapt_queries(SequenceId id, std::span<const in
   if (options.rank > kMaxGpuRank) {
     return make_error("qttt: 'rank' must be at most {} on the GPU, got {}", kMaxGpuRank, options.rank);
   }
-  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context));
-  const int64_t trainable = std::min(sequence->length, static_cast<int64_t>(context.size()) - 1);
-  if (trainable < 1) {
-    return make_error("qttt: sequence {} has no position with a next token to train on (it holds {} of {} tokens)",
-                      id, sequence->length, context.size());
-  }
-  if (sequence->adaptation != nullptr && sequence->adaptation->rank() != options.rank) {
-    return make_error("qttt: sequence {} holds an adaptation of rank {}; it cannot go on at rank {}", id,
-                      sequence->adaptation->rank(), options.rank);
-  }
+  int64_t trainable = 0;
+  DW_ASSIGN_OR_RETURN(Sequence * sequence, qtt_sequence(id, context, trainable));
+  DW_TRY(check_qtt_start(id, sequence->length, context.size(), trainable, sequence->adaptation.get(), options.rank));
   DW_CUDA_TRY(cudaSetDevice(options_.device));
   const cudaStream_t stream = stream_.get();
   QttReport report;
@@ -430,13 +421,8 @@ Status CudaDecoder::set_query_parameters(SequenceId id, int64_t rank, std::span<
     return {};
   }
   DW_TRY(check_qtt_shape());
-  if (rank < 0 || rank > std::min(config_.hidden_size, kMaxGpuRank)) {
-    return make_error("qttt: rank {} is outside [0, {}]", rank, std::min(config_.hidden_size, kMaxGpuRank));
-  }
+  DW_TRY(check_qtt_parameters(config_, rank, std::min(config_.hidden_size, kMaxGpuRank), parameters.size()));
   const int64_t count = qtt_parameter_count(config_, rank);
-  if (static_cast<int64_t>(parameters.size()) != count) {
-    return make_error("qttt: rank {} takes {} parameters, got {}", rank, count, parameters.size());
-  }
   DW_CUDA_TRY(cudaSetDevice(options_.device));
   auto adaptation = std::make_shared<CudaQueryAdaptation>(rank, count, options_.device);
   DW_ASSIGN_OR_RETURN(adaptation->parameters, DeviceBuffer::allocate(parameters.size() * 4, "the qTTT parameters"));

@@ -145,6 +145,36 @@ Expected<int64_t> qtt_trainable_positions(int64_t length, std::span<const int32_
   return std::min(length, size - 1);
 }
 
+Status check_qtt_positions(int64_t first, int64_t count, int64_t trainable) {
+  if (first < 0 || count < 1 || first + count > trainable) {
+    return make_error("qttt: positions [{}, {}) are outside the {} positions with a next token", first, first + count,
+                      trainable);
+  }
+  return {};
+}
+
+Status check_qtt_start(int64_t sequence, int64_t length, size_t context_size, int64_t trainable,
+                       const QueryAdaptation* held, int64_t rank) {
+  if (trainable < 1) {
+    return make_error("qttt: sequence {} has no position with a next token to train on (it holds {} of {} tokens)",
+                      sequence, length, context_size);
+  }
+  if (held != nullptr && held->rank() != rank) {
+    return make_error("qttt: sequence {} holds an adaptation of rank {}; it cannot go on at rank {}", sequence,
+                      held->rank(), rank);
+  }
+  return {};
+}
+
+Status check_qtt_parameters(const ModelConfig& config, int64_t rank, int64_t max_rank, size_t count) {
+  if (rank < 0 || rank > max_rank) return make_error("qttt: rank {} is outside [0, {}]", rank, max_rank);
+  const int64_t expected = qtt_parameter_count(config, rank);
+  if (static_cast<int64_t>(count) != expected) {
+    return make_error("qttt: rank {} takes {} parameters, got {}", rank, expected, count);
+  }
+  return {};
+}
+
 std::vector<float> qtt_initial_parameters(const ModelConfig& config, int64_t rank, uint64_t seed) {
   std::vector<float> parameters(static_cast<size_t>(qtt_parameter_count(config, rank)), 0.0f);
   if (rank == 0) return parameters;

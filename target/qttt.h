@@ -18,6 +18,8 @@
 
 namespace draftwise {
 
+class QueryAdaptation;
+
 enum class QttOptimizer { adam, sgd };
 std::string_view qtt_optimizer_name(QttOptimizer optimizer);  // "adam", "sgd"
 
@@ -52,6 +54,15 @@ Status check_qtt_options(const QttOptions& options, const ModelConfig& config);
 // The positions of a sequence of `length` tokens that qTTT can train on, given its `context`
 // ([length] or [length + 1] tokens, ids below `vocab`): those with a next token, at least one.
 Expected<int64_t> qtt_trainable_positions(int64_t length, std::span<const int32_t> context, int64_t vocab);
+
+// The checks every backend makes, with the same messages. query_loss: positions
+// [first, first + count) among the trainable ones. adapt_queries: a position to train on, and
+// an adaptation the sequence already holds (or none) of the options' rank. set_query_parameters:
+// a rank in [0, max_rank] and its parameter count.
+Status check_qtt_positions(int64_t first, int64_t count, int64_t trainable);
+Status check_qtt_start(int64_t sequence, int64_t length, size_t context_size, int64_t trainable,
+                       const QueryAdaptation* held, int64_t rank);
+Status check_qtt_parameters(const ModelConfig& config, int64_t rank, int64_t max_rank, size_t count);
 
 // Where an adaptation starts: ΔW_Q = 0 at full rank; at rank r, B = 0 and A uniform in
 // ±1/sqrt(hidden) from `seed` (as LoRA starts), so that B A = 0 and B's gradient is not.

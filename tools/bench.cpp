@@ -444,13 +444,7 @@ int run_bench(const std::vector<std::string>& cli) {
       results["prompts"].push_back(std::move(entry));
     }
   }
-  std::error_code error;
-  std::filesystem::create_directories(args.out, error);
-  if (error) return report_error(make_error("{}: {}", args.out, error.message()));
-  if (const Status written =
-          write_file_atomically(std::filesystem::path(args.out) / "results.json",
-                                results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
-      !written.ok()) {
+  if (const Status written = write_results_json(results, args.out, "results.json"); !written.ok()) {
     return report_error(written.error());
   }
   const Expected<std::vector<ReportFile>> report = bench_report_files(results);
@@ -459,6 +453,7 @@ int run_bench(const std::vector<std::string>& cli) {
 
   for (const auto& [m, drafter] : learning_modes) {
     const std::filesystem::path folder = std::filesystem::path(args.out) / "adapters";
+    std::error_code error;
     std::filesystem::create_directories(folder, error);
     std::string file = bench_modes[m].name;
     for (char& c : file) {

@@ -361,4 +361,13 @@ Status write_report_files(const std::vector<ReportFile>& files, const std::files
   return {};
 }
 
+Status write_results_json(const nlohmann::json& results, const std::filesystem::path& directory,
+                          const std::string& name) {
+  std::error_code error;
+  std::filesystem::create_directories(directory, error);
+  if (error) return make_error("{}: {}", directory.string(), error.message());
+  return write_file_atomically(directory / name,
+                               results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+}
+
 }  // namespace draftwise

@@ -35,5 +35,9 @@ std::string markdown_cell(const std::string& text);
 Status write_file_atomically(const std::filesystem::path& path, const std::string& content);
 // The files into `directory`, each written atomically.
 Status write_report_files(const std::vector<ReportFile>& files, const std::filesystem::path& directory);
+// A run's results as `directory`/`name` (indented JSON, invalid UTF-8 replaced), the folder
+// made first when missing.
+Status write_results_json(const nlohmann::json& results, const std::filesystem::path& directory,
+                          const std::string& name);
 
 }  // namespace draftwise

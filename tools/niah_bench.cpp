@@ -626,13 +626,7 @@ int run_niah_bench(const std::vector<std::string>& cli) {
                             {"cases", case_list},
                             {"summary", summaries_json(case_list, settings, settings.lengths)}};
 
-  std::error_code error;
-  std::filesystem::create_directories(args.out, error);
-  if (error) return report_error(make_error("{}: {}", args.out, error.message()));
-  if (const Status written =
-          write_file_atomically(std::filesystem::path(args.out) / "niah.json",
-                                results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
-      !written.ok()) {
+  if (const Status written = write_results_json(results, args.out, "niah.json"); !written.ok()) {
     return report_error(written.error());
   }
   const Expected<std::vector<ReportFile>> report = niah_report_files(results);

@@ -7,7 +7,39 @@
 #include <numeric>
 #include <span>
 
+#include "kernels/random.h"
+#include "target/qttt.h"
+
 namespace draftwise::testing {
+
+std::vector<int32_t> random_token_ids(int64_t count, int64_t vocab, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> tokens(static_cast<size_t>(count));
+  for (int32_t& token : tokens) token = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
+  return tokens;
+}
+
+SequenceId prefilled_sequence(Decoder& decoder, std::span<const int32_t> tokens, int64_t length) {
+  const SequenceId sequence = decoder.create_sequence();
+  std::vector<float> logits;
+  const ForwardRequest request{sequence, tokens.first(static_cast<size_t>(length)), {}};
+  const Status status = decoder.forward(std::span(&request, 1), logits);
+  EXPECT_TRUE(status.ok()) << status.error().message;
+  return sequence;
+}
+
+std::vector<float> random_qtt_parameters(const ModelConfig& config, int64_t rank, double a_scale, double scale,
+                                         uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> parameters(static_cast<size_t>(qtt_parameter_count(config, rank)));
+  const int64_t layer_size = qtt_layer_parameters(config, rank);
+  const int64_t a_size = rank * config.hidden_size;
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const bool in_a = rank > 0 && static_cast<int64_t>(i) % layer_size < a_size;
+    parameters[i] = static_cast<float>((2 * rng.uniform() - 1) * (in_a ? a_scale : scale));
+  }
+  return parameters;
+}
 
 std::vector<float> logits_in_chunks(Decoder& decoder, const std::vector<int32_t>& tokens,
                                     const std::vector<size_t>& chunks) {

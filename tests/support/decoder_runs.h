@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "target/decoder.h"
@@ -15,6 +16,17 @@ namespace draftwise::testing {
 // A failed forward is a test failure.
 std::vector<float> logits_in_chunks(Decoder& decoder, const std::vector<int32_t>& tokens,
                                     const std::vector<size_t>& chunks);
+
+// `count` token ids uniform in [0, vocab), from a seeded xoshiro256**.
+std::vector<int32_t> random_token_ids(int64_t count, int64_t vocab, uint64_t seed);
+
+// A fresh sequence holding tokens[0, length), prefilled in one pass.
+SequenceId prefilled_sequence(Decoder& decoder, std::span<const int32_t> tokens, int64_t length);
+
+// qTTT parameters of `rank` for `config` (target/qttt.h's layout) with every entry nonzero:
+// A's entries uniform in ±a_scale, every other (ΔW_Q at full rank, B) in ±scale.
+std::vector<float> random_qtt_parameters(const ModelConfig& config, int64_t rank, double a_scale, double scale,
+                                         uint64_t seed);
 
 // The tiny llama_tied fixture's weights with the final norm's weights all infinite, so that
 // every logit is non-finite: a broken model.

@@ -14,6 +14,18 @@
 
 namespace draftwise::testing {
 
+void record_greedy_step(const std::vector<float>& logits, GreedyReference& reference) {
+  const auto best = std::max_element(logits.begin(), logits.end());
+  float second = -INFINITY;
+  float largest = 0.0f;
+  for (auto it = logits.begin(); it != logits.end(); ++it) {
+    if (it != best) second = std::max(second, *it);
+    largest = std::max(largest, std::fabs(*it));
+  }
+  reference.tokens.push_back(static_cast<int32_t>(best - logits.begin()));
+  reference.relative_margins.push_back((*best - second) / std::max(largest, 1e-6f));
+}
+
 GreedyReference greedy_reference(Decoder& decoder, const std::vector<int32_t>& prompt,
                                  int64_t count) {
   GreedyReference reference;
@@ -23,15 +35,7 @@ GreedyReference greedy_reference(Decoder& decoder, const std::vector<int32_t>& p
   EXPECT_TRUE(decoder.forward(std::vector<ForwardRequest>{{sequence, prompt, last}}, logits).ok());
   const std::vector<int32_t> first = {0};
   for (int64_t i = 0; i < count; ++i) {
-    const auto best = std::max_element(logits.begin(), logits.end());
-    float second = -INFINITY;
-    float largest = 0.0f;
-    for (auto it = logits.begin(); it != logits.end(); ++it) {
-      if (it != best) second = std::max(second, *it);
-      largest = std::max(largest, std::fabs(*it));
-    }
-    reference.tokens.push_back(static_cast<int32_t>(best - logits.begin()));
-    reference.relative_margins.push_back((*best - second) / std::max(largest, 1e-6f));
+    record_greedy_step(logits, reference);
     const std::vector<int32_t> next = {reference.tokens.back()};
     EXPECT_TRUE(decoder.forward(std::vector<ForwardRequest>{{sequence, next, first}}, logits).ok());
   }

@@ -17,6 +17,9 @@ struct GreedyReference {
   std::vector<double> relative_margins;  // per step: (top-1 − top-2) / max |logit|
 };
 
+// Appends the argmax of one row of logits ([vocab]) and its relative margin.
+void record_greedy_step(const std::vector<float>& logits, GreedyReference& reference);
+
 // `count` greedy tokens after `prompt`, one a step, on a fresh sequence (released after).
 GreedyReference greedy_reference(Decoder& decoder, const std::vector<int32_t>& prompt,
                                  int64_t count);

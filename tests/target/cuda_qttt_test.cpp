@@ -10,11 +10,11 @@
 #include "draft/early_exit_drafter.h"
 #include "draft/ngram_drafter.h"
 #include "engine/generation.h"
-#include "kernels/random.h"
 #include "target/checkpoint.h"
 #include "target/cpu_decoder.h"
 #include "target/cuda_decoder.h"
 #include "tests/support/cuda_test.h"
+#include "tests/support/decoder_runs.h"
 #include "tests/support/greedy_reference.h"
 #include "tests/support/numeric.h"
 #include "tests/support/test_paths.h"
@@ -32,31 +32,11 @@ std::unique_ptr<CpuDecoder> load_cpu(const std::string& name) {
   return std::move(decoder).value();
 }
 
-std::vector<int32_t> random_tokens(int64_t count, int64_t vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> tokens(static_cast<size_t>(count));
-  for (int32_t& token : tokens) token = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return tokens;
-}
-
-SequenceId prefilled(Decoder& decoder, std::span<const int32_t> tokens, int64_t length) {
-  const SequenceId sequence = decoder.create_sequence();
-  std::vector<float> logits;
-  const ForwardRequest request{sequence, tokens.first(static_cast<size_t>(length)), {}};
-  EXPECT_TRUE(decoder.forward(std::span(&request, 1), logits).ok());
-  return sequence;
-}
+using testing::prefilled_sequence;
+using testing::random_token_ids;
 
 std::vector<float> random_parameters(const ModelConfig& config, int64_t rank, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> parameters(static_cast<size_t>(qtt_parameter_count(config, rank)));
-  const int64_t layer_size = qtt_layer_parameters(config, rank);
-  const int64_t a_size = rank * config.hidden_size;
-  for (size_t i = 0; i < parameters.size(); ++i) {
-    const bool in_a = rank > 0 && static_cast<int64_t>(i) % layer_size < a_size;
-    parameters[i] = static_cast<float>((2 * rng.uniform() - 1) * (in_a ? 0.5 : 0.1));
-  }
-  return parameters;
+  return testing::random_qtt_parameters(config, rank, 0.5, 0.1, seed);
 }
 
 struct Case {
@@ -75,9 +55,9 @@ TEST(CudaQttt, LossAndGradientMatchTheCpu) {
     auto cpu = load_cpu(c.model);
     auto gpu = testing::load_on_gpu(testing::fixtures_dir() / "models" / c.model);
     const ModelConfig& config = cpu->config();
-    const std::vector<int32_t> context = random_tokens(61, config.vocab_size, 17);
-    const SequenceId on_cpu = prefilled(*cpu, context, 60);
-    const SequenceId on_gpu = prefilled(*gpu, context, 60);
+    const std::vector<int32_t> context = random_token_ids(61, config.vocab_size, 17);
+    const SequenceId on_cpu = prefilled_sequence(*cpu, context, 60);
+    const SequenceId on_gpu = prefilled_sequence(*gpu, context, 60);
     auto plain_cpu = cpu->query_loss(on_cpu, context, 5, 40, nullptr);
     auto plain_gpu = gpu->query_loss(on_gpu, context, 5, 40, nullptr);
     ASSERT_TRUE(plain_cpu.ok() && plain_gpu.ok()) << plain_gpu.error().message;
@@ -111,10 +91,10 @@ TEST(CudaQttt, AdaptedPassesMatchTheCpu) {
     auto cpu = load_cpu(c.model);
     auto gpu = testing::load_on_gpu(testing::fixtures_dir() / "models" / c.model);
     const ModelConfig& config = cpu->config();
-    const std::vector<int32_t> tokens = random_tokens(48, config.vocab_size, 5);
-    const SequenceId on_cpu = prefilled(*cpu, tokens, 30);
-    const SequenceId on_gpu = prefilled(*gpu, tokens, 30);
-    const SequenceId plain = prefilled(*cpu, tokens, 30);
+    const std::vector<int32_t> tokens = random_token_ids(48, config.vocab_size, 5);
+    const SequenceId on_cpu = prefilled_sequence(*cpu, tokens, 30);
+    const SequenceId on_gpu = prefilled_sequence(*gpu, tokens, 30);
+    const SequenceId plain = prefilled_sequence(*cpu, tokens, 30);
     const std::vector<float> parameters = random_parameters(config, c.rank, 8);
     ASSERT_TRUE(cpu->set_query_parameters(on_cpu, c.rank, parameters).ok());
     ASSERT_TRUE(gpu->set_query_parameters(on_gpu, c.rank, parameters).ok());
@@ -153,9 +133,9 @@ TEST(CudaQttt, TrainingStepsFollowTheCpu) {
   for (const int64_t rank : {0, 4}) {
     auto cpu = load_cpu("llama_tied");
     auto gpu = testing::load_on_gpu(testing::fixtures_dir() / "models/llama_tied");
-    const std::vector<int32_t> context = random_tokens(80, cpu->config().vocab_size, 9);
-    const SequenceId on_cpu = prefilled(*cpu, context, 79);
-    const SequenceId on_gpu = prefilled(*gpu, context, 79);
+    const std::vector<int32_t> context = random_token_ids(80, cpu->config().vocab_size, 9);
+    const SequenceId on_cpu = prefilled_sequence(*cpu, context, 79);
+    const SequenceId on_gpu = prefilled_sequence(*gpu, context, 79);
     QttOptions options;
     options.steps = 4;
     options.span = 24;
@@ -187,12 +167,12 @@ TEST(CudaQttt, AdaptationChangesOnlyDeltaWqAndLeavesOtherSequencesAlone) {
   DW_REQUIRE_GPU();
   auto gpu = testing::load_on_gpu(testing::fixtures_dir() / "models/qwen2_bias");
   const ModelConfig& config = gpu->config();
-  const std::vector<int32_t> a = random_tokens(70, config.vocab_size, 1);
-  const std::vector<int32_t> b = random_tokens(40, config.vocab_size, 2);
-  const SequenceId adapted = prefilled(*gpu, a, 66);
-  const SequenceId twin = prefilled(*gpu, a, 66);
-  const SequenceId other = prefilled(*gpu, b, 36);
-  const SequenceId other_twin = prefilled(*gpu, b, 36);
+  const std::vector<int32_t> a = random_token_ids(70, config.vocab_size, 1);
+  const std::vector<int32_t> b = random_token_ids(40, config.vocab_size, 2);
+  const SequenceId adapted = prefilled_sequence(*gpu, a, 66);
+  const SequenceId twin = prefilled_sequence(*gpu, a, 66);
+  const SequenceId other = prefilled_sequence(*gpu, b, 36);
+  const SequenceId other_twin = prefilled_sequence(*gpu, b, 36);
   auto weights = gpu->weights_digest();
   auto cache = gpu->cache_digest(adapted);
   auto other_cache = gpu->cache_digest(other);
@@ -236,22 +216,14 @@ TEST(CudaQttt, AdaptationChangesOnlyDeltaWqAndLeavesOtherSequencesAlone) {
 testing::GreedyReference adapted_reference(Decoder& decoder, const std::vector<int32_t>& prompt,
                                            const QttOptions& options, int64_t count) {
   testing::GreedyReference reference;
-  const SequenceId sequence = prefilled(decoder, prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const SequenceId sequence = prefilled_sequence(decoder, prompt, static_cast<int64_t>(prompt.size()) - 1);
   EXPECT_TRUE(decoder.adapt_queries(sequence, prompt, options).ok());
   std::vector<float> logits;
   const std::vector<int32_t> row = {0};
   std::vector<int32_t> next = {prompt.back()};
   for (int64_t i = 0; i < count; ++i) {
     EXPECT_TRUE(decoder.forward(std::vector<ForwardRequest>{{sequence, next, row}}, logits).ok());
-    const auto best = std::max_element(logits.begin(), logits.end());
-    float second = -INFINITY;
-    float largest = 0.0f;
-    for (auto it = logits.begin(); it != logits.end(); ++it) {
-      if (it != best) second = std::max(second, *it);
-      largest = std::max(largest, std::fabs(*it));
-    }
-    reference.tokens.push_back(static_cast<int32_t>(best - logits.begin()));
-    reference.relative_margins.push_back((*best - second) / std::max(largest, 1e-6f));
+    testing::record_greedy_step(logits, reference);
     next = {reference.tokens.back()};
   }
   decoder.release_sequence(sequence);

@@ -11,6 +11,7 @@
 #include "target/cpu_decoder.h"
 #include "target/model_weights.h"
 #include "target/qttt.h"
+#include "tests/support/decoder_runs.h"
 #include "tests/support/test_paths.h"
 
 namespace draftwise {
@@ -32,33 +33,12 @@ std::unique_ptr<CpuDecoder> load_tiny(const std::string& name, int64_t window = 
   return std::move(decoder).value();
 }
 
-std::vector<int32_t> random_tokens(int64_t count, int64_t vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> tokens(static_cast<size_t>(count));
-  for (int32_t& token : tokens) token = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return tokens;
-}
-
-// A sequence holding tokens[0, length).
-SequenceId prefilled(Decoder& decoder, std::span<const int32_t> tokens, int64_t length) {
-  const SequenceId sequence = decoder.create_sequence();
-  std::vector<float> logits;
-  const ForwardRequest request{sequence, tokens.first(static_cast<size_t>(length)), {}};
-  EXPECT_TRUE(decoder.forward(std::span(&request, 1), logits).ok());
-  return sequence;
-}
+using testing::prefilled_sequence;
+using testing::random_token_ids;
 
 // Parameters of the given rank with every entry nonzero: full rank ±`scale`, A ±0.3, B ±`scale`.
 std::vector<float> random_parameters(const ModelConfig& config, int64_t rank, float scale, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> parameters(static_cast<size_t>(qtt_parameter_count(config, rank)));
-  const int64_t layer_size = qtt_layer_parameters(config, rank);
-  const int64_t a_size = rank * config.hidden_size;
-  for (size_t i = 0; i < parameters.size(); ++i) {
-    const bool in_a = rank > 0 && static_cast<int64_t>(i) % layer_size < a_size;
-    parameters[i] = static_cast<float>((2 * rng.uniform() - 1) * (in_a ? 0.3 : scale));
-  }
-  return parameters;
+  return testing::random_qtt_parameters(config, rank, 0.3, scale, seed);
 }
 
 double norm(std::span<const float> values) {
@@ -121,8 +101,8 @@ TEST_P(QttGradient, MatchesFiniteDifferences) {
   const GradientCase& param = GetParam();
   auto decoder = load_tiny(param.model, param.window);
   const ModelConfig& config = decoder->config();
-  const std::vector<int32_t> context = random_tokens(25, config.vocab_size, 11);
-  const SequenceId sequence = prefilled(*decoder, context, 24);
+  const std::vector<int32_t> context = random_token_ids(25, config.vocab_size, 11);
+  const SequenceId sequence = prefilled_sequence(*decoder, context, 24);
   const std::vector<float> parameters = random_parameters(config, param.rank, 0.05f, 5);
   ASSERT_TRUE(decoder->set_query_parameters(sequence, param.rank, parameters).ok());
   const std::string cache = *decoder->cache_digest(sequence);
@@ -196,8 +176,8 @@ TEST(QttCpu, SpanForwardIsTheDecodeForward) {
   for (const int64_t rank : {0, 4}) {
     auto decoder = load_tiny("qwen2_bias");
     const ModelConfig& config = decoder->config();
-    const std::vector<int32_t> context = random_tokens(21, config.vocab_size, 3);
-    const SequenceId sequence = prefilled(*decoder, context, 19);
+    const std::vector<int32_t> context = random_token_ids(21, config.vocab_size, 3);
+    const SequenceId sequence = prefilled_sequence(*decoder, context, 19);
     ASSERT_TRUE(decoder->set_query_parameters(sequence, rank, random_parameters(config, rank, 0.05f, 9)).ok());
     std::vector<float> logits;
     const std::vector<int32_t> row = {0};
@@ -217,9 +197,9 @@ TEST(QttCpu, AdaptationChangesOnlyDeltaWqAndItsSequence) {
   for (const int64_t rank : {0, 2}) {
     auto decoder = load_tiny("llama_tied");
     const ModelConfig& config = decoder->config();
-    const std::vector<int32_t> context = random_tokens(40, config.vocab_size, 21);
-    const SequenceId sequence = prefilled(*decoder, context, 40);
-    const SequenceId other = prefilled(*decoder, context, 30);
+    const std::vector<int32_t> context = random_token_ids(40, config.vocab_size, 21);
+    const SequenceId sequence = prefilled_sequence(*decoder, context, 40);
+    const SequenceId other = prefilled_sequence(*decoder, context, 30);
     const std::string weights = decoder->weights_digest();
     const std::string cache = *decoder->cache_digest(sequence);
     const std::string other_cache = *decoder->cache_digest(other);
@@ -259,12 +239,12 @@ TEST(QttCpu, AdaptationChangesOnlyDeltaWqAndItsSequence) {
 TEST(QttCpu, AnUnadaptedSequenceInTheBatchIsUntouched) {
   auto decoder = load_tiny("qwen2_bias");
   const ModelConfig& config = decoder->config();
-  const std::vector<int32_t> a = random_tokens(16, config.vocab_size, 1);
-  const std::vector<int32_t> b = random_tokens(12, config.vocab_size, 2);
-  const SequenceId adapted = prefilled(*decoder, a, 13);
-  const SequenceId twin = prefilled(*decoder, a, 13);
-  const SequenceId plain = prefilled(*decoder, b, 9);
-  const SequenceId alone = prefilled(*decoder, b, 9);
+  const std::vector<int32_t> a = random_token_ids(16, config.vocab_size, 1);
+  const std::vector<int32_t> b = random_token_ids(12, config.vocab_size, 2);
+  const SequenceId adapted = prefilled_sequence(*decoder, a, 13);
+  const SequenceId twin = prefilled_sequence(*decoder, a, 13);
+  const SequenceId plain = prefilled_sequence(*decoder, b, 9);
+  const SequenceId alone = prefilled_sequence(*decoder, b, 9);
   QttOptions options;
   options.steps = 3;
   options.span = 8;
@@ -289,8 +269,8 @@ TEST(QttCpu, AnUnadaptedSequenceInTheBatchIsUntouched) {
 
 TEST(QttCpu, AnAdaptationMovesToAnotherSequenceWhole) {
   auto decoder = load_tiny("llama_tied");
-  const std::vector<int32_t> tokens = random_tokens(20, decoder->config().vocab_size, 4);
-  const SequenceId first = prefilled(*decoder, tokens, 17);
+  const std::vector<int32_t> tokens = random_token_ids(20, decoder->config().vocab_size, 4);
+  const SequenceId first = prefilled_sequence(*decoder, tokens, 17);
   QttOptions options;
   options.steps = 2;
   options.span = 8;
@@ -305,7 +285,7 @@ TEST(QttCpu, AnAdaptationMovesToAnotherSequenceWhole) {
   ASSERT_TRUE(decoder->forward(std::span(&request, 1), expected).ok());
   decoder->release_sequence(first);  // the request keeps the adaptation, as a preempted one does
 
-  const SequenceId second = prefilled(*decoder, tokens, 17);
+  const SequenceId second = prefilled_sequence(*decoder, tokens, 17);
   ASSERT_TRUE(decoder->attach_query_adaptation(second, adaptation).ok());
   const ForwardRequest again{second, std::span(tokens).subspan(17, 2), rows};
   ASSERT_TRUE(decoder->forward(std::span(&again, 1), moved).ok());
@@ -317,8 +297,8 @@ TEST(QttCpu, AnAdaptationMovesToAnotherSequenceWhole) {
 TEST(QttCpu, BadCallsAreRefusedAndChangeNothing) {
   auto decoder = load_tiny("llama_tied");
   const ModelConfig& config = decoder->config();
-  const std::vector<int32_t> tokens = random_tokens(12, config.vocab_size, 8);
-  const SequenceId sequence = prefilled(*decoder, tokens, 10);
+  const std::vector<int32_t> tokens = random_token_ids(12, config.vocab_size, 8);
+  const SequenceId sequence = prefilled_sequence(*decoder, tokens, 10);
   QttOptions options;
   options.steps = 1;
   const auto refused = [&](Expected<QttReport> result, const std::string& says) {
@@ -336,7 +316,7 @@ TEST(QttCpu, BadCallsAreRefusedAndChangeNothing) {
   bad = options;
   bad.learning_rate = -1;
   refused(decoder->adapt_queries(sequence, std::span(tokens).first(11), bad), "'lr'");
-  const SequenceId single = prefilled(*decoder, tokens, 1);
+  const SequenceId single = prefilled_sequence(*decoder, tokens, 1);
   refused(decoder->adapt_queries(single, std::span(tokens).first(1), options), "no position with a next token");
   EXPECT_TRUE(decoder->query_parameters(sequence)->empty());
 
