@@ -35,13 +35,79 @@ size_t append_section(std::vector<int32_t>& plan, const std::vector<T>& values) 
 
 }  // namespace
 
+namespace {
+
+TensorParallelRank rank_of(const CudaDecoderOptions& options) {
+  if (options.tensor_parallel == nullptr) return {};
+  return {options.tensor_parallel->rank(), options.tensor_parallel->size()};
+}
+
+// Writes a shard's tensors through a writer of the full model's: the full tensor to a staging
+// buffer on the GPU, then the shard's rows and columns out of it (TensorSlice).
+class ShardWriter {
+ public:
+  using Writer = std::function<Status(const DecoderTensorSpec&, bf16*, cudaStream_t)>;
+  ShardWriter(const Writer& full, const ModelConfig& config, const TensorParallelRank& rank)
+      : full_(full), config_(config), rank_(rank) {
+    for (DecoderTensorSpec& spec : decoder_tensor_specs(config)) {
+      std::string name = spec.name;
+      specs_.emplace(std::move(name), std::move(spec));
+    }
+  }
+  Status operator()(const DecoderTensorSpec& shard, bf16* dst, cudaStream_t stream) {
+    const auto it = specs_.find(shard.name);
+    if (it == specs_.end()) return make_error("tensor '{}' is not part of the model", shard.name);
+    const DecoderTensorSpec& spec = it->second;
+    const TensorSlice slice = tensor_slice(spec, config_, rank_);
+    const size_t shard_bytes = static_cast<size_t>(slice.row_count * slice.col_count) * sizeof(bf16);
+    if (slice.zero) return cuda_status(cudaMemsetAsync(dst, 0, shard_bytes, stream), "cudaMemsetAsync");
+    if (slice.row_count == slice.rows && slice.col_count == slice.cols) return full_(spec, dst, stream);
+    const size_t full_bytes = static_cast<size_t>(slice.rows * slice.cols) * sizeof(bf16);
+    if (staging_.bytes() < full_bytes) {
+      DW_CUDA_TRY(cudaStreamSynchronize(stream));  // the old buffer may still be read
+      staging_ = DeviceBuffer();
+      DW_ASSIGN_OR_RETURN(staging_, DeviceBuffer::allocate(full_bytes, "a weight being split over ranks"));
+    }
+    DW_TRY(full_(spec, staging_.as<bf16>(), stream));
+    const bf16* first = staging_.as<bf16>() + slice.row_first * slice.cols + slice.col_first;
+    return cuda_status(cudaMemcpy2DAsync(dst, static_cast<size_t>(slice.col_count) * sizeof(bf16), first,
+                                         static_cast<size_t>(slice.cols) * sizeof(bf16),
+                                         static_cast<size_t>(slice.col_count) * sizeof(bf16),
+                                         static_cast<size_t>(slice.row_count), cudaMemcpyDeviceToDevice, stream),
+                       "cudaMemcpy2DAsync");
+  }
+
+ private:
+  const Writer& full_;
+  const ModelConfig& config_;
+  TensorParallelRank rank_;
+  std::unordered_map<std::string, DecoderTensorSpec> specs_;
+  DeviceBuffer staging_;
+};
+
+}  // namespace
+
 CudaDecoder::CudaDecoder(const ModelConfig& config, const CudaDecoderOptions& options)
-    : config_(config),
+    : config_(options.tensor_parallel != nullptr ? shard_config(config, rank_of(options)) : config),
+      full_config_(config),
+      vocab_(vocab_shard(config.vocab_size, rank_of(options))),
       options_(options),
       context_length_(options.context_length > 0 ? options.context_length
                                                  : config.max_position_embeddings) {}
 
 std::string CudaDecoder::device_name() const { return fmt::format("cuda:{}", options_.device); }
+
+Status CudaDecoder::all_reduce(void* data, int64_t count, cuda::CollectiveType type) {
+  if (options_.tensor_parallel == nullptr || count == 0) return {};
+  return options_.tensor_parallel->all_reduce(data, static_cast<size_t>(count), type, cuda::ReduceOp::kSum,
+                                              stream_.get());
+}
+
+Status CudaDecoder::refuse_on_shard(const char* what) const {
+  if (options_.tensor_parallel == nullptr) return {};
+  return make_error("{} is not available with tensor parallelism (--tp {}) yet: the ranks would have to share it", what,
+                    options_.tensor_parallel->size());
+}
 
 Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& config,
                                                            const WeightLoader& loader,
@@ -123,6 +189,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create_with(const ModelConfi
   if (config.head_dim > 256) {
     return make_error("head dimension {} is larger than the CUDA attention supports (256)", config.head_dim);
   }
+  if (options.tensor_parallel != nullptr) DW_TRY(check_tensor_parallel(config, options.tensor_parallel->size()));
   int count = 0;
   if (const cudaError_t result = cudaGetDeviceCount(&count); result != cudaSuccess || count == 0) {
     cudaGetLastError();
@@ -137,7 +204,15 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create_with(const ModelConfi
   DW_CUDA_TRY(cudaDeviceGetAttribute(&decoder->multiprocessors_, cudaDevAttrMultiProcessorCount, options.device));
   DW_ASSIGN_OR_RETURN(decoder->stream_, cuda::Stream::create());
   DW_ASSIGN_OR_RETURN(decoder->gemm_, cuda::Gemm::create());
-  DW_TRY(decoder->load_weights(host_f32, write_bf16));
+  if (options.tensor_parallel != nullptr) {
+    // A shard's tensors are cut out of the full ones as they load.
+    ShardWriter shard_writer(write_bf16, config, rank_of(options));
+    const DeviceWeightWriter write_shard = [&shard_writer](const DecoderTensorSpec& spec, bf16* dst,
+                                                           cudaStream_t stream) { return shard_writer(spec, dst, stream); };
+    DW_TRY(decoder->load_weights(sharded_weight_loader(host_f32, config, rank_of(options)), write_shard));
+  } else {
+    DW_TRY(decoder->load_weights(host_f32, write_bf16));
+  }
   DW_TRY(decoder->allocate_cache());
   return decoder;
 }
@@ -234,6 +309,14 @@ Status CudaDecoder::allocate_cache() {
   const double wanted = std::floor(options_.kv_cache_memory_share * static_cast<double>(free_bytes) / block_bytes);
   const double cap = 64.0 * std::ceil(static_cast<double>(context_length_) / static_cast<double>(options_.kv_block_size));
   num_blocks_ = static_cast<int64_t>(std::min(wanted, cap));
+  if (options_.tensor_parallel != nullptr) {
+    // Every rank must take and refuse the same batches: the smallest cache of the group.
+    DW_ASSIGN_OR_RETURN(DeviceBuffer count, cuda::upload(std::vector<int64_t>{num_blocks_}, "the cache size", stream_.get()));
+    DW_TRY(options_.tensor_parallel->all_reduce(count.data(), 1, cuda::CollectiveType::kInt64, cuda::ReduceOp::kMin,
+                                                stream_.get()));
+    DW_TRY(options_.tensor_parallel->wait(stream_.get()));
+    DW_TRY(cuda::copy_to_host(&num_blocks_, count.data(), sizeof(int64_t), stream_.get()));
+  }
   if (num_blocks_ < 1) {
     return make_error("no room for a key/value cache: one block of {} positions needs {:.1f} MiB, {:.1f} MiB are free",
                       options_.kv_block_size, block_bytes / kMiB, static_cast<double>(free_bytes) / kMiB);
@@ -329,8 +412,9 @@ Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, const Dr
                                  std::vector<float>* logits, std::vector<int32_t>* tokens) {
   // The calling thread may have used another device since: scratch and launches go here.
   DW_CUDA_TRY(cudaSetDevice(options_.device));
+  if (draft != nullptr) DW_TRY(refuse_on_shard("early-exit drafting"));
   DW_TRY(check_early_exit_batch(
-      batch, draft, config_, context_length_, [this](SequenceId id) { return sequence_length(id); },
+      batch, draft, full_config_, context_length_, [this](SequenceId id) { return sequence_length(id); },
       [this](SequenceId id) {
         const Sequence& state = sequences_.at(id);
         return PendingTokens{state.pending, state.pending_exit_layer};
@@ -616,7 +700,12 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   DW_ASSIGN_OR_RETURN(b.partial, scratch(13, bytes(splits * rows * q_dim, 4), "attention partials"));
   DW_ASSIGN_OR_RETURN(b.stats, scratch(14, bytes(splits * rows * config_.num_heads * 2, 4), "attention statistics"));
   DW_ASSIGN_OR_RETURN(b.selected, scratch(15, bytes(shape.selected_rows * hidden, 2), "selected rows"));
-  DW_ASSIGN_OR_RETURN(b.logits, scratch(16, bytes(shape.selected_rows * vocab, 4), "logits"));
+  DW_ASSIGN_OR_RETURN(b.logits, scratch(16, bytes(shape.selected_rows * std::max(vocab, vocab_.stride), 4), "logits"));
+  if (options_.tensor_parallel != nullptr) {
+    const int64_t per_rank = shape.greedy ? shape.selected_rows * 2 : shape.selected_rows * vocab_.stride;
+    DW_ASSIGN_OR_RETURN(b.gathered, scratch(20, bytes(per_rank * options_.tensor_parallel->size(), 4),
+                                            "the ranks' logits"));
+  }
 
   // The host waits for every step's end (the copy of its outputs), so the page-locked plan
   // is not rewritten while this copy may still read it.
@@ -665,12 +754,16 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
                          "argmax_rows"));
     }
   }
+  // A tensor-parallel step waits with a deadline and an eye on the other ranks: a lost rank
+  // fails the step instead of hanging it.
+  if (options_.tensor_parallel != nullptr) DW_TRY(options_.tensor_parallel->wait(stream));
   if (shape.selected_rows == 0) {
     // Nothing comes back, but the step must end before the page-locked plan is rewritten.
     if (tokens != nullptr) tokens->clear();
     if (logits != nullptr) logits->clear();
     return cuda_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   }
+  if (options_.tensor_parallel != nullptr) return gathered_outputs(shape.selected_rows, logits, tokens);
   if (tokens != nullptr) {
     const size_t key_bytes = static_cast<size_t>(shape.selected_rows) * sizeof(uint64_t);
     if (pinned_keys_.bytes() < key_bytes) {
@@ -690,6 +783,48 @@ Status CudaDecoder::run_batch(std::span<const ForwardRequest> batch, const Draft
   }
   logits->resize(static_cast<size_t>(shape.selected_rows * vocab));
   return cuda::copy_to_host(logits->data(), b.logits, logits->size() * sizeof(float), stream);
+}
+
+Status CudaDecoder::gathered_outputs(int64_t selected_rows, std::vector<float>* logits, std::vector<int32_t>* tokens) {
+  const int ranks = options_.tensor_parallel->size();
+  const int64_t vocab = full_config_.vocab_size;
+  const int64_t stride = vocab_.stride;
+  if (tokens != nullptr) {
+    // Each rank's key picks among its rows; the largest logit wins, the lower rank (so the
+    // lower token id) among ties, as one argmax over the whole vocabulary would.
+    std::vector<uint64_t> keys(static_cast<size_t>(ranks * selected_rows));
+    DW_TRY(cuda::copy_to_host(keys.data(), buffers_.gathered, keys.size() * sizeof(uint64_t), stream_.get()));
+    tokens->resize(static_cast<size_t>(selected_rows));
+    for (int64_t i = 0; i < selected_rows; ++i) {
+      uint64_t best_value = 0;
+      int32_t best = -1;
+      for (int r = 0; r < ranks; ++r) {
+        const uint64_t key = keys[static_cast<size_t>(r * selected_rows + i)];
+        if (key == cuda::kNonFiniteArgmaxKey) {
+          return make_error("the model produced a non-finite logit in requested row {} (rank {})", i, r);
+        }
+        if (key == 0 || vocab_shard(vocab, {r, ranks}).count == 0) continue;
+        if (best < 0 || (key >> 32) > best_value) {
+          best_value = key >> 32;
+          best = static_cast<int32_t>(r * stride) + cuda::argmax_key_index(key);
+        }
+      }
+      (*tokens)[static_cast<size_t>(i)] = std::max(best, 0);
+    }
+    return {};
+  }
+  std::vector<float> gathered(static_cast<size_t>(ranks * selected_rows * stride));
+  DW_TRY(cuda::copy_to_host(gathered.data(), buffers_.gathered, gathered.size() * sizeof(float), stream_.get()));
+  logits->resize(static_cast<size_t>(selected_rows * vocab));
+  for (int r = 0; r < ranks; ++r) {
+    const VocabShard shard = vocab_shard(vocab, {r, ranks});
+    for (int64_t i = 0; i < selected_rows; ++i) {
+      // Rank r's block holds its rows packed, [selected_rows, its count].
+      const float* from = gathered.data() + r * selected_rows * stride + i * shard.count;
+      std::copy(from, from + shard.count, logits->begin() + i * vocab + shard.first);
+    }
+  }
+  return {};
 }
 
 Status CudaDecoder::apply_draft_head(const DraftHead& draft, std::span<float* const> h_rows, const float* gain,
@@ -814,11 +949,14 @@ Status CudaDecoder::enqueue_layers(int first, int end, int64_t rows, const Layer
                        "attention_paged"));
     DW_TRY(linear(given(attended), rows, layer.o_weight.as<bf16>(), layer.o_bias.as<bf16>(), q_dim, hidden,
                   cuda::GemvEpilogue::kStore, delta));
+    // Row-parallel: the ranks' partial sums of the output projection (Megatron's g).
+    DW_TRY(all_reduce(delta, rows * hidden, cuda::CollectiveType::kBfloat16));
     stream_state.pending = delta;
     DW_TRY(linear(normed(layer.post_norm), rows, layer.gate_up.as<bf16>(), nullptr, hidden, 2 * ffn,
                   cuda::GemvEpilogue::kSwiglu, activated));
     DW_TRY(linear(given(activated), rows, layer.down.as<bf16>(), nullptr, ffn, hidden, cuda::GemvEpilogue::kStore,
                   delta));
+    DW_TRY(all_reduce(delta, rows * hidden, cuda::CollectiveType::kBfloat16));
     stream_state.pending = delta;
   }
   return {};
@@ -838,9 +976,12 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
   residual.buffers[1] = static_cast<float*>(b.residual[1]);
   // Segment A: from the embedding, layers [0, a_end).
   if (shape.rows > 0) {
+    // A tensor-parallel rank looks up the ids in its vocabulary rows; the ranks' rows add up.
     DW_TRY(cuda_status(cuda::embedding_lookup(embedding_.as<bf16>(), static_cast<const int32_t*>(b.ids),
-                                              residual.buffers[0], shape.rows, hidden, stream),
+                                              residual.buffers[0], shape.rows, hidden, stream, vocab_.first,
+                                              vocab_.count),
                        "embedding_lookup"));
+    DW_TRY(all_reduce(residual.buffers[0], shape.rows * hidden, cuda::CollectiveType::kFloat32));
     const LayerPlan plan{static_cast<const int32_t*>(b.positions), static_cast<const int32_t*>(b.slots),
                          static_cast<const cuda::AttentionWorkItem*>(b.items), shape.items, shape.splits,
                          static_cast<const cuda::QueryDeltaRow*>(b.deltas)};
@@ -882,13 +1023,14 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
     source.eps = eps;
     source.row_index = logit_rows;  // nothing reads the stream after this: no residual_out
     if (shape.greedy) {
-      return cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
+      DW_TRY(cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
                                     cuda::GemvEpilogue::kArgmax, keys, false, stream),
-                         "gemv");
+                         "gemv"));
+    } else {
+      DW_TRY(cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
+                                    cuda::GemvEpilogue::kStore, logits, true, stream),
+                         "gemv"));
     }
-    DW_TRY(cuda_status(cuda::gemv(source, shape.selected_rows, head.as<bf16>(), nullptr, hidden, vocab,
-                                  cuda::GemvEpilogue::kStore, logits, true, stream),
-                       "gemv"));
   } else {
     auto* normed_rows = static_cast<bf16*>(b.normed);
     auto* selected = static_cast<bf16*>(b.selected);
@@ -898,9 +1040,18 @@ Status CudaDecoder::enqueue_forward(const StepShape& shape) {
     DW_TRY(cuda_status(cuda::gather_rows(normed_rows, logit_rows, selected, shape.selected_rows, hidden, stream),
                        "gather_rows"));
     DW_TRY(gemm_.matmul(selected, head.as<bf16>(), logits, true, shape.selected_rows, hidden, vocab, stream));
+    if (shape.greedy) {
+      DW_TRY(cuda_status(cuda::argmax_rows(logits, keys, shape.selected_rows, vocab, stream), "argmax_rows"));
+    }
   }
-  if (shape.greedy) {
-    DW_TRY(cuda_status(cuda::argmax_rows(logits, keys, shape.selected_rows, vocab, stream), "argmax_rows"));
+  // Tensor parallelism: each rank's picks (or logits, in rows of the vocabulary stride) to
+  // every rank; the host combines them (run_batch).
+  if (options_.tensor_parallel != nullptr && shape.selected_rows > 0) {
+    const bool picks = shape.greedy;
+    return options_.tensor_parallel->all_gather(
+        picks ? static_cast<const void*>(keys) : static_cast<const void*>(logits), b.gathered,
+        static_cast<size_t>(shape.selected_rows * (picks ? 1 : vocab_.stride)),
+        picks ? cuda::CollectiveType::kUint64 : cuda::CollectiveType::kFloat32, stream);
   }
   return {};
 }

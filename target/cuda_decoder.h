@@ -15,12 +15,14 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/nccl_group.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/qttt.h"
 #include "target/checkpoint.h"
 #include "target/cuda_draft_head.h"
 #include "target/decoder.h"
 #include "target/model_weights.h"
+#include "target/tensor_parallel.h"
 
 namespace draftwise {
 
@@ -37,6 +39,11 @@ struct CudaDecoderOptions {
   // Steps of up to 8 rows through the gemv kernels (norms fused into their input, SwiGLU
   // into their output) instead of separate norm kernels and cuBLASLt.
   bool fused_small_steps = true;
+  // Tensor parallelism (target/tensor_parallel.h): this decoder is the shard of rank
+  // group.rank() of group.size(), its collectives going through the group; every rank must
+  // make the same calls in the same order (target/tensor_parallel_decoder.h). Null: the
+  // whole model. Early-exit drafting and qTTT are refused on a shard.
+  std::shared_ptr<cuda::NcclGroup> tensor_parallel;
 };
 
 class CudaDecoder final : public Decoder {
@@ -53,7 +60,8 @@ class CudaDecoder final : public Decoder {
   static Expected<std::unique_ptr<CudaDecoder>> create_random(const ModelConfig& config, uint64_t seed,
                                                               const CudaDecoderOptions& options);
 
-  const ModelConfig& config() const override { return config_; }
+  // The whole model's config, also on a tensor-parallel shard.
+  const ModelConfig& config() const override { return full_config_; }
   int64_t context_length() const override { return context_length_; }
   std::string device_name() const override;
 
@@ -199,6 +207,9 @@ class CudaDecoder final : public Decoder {
     void* selected = nullptr;    // [selected_rows, hidden] bf16
     void* logits = nullptr;      // [selected_rows, vocab] fp32
     void* keys = nullptr;        // [selected_rows] uint64 argmax keys (greedy steps), in the plan
+    // Tensor parallelism: every rank's logits [ranks, selected_rows, vocab stride] fp32, or
+    // argmax keys [ranks, selected_rows] uint64.
+    void* gathered = nullptr;
   };
   struct GraphExec {
     cudaGraphExec_t exec = nullptr;
@@ -241,7 +252,17 @@ class CudaDecoder final : public Decoder {
   // A scratch buffer of at least `bytes`, grown when needed.
   Expected<void*> scratch(size_t index, size_t bytes, const char* what);
 
+  // Sums a step's partial rows over the tensor-parallel ranks (nothing on one GPU).
+  Status all_reduce(void* data, int64_t count, cuda::CollectiveType type);
+  // A tensor-parallel step's logits (or tokens) from every rank's part of the vocabulary.
+  Status gathered_outputs(int64_t selected_rows, std::vector<float>* logits, std::vector<int32_t>* tokens);
+  // A shard refuses what the tensor-parallel protocol does not carry (`what` is refused).
+  Status refuse_on_shard(const char* what) const;
+
+  // The shard's own shape (the whole model on one GPU): every size inside the decoder.
   ModelConfig config_;
+  ModelConfig full_config_;
+  VocabShard vocab_;  // the LM head's and embedding's rows on this rank
   CudaDecoderOptions options_;
   int64_t context_length_;
   cuda::Stream stream_;

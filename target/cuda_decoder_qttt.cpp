@@ -90,6 +90,7 @@ constexpr int64_t kMaxGpuRank = 256;
 }  // namespace
 
 Status CudaDecoder::check_qtt_shape() const {
+  DW_TRY(refuse_on_shard("qTTT"));
   if (config_.hidden_size > cuda::kMaxQttHidden || config_.head_dim > cuda::kMaxQttHeadDim) {
     return make_error("qttt on the GPU takes a hidden size up to {} and heads up to {} wide; this model has {} and {}",
                       cuda::kMaxQttHidden, cuda::kMaxQttHeadDim, config_.hidden_size, config_.head_dim);

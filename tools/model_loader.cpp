@@ -12,9 +12,13 @@
 #include "target/checkpoint.h"
 #include "target/cpu_decoder.h"
 #include "target/random_weights.h"
+#include "target/tensor_parallel.h"
+#include "target/tensor_parallel_decoder.h"
+#include "target/tp_control.h"
 #include "target/ttt_decoder.h"
 #ifdef DRAFTWISE_HAVE_CUDA
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/nccl_group.h"
 #include "target/cuda_decoder.h"
 #include "target/cuda_ttt_decoder.h"
 #endif
@@ -93,6 +97,74 @@ Expected<LoadedModel> load_ttt(const std::string& path, const std::string& confi
   return loaded;
 }
 
+// The config of a model file or of --random-weights, read before anything loads.
+Expected<ModelConfig> config_of(const std::string& path, const std::string& config_path) {
+  if (!config_path.empty()) return load_hf_config(config_path);
+  DW_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::open(path));
+  return load_model_config(checkpoint);
+}
+
+#ifdef DRAFTWISE_HAVE_CUDA
+// One rank's shard in its group (tools/tensor_parallel_ranks.h). Rank 0 returns the
+// tensor-parallel decoder; the other ranks follow it here and exit.
+Expected<LoadedModel> load_tensor_parallel(const std::string& path, const std::string& config_path,
+                                           const BackendOptions& options, CudaDecoderOptions cuda_options) {
+  const TensorParallelOptions& tp = options.tensor_parallel;
+  DW_ASSIGN_OR_RETURN(const ModelConfig config, config_of(path, config_path));
+  // A model that does not split is refused before any rank starts.
+  DW_TRY(check_tensor_parallel(config, tp.size));
+  std::shared_ptr<LaunchedRanks> launched;
+  RendezvousOptions rendezvous_options;
+  rendezvous_options.rank = tp.rank;
+  rendezvous_options.size = tp.size;
+  rendezvous_options.timeout = std::chrono::milliseconds(tp.timeout_ms);
+  rendezvous_options.fingerprint =
+      fmt::format("{} L{} d{} h{}/{} ffn{} vocab{} tp{}", architecture_name(config.architecture), config.num_layers,
+                  config.hidden_size, config.num_heads, config.num_kv_heads, config.intermediate_size,
+                  config.vocab_size, tp.size);
+  if (tp.rendezvous.empty()) {
+    DW_ASSIGN_OR_RETURN(const uint16_t port, free_local_port());
+    rendezvous_options.address = RendezvousAddress{"127.0.0.1", port};
+    DW_ASSIGN_OR_RETURN(launched, launch_ranks(tp.size, port, options.device.index));
+  } else {
+    DW_ASSIGN_OR_RETURN(rendezvous_options.address, parse_rendezvous_address(tp.rendezvous));
+  }
+  cuda::NcclUniqueIdBytes id{};
+  if (tp.rank == 0) {
+    DW_ASSIGN_OR_RETURN(id, cuda::NcclGroup::unique_id());
+  }
+  DW_ASSIGN_OR_RETURN(RendezvousResult formed,
+                      rendezvous(rendezvous_options, {reinterpret_cast<const uint8_t*>(id.data()), id.size()}));
+  if (formed.unique_id.size() != id.size()) {
+    return make_error("the rendezvous handed out a {}-byte NCCL id, not {}", formed.unique_id.size(), id.size());
+  }
+  std::copy(formed.unique_id.begin(), formed.unique_id.end(), reinterpret_cast<uint8_t*>(id.data()));
+  auto peers = std::make_shared<ControlPeers>(std::move(formed.peers));
+  std::function<Status()> alive = [peers, leader = tp.rank == 0]() -> Status {
+    if (leader) return peers->alive();
+    if (!peers->connections().front().open()) return make_error("rank 0 is gone (its connection closed)");
+    return {};
+  };
+  DW_ASSIGN_OR_RETURN(std::unique_ptr<cuda::NcclGroup> group,
+                      cuda::NcclGroup::create(id, tp.rank, tp.size, cuda_options.device,
+                                              std::chrono::milliseconds(tp.timeout_ms), std::move(alive)));
+  cuda_options.tensor_parallel = std::move(group);
+  DW_ASSIGN_OR_RETURN(LoadedModel loaded, load_on<CudaDecoder>(path, config_path, cuda_options));
+  if (tp.rank > 0) {
+    // A follower has nothing else to do: the command it was started with is rank 0's.
+    const Status followed = follow_leader(*loaded.decoder, peers->connections().front());
+    if (!followed.ok()) fmt::print(stderr, "draftwise: tensor-parallel rank {}: {}\n", tp.rank, followed.error().message);
+    std::fflush(nullptr);
+    std::exit(followed.ok() ? 0 : 1);
+  }
+  auto decoder = std::make_unique<TensorParallelDecoder>(std::move(loaded.decoder), peers, tp.size);
+  if (launched != nullptr) decoder->hold_until_stopped(std::move(launched));
+  loaded.backend = fmt::format("{}, tensor parallel over {} GPUs", loaded.backend, tp.size);
+  loaded.decoder = std::move(decoder);
+  return loaded;
+}
+#endif
+
 // The model, then the tokenizer --tokenizer names in place of its own.
 Expected<LoadedModel> load_backend(const std::string& path, const std::string& config_path,
                                    const BackendOptions& options);
@@ -117,13 +189,21 @@ Expected<LoadedModel> load_backend(const std::string& path, const std::string& c
   if (!(options.kv_cache_share > 0 && options.kv_cache_share <= 1)) {
     return make_error("--kv-cache-share must be in (0, 1], got {}", options.kv_cache_share);
   }
-  if (is_ttt_model_folder(config_path.empty() ? path : config_path)) return load_ttt(path, config_path, options);
+  const bool tensor_parallel = options.tensor_parallel.size > 1;
+  if (tensor_parallel && !options.device.cuda) {
+    return make_error("--tp {} splits the model over GPUs: add --device cuda", options.tensor_parallel.size);
+  }
+  if (is_ttt_model_folder(config_path.empty() ? path : config_path)) {
+    if (tensor_parallel) return make_error("--tp: a TTT model runs on one GPU");
+    return load_ttt(path, config_path, options);
+  }
   if (options.device.cuda) {
 #ifdef DRAFTWISE_HAVE_CUDA
     CudaDecoderOptions cuda_options;
     cuda_options.device = options.device.index;
     cuda_options.context_length = options.context_length;
     cuda_options.kv_cache_memory_share = options.kv_cache_share;
+    if (tensor_parallel) return load_tensor_parallel(path, config_path, options, cuda_options);
     return load_on<CudaDecoder>(path, config_path, cuda_options);
 #else
     return make_error("--device cuda: this build of draftwise has no CUDA backend (nvcc was not found when it was built)");
@@ -141,6 +221,15 @@ void add_backend_options(ArgParser& parser, BackendArgs& args) {
                     "CUDA: share of the GPU memory left after the weights for the key/value cache (default 0.5)");
   parser.add_option("tokenizer", &args.tokenizer, "PATH",
                     "a tokenizer in place of the model's own: tokenizer.json, its folder, or a GGUF file");
+  parser.add_option("tp", &args.tp, "N",
+                    "CUDA: split the target over N GPUs, one process each (tensor parallelism; default 1). Alone, "
+                    "rank 0 starts the other ranks on this machine (GPUs D..D+N-1 of --device cuda:D)");
+  parser.add_option("rank", &args.rank, "R",
+                    "with --tp: this process's rank on a group spread over machines (0 serves; others follow it)");
+  parser.add_option("rendezvous", &args.rendezvous, "HOST:PORT",
+                    "with --tp and --rank: where rank 0 listens for the other ranks");
+  parser.add_option("tp-timeout", &args.tp_timeout, "S",
+                    "with --tp: seconds the group waits for a rank (joining, every step) before failing (default 120)");
 }
 
 Expected<BackendOptions> parse_backend_options(const BackendArgs& args) {
@@ -151,6 +240,8 @@ Expected<BackendOptions> parse_backend_options(const BackendArgs& args) {
   DW_ASSIGN_OR_RETURN(options.device, parse_device_option(args.device));
   DW_ASSIGN_OR_RETURN(options.kv_cache_share, parse_number_option("--kv-cache-share", args.kv_cache_share));
   options.tokenizer_path = args.tokenizer;
+  DW_ASSIGN_OR_RETURN(options.tensor_parallel,
+                      parse_tensor_parallel_options(args.tp, args.rank, args.rendezvous, args.tp_timeout));
   return options;
 }
 

@@ -13,6 +13,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "target/decoder.h"
 #include "tools/cli_args.h"
+#include "tools/tensor_parallel_ranks.h"
 
 namespace draftwise {
 
@@ -22,6 +23,7 @@ struct BackendOptions {
   double kv_cache_share = 0.5;   // CUDA
   int64_t context_length = 0;    // 0: the model's
   std::string tokenizer_path;    // --tokenizer: in place of the model's own (or for a model without one)
+  TensorParallelOptions tensor_parallel;  // CUDA: --tp, --rank, --rendezvous, --tp-timeout
 };
 
 struct LoadedModel {
@@ -36,6 +38,10 @@ struct BackendArgs {
   std::string threads = "0";
   std::string kv_cache_share = "0.5";
   std::string tokenizer;
+  std::string tp = "1";
+  std::string rank;
+  std::string rendezvous;
+  std::string tp_timeout = "120";
 };
 void add_backend_options(ArgParser& parser, BackendArgs& args);
 // The backend options the flags give; errors name the option.
@@ -46,6 +52,10 @@ inline constexpr uint64_t kRandomWeightSeed = 1234;
 
 // `path`: a GGUF file or Hugging Face folder (a TTT model's too: model_type "ttt"); with its
 // tokenizer when it has one, or the one options.tokenizer_path names.
+//
+// With --tp N the target is split over N GPUs (tools/tensor_parallel_ranks.h): rank 0 gets a
+// TensorParallelDecoder. A process started with --rank R > 0 does not return from loading:
+// it follows rank 0 and then exits (status 0 when rank 0 stopped it, 1 with the error).
 Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options);
 // Seeded random weights in the shape of a config.json (a TTT one too); no tokenizer unless
 // options.tokenizer_path names one.

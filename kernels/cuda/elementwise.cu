@@ -25,13 +25,16 @@ __global__ void swiglu_kernel(const bf16* gate_up, bf16* out, int64_t rows, int6
   }
 }
 
+// Ids outside the table's rows [first, first + count) give zero rows (a tensor-parallel
+// rank's share of the embedding; the ranks' rows are then summed).
 __global__ void embedding_kernel(const bf16* table, const int32_t* ids, float* out, int64_t rows,
-                                 int64_t hidden) {
+                                 int64_t hidden, int64_t first, int64_t count) {
   wait_for_prior_grid();
   release_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * hidden;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = __bfloat162float(table[static_cast<int64_t>(ids[i / hidden]) * hidden + i % hidden]);
+    const int64_t row = static_cast<int64_t>(ids[i / hidden]) - first;
+    out[i] = row >= 0 && row < count ? __bfloat162float(table[row * hidden + i % hidden]) : 0.0f;
   }
 }
 
@@ -114,10 +117,10 @@ cudaError_t swiglu(const bf16* gate_up, bf16* out, int64_t rows, int64_t ffn, cu
 }
 
 cudaError_t embedding_lookup(const bf16* table, const int32_t* ids, float* out, int64_t rows,
-                             int64_t hidden, cudaStream_t stream) {
+                             int64_t hidden, cudaStream_t stream, int64_t first, int64_t count) {
   if (rows * hidden == 0) return cudaSuccess;
   return launch(embedding_kernel, dim3(blocks_for(rows * hidden)), dim3(kThreads), 0, stream, table, ids, out, rows,
-                hidden);
+                hidden, first, count);
 }
 
 cudaError_t add_bias(bf16* y, const bf16* bias, int64_t rows, int64_t out, cudaStream_t stream) {

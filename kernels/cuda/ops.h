@@ -95,10 +95,12 @@ cudaError_t rope_and_write_kv(bf16* qkv, int64_t row_stride, int64_t tokens, int
 //   gate_up: [rows, 2·ffn] bf16     out: [rows, ffn] bf16
 cudaError_t swiglu(const bf16* gate_up, bf16* out, int64_t rows, int64_t ffn, cudaStream_t stream);
 
-// out[r] = table[ids[r]] as fp32 (the start of the residual stream)
-//   table: [vocab, hidden] bf16     ids: [rows]     out: [rows, hidden] fp32
+// out[r] = table[ids[r]] as fp32 (the start of the residual stream). A tensor-parallel rank
+// holds the vocabulary rows [first, first + count) only: other ids give zero rows.
+//   table: [count, hidden] bf16     ids: [rows]     out: [rows, hidden] fp32
 cudaError_t embedding_lookup(const bf16* table, const int32_t* ids, float* out, int64_t rows,
-                             int64_t hidden, cudaStream_t stream);
+                             int64_t hidden, cudaStream_t stream, int64_t first = 0,
+                             int64_t count = INT64_MAX);
 
 // Greedy picks travel as 64-bit argmax keys: the logit's bits mapped to an unsigned integer of
 // the same order in the high half, 0xFFFFFFFF − index in the low half. The largest key is the

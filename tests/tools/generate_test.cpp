@@ -69,6 +69,25 @@ TEST(Generate, RandomWeightsBuildTheConfigsShape) {
 // A TTT model folder (model_type "ttt", no tokenizer) through the command line: the official
 // fixture's greedy continuation, the same with speculation, random weights in a TTT config's
 // shape, and a tokenizer from elsewhere (--tokenizer).
+// --tp, --rank and --rendezvous are checked before anything loads or any rank starts; the CPU
+// never splits a model.
+TEST(Generate, TensorParallelOptionsAreCheckedByName) {
+  const std::vector<std::string> base = {"--random-weights", kTinyModel + "/config.json", "--prompt-ids", "1,2"};
+  const auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  testing::expect_command_refused("generate", with({"--tp", "2"}), "--tp 2 splits the model over GPUs: add --device cuda");
+  testing::expect_command_refused("generate", with({"--tp", "0"}), "--tp must be in [1, 64]");
+  testing::expect_command_refused("generate", with({"--tp", "two"}), "--tp");
+  testing::expect_command_refused("generate", with({"--tp", "2", "--rank", "1"}), "--rank 1 needs --rendezvous");
+  testing::expect_command_refused("generate", with({"--tp", "2", "--rank", "2", "--rendezvous", "h:1"}),
+                                  "--rank 2 is not in 0..1");
+  testing::expect_command_refused("generate", with({"--tp", "2", "--rendezvous", "nowhere"}), "is not HOST:PORT");
+  testing::expect_command_refused("generate", with({"--tp", "2", "--tp-timeout", "0"}), "--tp-timeout");
+}
+
 TEST(Generate, TttModelsTakeIdsRandomWeightsAndATokenizerFromElsewhere) {
   const auto folder = testing::fixtures_dir() / "ttt_official/linear_base";
   const std::string prompt = testing::read_file(folder / "input_ids.txt");
