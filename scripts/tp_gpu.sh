@@ -2,9 +2,11 @@
 # Tensor parallelism on a machine with two or more GPUs (docs/tensor-parallel.md): builds
 # draftwise and the GPU tests (build-gpu/), runs the tensor-parallel tests (random weights in
 # the Llama-3.2-1B and Llama-3.1-8B shapes over GPUs 0 and 1 against GPU 0 alone; a rank that
-# dies mid-step), then the launcher end to end: `draftwise generate --tp 2` on the 1B shape,
-# whose greedy tokens are printed beside --tp 1's. NCCL runs with NVLink multicast off.
-# Logs go to $OUT (or /tmp/draftwise-gpu).
+# dies mid-step), the launcher end to end (`draftwise generate --tp 2` on the 1B shape, its
+# greedy tokens printed beside --tp 1's), and the figures of docs/tensor-parallel.md: decode
+# at batch 1 and 32 and prefill for the Llama-3.1-8B shape at tp 1 and tp 2, with the
+# all-reduce time of a step (context-bench). NCCL runs with NVLink multicast off. Logs and
+# figures go to $OUT (or /tmp/draftwise-gpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/draftwise-gpu}
@@ -31,5 +33,12 @@ for tp in 1 2; do
     --prompt-ids "$prompt" --max-tokens 24 --temperature 0 --json > "$out/generate_tp$tp.json" 2> "$out/generate_tp$tp.log"
   echo "generate --tp $tp: exit $? $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['token_ids'])" \
     "$out/generate_tp$tp.json" 2>/dev/null)"
+done
+for tp in 1 2; do
+  timeout 600 build-gpu/draftwise context-bench --random-weights configs/llama-3.1-8b.json --device cuda --tp "$tp" \
+    --contexts 512 --batches 1,32 --prefill 2048 --steps 32 --repeats 3 \
+    --json "$out/tp${tp}_bench.json" --markdown "$out/tp${tp}_bench.md" 2> "$out/tp${tp}_bench.log"
+  echo "context-bench --tp $tp: exit $?"
+  cat "$out/tp${tp}_bench.md"
 done
 exit $status

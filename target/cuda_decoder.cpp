@@ -33,10 +33,6 @@ size_t append_section(std::vector<int32_t>& plan, const std::vector<T>& values) 
   return offset;
 }
 
-}  // namespace
-
-namespace {
-
 TensorParallelRank rank_of(const CudaDecoderOptions& options) {
   if (options.tensor_parallel == nullptr) return {};
   return {options.tensor_parallel->rank(), options.tensor_parallel->size()};
@@ -101,6 +97,31 @@ Status CudaDecoder::all_reduce(void* data, int64_t count, cuda::CollectiveType t
   if (options_.tensor_parallel == nullptr || count == 0) return {};
   return options_.tensor_parallel->all_reduce(data, static_cast<size_t>(count), type, cuda::ReduceOp::kSum,
                                               stream_.get());
+}
+
+Expected<double> CudaDecoder::time_all_reduce(int64_t elements, int64_t repeats) {
+  if (options_.tensor_parallel == nullptr) return Decoder::time_all_reduce(elements, repeats);
+  if (elements < 1 || repeats < 1) return make_error("time_all_reduce needs elements and repeats ≥ 1");
+  DW_CUDA_TRY(cudaSetDevice(options_.device));
+  const cudaStream_t stream = stream_.get();
+  DW_ASSIGN_OR_RETURN(DeviceBuffer data, DeviceBuffer::allocate(static_cast<size_t>(elements) * sizeof(bf16),
+                                                                "the all-reduce probe"));
+  DW_CUDA_TRY(cudaMemsetAsync(data.data(), 0, data.bytes(), stream));
+  cudaEvent_t events[2] = {nullptr, nullptr};
+  for (cudaEvent_t& event : events) DW_CUDA_TRY(cudaEventCreate(&event));
+  const auto timed = [&]() -> Expected<double> {
+    DW_TRY(all_reduce(data.data(), elements, cuda::CollectiveType::kBfloat16));  // warm-up
+    DW_CUDA_TRY(cudaEventRecord(events[0], stream));
+    for (int64_t i = 0; i < repeats; ++i) DW_TRY(all_reduce(data.data(), elements, cuda::CollectiveType::kBfloat16));
+    DW_CUDA_TRY(cudaEventRecord(events[1], stream));
+    DW_TRY(options_.tensor_parallel->wait(stream));
+    float ms = 0.0f;
+    DW_CUDA_TRY(cudaEventElapsedTime(&ms, events[0], events[1]));
+    return static_cast<double>(ms) / 1000.0 / static_cast<double>(repeats);
+  };
+  Expected<double> seconds = timed();
+  for (cudaEvent_t event : events) cudaEventDestroy(event);
+  return seconds;
 }
 
 Status CudaDecoder::refuse_on_shard(const char* what) const {

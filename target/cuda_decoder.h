@@ -92,6 +92,9 @@ class CudaDecoder final : public Decoder {
   }
   int device() const { return options_.device; }
 
+  // Tensor parallelism: CUDA events around `repeats` all-reduces of `elements` bf16 values.
+  Expected<double> time_all_reduce(int64_t elements, int64_t repeats) override;
+
   // The stream every step runs on (for timing with CUDA events).
   cudaStream_t stream() const { return stream_.get(); }
 

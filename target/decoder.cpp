@@ -127,6 +127,10 @@ Status Decoder::forward_draft_greedy(std::span<const ForwardRequest> batch, cons
   return {};
 }
 
+Expected<double> Decoder::time_all_reduce(int64_t, int64_t) {
+  return make_error("the {} backend runs on one device: it has no all-reduce to time", device_name());
+}
+
 int64_t Decoder::pending_tokens(SequenceId sequence) const { return sequence_length(sequence) < 0 ? -1 : 0; }
 
 namespace {

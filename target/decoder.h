@@ -144,6 +144,11 @@ class Decoder {
   // and gives it to its next sequence (null: none; attaching null removes it).
   virtual std::shared_ptr<QueryAdaptation> query_adaptation(SequenceId sequence) const;
   virtual Status attach_query_adaptation(SequenceId sequence, std::shared_ptr<QueryAdaptation> adaptation);
+
+  // Tensor parallelism: the mean seconds of one all-reduce of `elements` bf16 values over the
+  // group (every rank takes part), timed over `repeats`; what a step spends in its 2·L
+  // all-reduces. Backends on one device return an error.
+  virtual Expected<double> time_all_reduce(int64_t elements, int64_t repeats);
 };
 
 // The index of the largest value of each `vocab`-long row of `logits`, the lowest among ties.

@@ -70,6 +70,10 @@ std::vector<uint8_t> encode_command(const ControlCommand& command) {
       out.i64(command.sequence);
       out.i64(command.length);
       break;
+    case ControlOp::kTimeAllReduce:
+      out.i64(command.length);
+      out.i64(command.repeats);
+      break;
     case ControlOp::kForward:
     case ControlOp::kForwardGreedy:
       out.u32(static_cast<uint32_t>(command.sequences.size()));
@@ -105,6 +109,11 @@ Expected<ControlCommand> decode_command(std::span<const uint8_t> bytes) {
     case ControlOp::kTruncate: {
       DW_ASSIGN_OR_RETURN(command.sequence, i64());
       DW_ASSIGN_OR_RETURN(command.length, i64());
+      break;
+    }
+    case ControlOp::kTimeAllReduce: {
+      DW_ASSIGN_OR_RETURN(command.length, i64());
+      DW_ASSIGN_OR_RETURN(command.repeats, i64());
       break;
     }
     case ControlOp::kForward:
@@ -228,6 +237,16 @@ Status TensorParallelDecoder::forward_greedy(std::span<const ForwardRequest> bat
   return shard_->forward_greedy(batch, tokens);
 }
 
+Expected<double> TensorParallelDecoder::time_all_reduce(int64_t elements, int64_t repeats) {
+  if (elements < 1 || repeats < 1) return make_error("time_all_reduce needs elements and repeats ≥ 1");
+  ControlCommand command;
+  command.op = ControlOp::kTimeAllReduce;
+  command.length = elements;
+  command.repeats = repeats;
+  DW_TRY(send(command));
+  return shard_->time_all_reduce(elements, repeats);
+}
+
 Status follow_leader(Decoder& shard, const ControlConnection& leader) {
   const auto report = [&](const Error& error) -> Error {
     std::vector<uint8_t> message{kReportError};
@@ -254,6 +273,7 @@ Status follow_leader(Decoder& shard, const ControlConnection& leader) {
         break;
       }
       case ControlOp::kRelease: shard.release_sequence(command.sequence); break;
+      case ControlOp::kTimeAllReduce: (void)shard.time_all_reduce(command.length, command.repeats); break;
       case ControlOp::kTruncate: {
         // Rank 0 checked the truncation before sending it; a failure here is a divergence.
         if (Status done = shard.truncate_sequence(command.sequence, command.length); !done.ok()) {

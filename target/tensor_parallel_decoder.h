@@ -32,12 +32,13 @@ class ControlPeers {
 };
 
 // The calls a follower makes, as they travel (little-endian).
-enum class ControlOp : uint8_t { kCreate = 1, kRelease, kTruncate, kForward, kForwardGreedy, kStop };
+enum class ControlOp : uint8_t { kCreate = 1, kRelease, kTruncate, kForward, kForwardGreedy, kTimeAllReduce, kStop };
 
 struct ControlCommand {
   ControlOp op = ControlOp::kStop;
   SequenceId sequence = 0;  // kCreate (the id rank 0 got), kRelease, kTruncate
-  int64_t length = 0;       // kTruncate
+  int64_t length = 0;       // kTruncate; kTimeAllReduce: the elements
+  int64_t repeats = 0;      // kTimeAllReduce
   // kForward / kForwardGreedy: the batch, owning its tokens and rows.
   std::vector<SequenceId> sequences;
   std::vector<std::vector<int32_t>> tokens;
@@ -66,6 +67,7 @@ class TensorParallelDecoder final : public Decoder {
   Status forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) override;
   Status forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) override;
   Expected<std::vector<float>> final_norm_weight() const override { return shard_->final_norm_weight(); }
+  Expected<double> time_all_reduce(int64_t elements, int64_t repeats) override;
   // Early-exit drafting and qTTT change per-rank state the protocol does not carry yet: they
   // are refused by name (the base class's errors), and a draft model or n-gram drafter serves.
 

@@ -216,7 +216,7 @@ TEST(TensorParallelControl, MismatchedRanksAreRefusedOnBothSides) {
 }
 
 TEST(TensorParallelControl, CommandsRoundTripAndBrokenBytesAreRefused) {
-  std::vector<ControlCommand> commands(4);
+  std::vector<ControlCommand> commands(5);
   commands[0].op = ControlOp::kCreate;
   commands[0].sequence = 7;
   commands[1].op = ControlOp::kTruncate;
@@ -227,6 +227,9 @@ TEST(TensorParallelControl, CommandsRoundTripAndBrokenBytesAreRefused) {
   commands[2].tokens = {{5, 6, 7}, {-1}};
   commands[2].logit_rows = {{2}, {}};
   commands[3].op = ControlOp::kStop;
+  commands[4].op = ControlOp::kTimeAllReduce;
+  commands[4].length = 4096;
+  commands[4].repeats = 50;
   for (const ControlCommand& command : commands) {
     const std::vector<uint8_t> bytes = encode_command(command);
     Expected<ControlCommand> decoded = decode_command(bytes);
@@ -234,6 +237,7 @@ TEST(TensorParallelControl, CommandsRoundTripAndBrokenBytesAreRefused) {
     EXPECT_EQ(decoded->op, command.op);
     EXPECT_EQ(decoded->sequence, command.sequence);
     EXPECT_EQ(decoded->length, command.length);
+    EXPECT_EQ(decoded->repeats, command.repeats);
     EXPECT_EQ(decoded->sequences, command.sequences);
     EXPECT_EQ(decoded->tokens, command.tokens);
     EXPECT_EQ(decoded->logit_rows, command.logit_rows);
@@ -313,6 +317,9 @@ TEST_F(TensorParallelFollow, TheFollowerMakesEveryCallAndStopsWithRankZero) {
   ASSERT_TRUE(leader_->forward(std::span(&decode, 1), logits).ok());
   EXPECT_EQ(logits.size(), static_cast<size_t>(config_.vocab_size));
   leader_->release_sequence(b);
+  // Timing an all-reduce reaches the follower too (CPU shards have none: an error, and the
+  // follower goes on).
+  EXPECT_FALSE(leader_->time_all_reduce(64, 2).ok());
   // A refused batch (an unknown sequence) is refused on rank 0 and never sent.
   const ForwardRequest unknown{b, step, row0};
   EXPECT_FALSE(leader_->forward(std::span(&unknown, 1), logits).ok());

@@ -66,9 +66,6 @@ TEST(Generate, RandomWeightsBuildTheConfigsShape) {
   EXPECT_EQ(report["token_ids"].size(), 3u);
 }
 
-// A TTT model folder (model_type "ttt", no tokenizer) through the command line: the official
-// fixture's greedy continuation, the same with speculation, random weights in a TTT config's
-// shape, and a tokenizer from elsewhere (--tokenizer).
 // --tp, --rank and --rendezvous are checked before anything loads or any rank starts; the CPU
 // never splits a model.
 TEST(Generate, TensorParallelOptionsAreCheckedByName) {
@@ -88,6 +85,30 @@ TEST(Generate, TensorParallelOptionsAreCheckedByName) {
   testing::expect_command_refused("generate", with({"--tp", "2", "--tp-timeout", "0"}), "--tp-timeout");
 }
 
+// context-bench on the CPU: every batch size decoded after every context, as JSON; the
+// all-reduce timing only where there are ranks.
+TEST(ContextBench, DecodesEveryBatchSizeAfterEveryContext) {
+  const testing::ScratchDir dir;
+  const std::string json = (dir.path() / "bench.json").string();
+  const testing::CommandResult result =
+      run_draftwise({"context-bench", "--random-weights", kTinyModel + "/config.json", "--contexts", "8,16", "--batches",
+                     "1,3", "--prefill", "12", "--steps", "2", "--repeats", "1", "--json", json});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const nlohmann::json report = nlohmann::json::parse(testing::read_file(json));
+  const nlohmann::json& decode = report["models"][0]["decode"];
+  ASSERT_EQ(decode.size(), 4u);
+  EXPECT_EQ(decode[1]["context"], 8);
+  EXPECT_EQ(decode[1]["batch"], 3);
+  EXPECT_GT(decode[1]["tokens_per_second"].get<double>(), 0.0);
+  EXPECT_TRUE(report["models"][0]["all_reduce_ms_per_decode_step"].empty());
+  EXPECT_NE(result.out.find("Decode throughput, tokens/s"), std::string::npos) << result.out;
+  testing::expect_command_refused("context-bench", {"--random-weights", kTinyModel + "/config.json", "--batches", "0"},
+                                  "--batches");
+}
+
+// A TTT model folder (model_type "ttt", no tokenizer) through the command line: the official
+// fixture's greedy continuation, the same with speculation, random weights in a TTT config's
+// shape, and a tokenizer from elsewhere (--tokenizer).
 TEST(Generate, TttModelsTakeIdsRandomWeightsAndATokenizerFromElsewhere) {
   const auto folder = testing::fixtures_dir() / "ttt_official/linear_base";
   const std::string prompt = testing::read_file(folder / "input_ids.txt");
