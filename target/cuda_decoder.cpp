@@ -434,6 +434,9 @@ Status CudaDecoder::forward_step(std::span<const ForwardRequest> batch, const Dr
   // The calling thread may have used another device since: scratch and launches go here.
   DW_CUDA_TRY(cudaSetDevice(options_.device));
   if (draft != nullptr) DW_TRY(refuse_on_shard("early-exit drafting"));
+  // A failed group runs nothing more: a cached graph would replay collectives on an aborted
+  // communicator.
+  DW_TRY(health());
   DW_TRY(check_early_exit_batch(
       batch, draft, full_config_, context_length_, [this](SequenceId id) { return sequence_length(id); },
       [this](SequenceId id) {

@@ -94,6 +94,10 @@ class CudaDecoder final : public Decoder {
 
   // Tensor parallelism: CUDA events around `repeats` all-reduces of `elements` bf16 values.
   Expected<double> time_all_reduce(int64_t elements, int64_t repeats) override;
+  // A shard is unhealthy once its tensor-parallel group has failed.
+  Status health() const override {
+    return options_.tensor_parallel != nullptr ? options_.tensor_parallel->health() : Status();
+  }
 
   // The stream every step runs on (for timing with CUDA events).
   cudaStream_t stream() const { return stream_.get(); }

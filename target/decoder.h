@@ -145,6 +145,10 @@ class Decoder {
   virtual std::shared_ptr<QueryAdaptation> query_adaptation(SequenceId sequence) const;
   virtual Status attach_query_adaptation(SequenceId sequence, std::shared_ptr<QueryAdaptation> adaptation);
 
+  // Whether the backend can still run passes: ok, or why not (a tensor-parallel group that lost
+  // a rank). A server stops serving a target that is not healthy.
+  virtual Status health() const { return {}; }
+
   // Tensor parallelism: the mean seconds of one all-reduce of `elements` bf16 values over the
   // group (every rank takes part), timed over `repeats`; what a step spends in its 2·L
   // all-reduces. Backends on one device return an error.

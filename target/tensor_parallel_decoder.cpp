@@ -237,6 +237,12 @@ Status TensorParallelDecoder::forward_greedy(std::span<const ForwardRequest> bat
   return shard_->forward_greedy(batch, tokens);
 }
 
+Status TensorParallelDecoder::health() const {
+  if (!lost_.ok()) return lost_;
+  DW_TRY(shard_->health());
+  return peers_->alive();
+}
+
 Expected<double> TensorParallelDecoder::time_all_reduce(int64_t elements, int64_t repeats) {
   if (elements < 1 || repeats < 1) return make_error("time_all_reduce needs elements and repeats ≥ 1");
   ControlCommand command;
@@ -291,6 +297,7 @@ Status follow_leader(Decoder& shard, const ControlConnection& leader) {
         // the same state: a full cache, a non-finite logit in the gathered row), so the group
         // goes on; a lost rank fails the group's collectives, and rank 0 then stops.
         (void)(command.op == ControlOp::kForward ? shard.forward(batch, logits) : shard.forward_greedy(batch, tokens));
+        if (Status health = shard.health(); !health.ok()) return report(health.error());
         break;
       }
     }

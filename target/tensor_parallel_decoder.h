@@ -68,6 +68,8 @@ class TensorParallelDecoder final : public Decoder {
   Status forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) override;
   Expected<std::vector<float>> final_norm_weight() const override { return shard_->final_norm_weight(); }
   Expected<double> time_all_reduce(int64_t elements, int64_t repeats) override;
+  // Lost once a rank could not be reached, its shard's group failed, or a rank has stopped.
+  Status health() const override;
   // Early-exit drafting and qTTT change per-rank state the protocol does not carry yet: they
   // are refused by name (the base class's errors), and a draft model or n-gram drafter serves.
 

@@ -10,6 +10,7 @@
 
 #include "tools/cli_args.h"
 #include "tools/commands.h"
+#include "tools/model_loader.h"
 
 namespace {
 
@@ -63,6 +64,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::vector<std::string> args(argv + 2, argv + argc);
+  // A tensor-parallel rank above 0 runs rank 0's command line as a follower, whatever the command.
+  if (const std::optional<int> followed = draftwise::run_as_tensor_parallel_follower(args)) return *followed;
   for (const Command& command : kCommands) {
     if (command.name != name) continue;
     try {

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "draft/early_exit_drafter.h"
 #include "draft/model_drafter.h"
@@ -104,24 +105,78 @@ Expected<ModelConfig> config_of(const std::string& path, const std::string& conf
   return load_model_config(checkpoint);
 }
 
+// What rank 0 tells every other rank to load, right after the rendezvous: the other ranks
+// are started with rank 0's command line (or by hand with --tp, --rank, --rendezvous), and
+// take the model, its context and cache share from rank 0 so that every shard has the same
+// shape and takes the same batches. Paths must name the same files on every machine.
+struct ShardLoad {
+  std::string path;
+  std::string config_path;
+  int64_t context_length = 0;
+  double kv_cache_share = 0.5;
+};
+
+std::vector<uint8_t> encode_shard_load(const ShardLoad& load) {
+  const std::string text = nlohmann::json{{"model", load.path},
+                                          {"random_weights", load.config_path},
+                                          {"context_length", load.context_length},
+                                          {"kv_cache_share", load.kv_cache_share}}
+                               .dump();
+  return std::vector<uint8_t>(text.begin(), text.end());
+}
+
+Expected<ShardLoad> decode_shard_load(const std::vector<uint8_t>& bytes) {
+  const nlohmann::json json = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+  if (!json.is_object() || !json.contains("model") || !json["model"].is_string() || !json.contains("random_weights") ||
+      !json["random_weights"].is_string() || !json.contains("context_length") ||
+      !json["context_length"].is_number_integer() || !json.contains("kv_cache_share") ||
+      !json["kv_cache_share"].is_number()) {
+    return make_error("rank 0 sent a load message this rank does not understand (another draftwise version?)");
+  }
+  return ShardLoad{json["model"].get<std::string>(), json["random_weights"].get<std::string>(),
+                   json["context_length"].get<int64_t>(), json["kv_cache_share"].get<double>()};
+}
+
 #ifdef DRAFTWISE_HAVE_CUDA
-// One rank's shard in its group (tools/tensor_parallel_ranks.h). Rank 0 returns the
-// tensor-parallel decoder; the other ranks follow it here and exit.
+// The group's communicator for this rank, polling the control connections while it waits.
+Expected<std::shared_ptr<cuda::NcclGroup>> join_group(const RendezvousResult& formed,
+                                                      const std::shared_ptr<ControlPeers>& peers,
+                                                      const TensorParallelOptions& tp, int device) {
+  cuda::NcclUniqueIdBytes id{};
+  if (formed.unique_id.size() != id.size()) {
+    return make_error("the rendezvous handed out a {}-byte NCCL id, not {}", formed.unique_id.size(), id.size());
+  }
+  std::copy(formed.unique_id.begin(), formed.unique_id.end(), reinterpret_cast<uint8_t*>(id.data()));
+  std::function<Status()> alive = [peers, leader = tp.rank == 0]() -> Status {
+    if (leader) return peers->alive();
+    if (!peers->connections().front().open()) return make_error("rank 0 is gone (its connection closed)");
+    return {};
+  };
+  DW_ASSIGN_OR_RETURN(std::unique_ptr<cuda::NcclGroup> group,
+                      cuda::NcclGroup::create(id, tp.rank, tp.size, device, std::chrono::milliseconds(tp.timeout_ms),
+                                              std::move(alive)));
+  return std::shared_ptr<cuda::NcclGroup>(std::move(group));
+}
+
+RendezvousOptions rendezvous_options_for(const TensorParallelOptions& tp) {
+  RendezvousOptions options;
+  options.rank = tp.rank;
+  options.size = tp.size;
+  options.timeout = std::chrono::milliseconds(tp.timeout_ms);
+  options.fingerprint = "draftwise " DRAFTWISE_VERSION;  // one build's protocol
+  return options;
+}
+
+// Rank 0's shard and the decoder that leads the group (tools/tensor_parallel_ranks.h).
 Expected<LoadedModel> load_tensor_parallel(const std::string& path, const std::string& config_path,
                                            const BackendOptions& options, CudaDecoderOptions cuda_options) {
   const TensorParallelOptions& tp = options.tensor_parallel;
+  if (tp.rank != 0) return make_error("--rank {}: only rank 0 loads a model to serve; the others follow it", tp.rank);
   DW_ASSIGN_OR_RETURN(const ModelConfig config, config_of(path, config_path));
   // A model that does not split is refused before any rank starts.
   DW_TRY(check_tensor_parallel(config, tp.size));
   std::shared_ptr<LaunchedRanks> launched;
-  RendezvousOptions rendezvous_options;
-  rendezvous_options.rank = tp.rank;
-  rendezvous_options.size = tp.size;
-  rendezvous_options.timeout = std::chrono::milliseconds(tp.timeout_ms);
-  rendezvous_options.fingerprint =
-      fmt::format("{} L{} d{} h{}/{} ffn{} vocab{} tp{}", architecture_name(config.architecture), config.num_layers,
-                  config.hidden_size, config.num_heads, config.num_kv_heads, config.intermediate_size,
-                  config.vocab_size, tp.size);
+  RendezvousOptions rendezvous_options = rendezvous_options_for(tp);
   if (tp.rendezvous.empty()) {
     DW_ASSIGN_OR_RETURN(const uint16_t port, free_local_port());
     rendezvous_options.address = RendezvousAddress{"127.0.0.1", port};
@@ -129,39 +184,37 @@ Expected<LoadedModel> load_tensor_parallel(const std::string& path, const std::s
   } else {
     DW_ASSIGN_OR_RETURN(rendezvous_options.address, parse_rendezvous_address(tp.rendezvous));
   }
-  cuda::NcclUniqueIdBytes id{};
-  if (tp.rank == 0) {
-    DW_ASSIGN_OR_RETURN(id, cuda::NcclGroup::unique_id());
-  }
+  DW_ASSIGN_OR_RETURN(const cuda::NcclUniqueIdBytes id, cuda::NcclGroup::unique_id());
   DW_ASSIGN_OR_RETURN(RendezvousResult formed,
                       rendezvous(rendezvous_options, {reinterpret_cast<const uint8_t*>(id.data()), id.size()}));
-  if (formed.unique_id.size() != id.size()) {
-    return make_error("the rendezvous handed out a {}-byte NCCL id, not {}", formed.unique_id.size(), id.size());
-  }
-  std::copy(formed.unique_id.begin(), formed.unique_id.end(), reinterpret_cast<uint8_t*>(id.data()));
   auto peers = std::make_shared<ControlPeers>(std::move(formed.peers));
-  std::function<Status()> alive = [peers, leader = tp.rank == 0]() -> Status {
-    if (leader) return peers->alive();
-    if (!peers->connections().front().open()) return make_error("rank 0 is gone (its connection closed)");
-    return {};
-  };
-  DW_ASSIGN_OR_RETURN(std::unique_ptr<cuda::NcclGroup> group,
-                      cuda::NcclGroup::create(id, tp.rank, tp.size, cuda_options.device,
-                                              std::chrono::milliseconds(tp.timeout_ms), std::move(alive)));
-  cuda_options.tensor_parallel = std::move(group);
+  DW_TRY(peers->broadcast(encode_shard_load({path, config_path, cuda_options.context_length,
+                                             cuda_options.kv_cache_memory_share})));
+  DW_ASSIGN_OR_RETURN(cuda_options.tensor_parallel, join_group(formed, peers, tp, cuda_options.device));
   DW_ASSIGN_OR_RETURN(LoadedModel loaded, load_on<CudaDecoder>(path, config_path, cuda_options));
-  if (tp.rank > 0) {
-    // A follower has nothing else to do: the command it was started with is rank 0's.
-    const Status followed = follow_leader(*loaded.decoder, peers->connections().front());
-    if (!followed.ok()) fmt::print(stderr, "draftwise: tensor-parallel rank {}: {}\n", tp.rank, followed.error().message);
-    std::fflush(nullptr);
-    std::exit(followed.ok() ? 0 : 1);
-  }
   auto decoder = std::make_unique<TensorParallelDecoder>(std::move(loaded.decoder), peers, tp.size);
   if (launched != nullptr) decoder->hold_until_stopped(std::move(launched));
   loaded.backend = fmt::format("{}, tensor parallel over {} GPUs", loaded.backend, tp.size);
   loaded.decoder = std::move(decoder);
   return loaded;
+}
+
+// A rank above 0: joins, loads what rank 0 says, follows until rank 0 stops.
+Status follow_as_rank(const TensorParallelOptions& tp, int device) {
+  RendezvousOptions rendezvous_options = rendezvous_options_for(tp);
+  DW_ASSIGN_OR_RETURN(rendezvous_options.address, parse_rendezvous_address(tp.rendezvous));
+  DW_ASSIGN_OR_RETURN(RendezvousResult formed, rendezvous(rendezvous_options, {}));
+  auto peers = std::make_shared<ControlPeers>(std::move(formed.peers));
+  const ControlConnection& leader = peers->connections().front();
+  DW_ASSIGN_OR_RETURN(const std::vector<uint8_t> message, leader.receive(std::chrono::milliseconds(tp.timeout_ms)));
+  DW_ASSIGN_OR_RETURN(const ShardLoad load, decode_shard_load(message));
+  CudaDecoderOptions cuda_options;
+  cuda_options.device = device;
+  cuda_options.context_length = load.context_length;
+  cuda_options.kv_cache_memory_share = load.kv_cache_share;
+  DW_ASSIGN_OR_RETURN(cuda_options.tensor_parallel, join_group(formed, peers, tp, device));
+  DW_ASSIGN_OR_RETURN(LoadedModel loaded, load_on<CudaDecoder>(load.path, load.config_path, cuda_options));
+  return follow_leader(*loaded.decoder, leader);
 }
 #endif
 
@@ -264,6 +317,37 @@ std::vector<int32_t> chat_stop_token_ids(const Decoder& decoder, const Tokenizer
   return ids;
 }
 
+std::optional<int> run_as_tensor_parallel_follower(const std::vector<std::string>& args) {
+  // Only the flags a follower needs, wherever they are in a command line of rank 0's kind.
+  const auto value_of = [&](std::string_view name) -> std::optional<std::string> {
+    std::optional<std::string> found;
+    for (size_t i = 0; i < args.size(); ++i) {
+      const std::string flag = "--" + std::string(name);
+      if (args[i] == flag && i + 1 < args.size()) found = args[i + 1];
+      if (args[i].rfind(flag + "=", 0) == 0) found = args[i].substr(flag.size() + 1);
+    }
+    return found;
+  };
+  const std::optional<std::string> rank = value_of("rank");
+  if (!rank || *rank == "0") return std::nullopt;
+  const auto fail = [&](const Error& error) {
+    print_error(fmt::format("draftwise: tensor-parallel rank {}: {}", *rank, error.message));
+    return 1;
+  };
+  Expected<TensorParallelOptions> tp = parse_tensor_parallel_options(
+      value_of("tp").value_or("1"), *rank, value_of("rendezvous").value_or(""), value_of("tp-timeout").value_or("120"));
+  if (!tp.ok()) return fail(tp.error());
+  Expected<DeviceOption> device = parse_device_option(value_of("device").value_or("cpu"));
+  if (!device.ok()) return fail(device.error());
+  if (!device->cuda) return fail(make_error("--tp splits the model over GPUs: add --device cuda"));
+#ifdef DRAFTWISE_HAVE_CUDA
+  if (const Status followed = follow_as_rank(*tp, device->index); !followed.ok()) return fail(followed.error());
+  return 0;
+#else
+  return fail(make_error("this build of draftwise has no CUDA backend (nvcc was not found when it was built)"));
+#endif
+}
+
 Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options) {
   return load(path, "", options);
 }
@@ -289,6 +373,7 @@ Expected<std::unique_ptr<Drafter>> make_drafter(const DraftSpec& spec, const Loa
       BackendOptions draft_options = options;
       draft_options.context_length = 0;
       draft_options.tokenizer_path.clear();  // its own, compared with the target's below
+      draft_options.tensor_parallel = {};    // the draft model runs whole, on rank 0's GPU
       Expected<LoadedModel> draft = load_model_file(spec.path, draft_options);
       if (!draft.ok()) return make_error("{}: {}", spec.name, draft.error().message);
       const int64_t draft_vocab = draft->decoder->config().vocab_size;

@@ -54,9 +54,14 @@ inline constexpr uint64_t kRandomWeightSeed = 1234;
 // tokenizer when it has one, or the one options.tokenizer_path names.
 //
 // With --tp N the target is split over N GPUs (tools/tensor_parallel_ranks.h): rank 0 gets a
-// TensorParallelDecoder. A process started with --rank R > 0 does not return from loading:
-// it follows rank 0 and then exits (status 0 when rank 0 stopped it, 1 with the error).
+// TensorParallelDecoder.
 Expected<LoadedModel> load_model_file(const std::string& path, const BackendOptions& options);
+// A command line with --rank R > 0 (any command's: the launcher starts ranks with rank 0's)
+// makes this process a follower: it joins rank 0's group, loads the shard rank 0 names, makes
+// rank 0's calls until rank 0 stops, and returns the exit code (0, or 1 with the error
+// printed). nullopt: no --rank above 0, the command runs as usual.
+std::optional<int> run_as_tensor_parallel_follower(const std::vector<std::string>& args);
+
 // Seeded random weights in the shape of a config.json (a TTT one too); no tokenizer unless
 // options.tokenizer_path names one.
 Expected<LoadedModel> load_random_model(const std::string& config_path, const BackendOptions& options);

@@ -100,6 +100,8 @@ struct ServerState {
   std::atomic<int> requests_in_flight{0};  // submitted and not yet answered to the end (or dropped)
   std::string load_error;  // written before `failed` is set
   std::atomic<bool> failed{false};
+  // The target can run no more passes (a tensor-parallel rank is gone): the server stops.
+  std::atomic<bool> target_lost{false};
 
   // Set once by the engine thread before `ready`; read-only afterwards.
   LoadedModel model;
@@ -853,6 +855,13 @@ void run_engine(ServerState& state) {
                  : std::string(),
              config.qttt ? ", adapting queries by default (qttt " + qtt_spec(*config.qttt) + ")" : std::string());
   state.scheduler->run([&state] {
+    if (!state.target_lost) {
+      if (const Status health = state.model.decoder->health(); !health.ok()) {
+        print_error("draftwise serve: the target can run no more passes: " + health.error().message + "; stopping");
+        state.target_lost = true;
+        state.scheduler->stop(/*cancel_held=*/true);
+      }
+    }
     if (state.default_drafter == nullptr) return;
     if (const auto* learning = dynamic_cast<const LearningDrafter*>(state.default_drafter);
         learning != nullptr && learning->learning() != nullptr) {
@@ -956,6 +965,12 @@ int run_serve(const std::vector<std::string>& cli) {
     ticker.expires_after(std::chrono::milliseconds(50));
     ticker.async_wait([&](beast::error_code wait_error) {
       if (wait_error) return;
+      if (!state.stopping && state.target_lost) {
+        // A lost target: the requests it failed are answered, then the server ends (exit 1).
+        state.stopping = true;
+        listener->close();
+        deadline = Clock::now();
+      }
       if (!state.stopping && state.failed) {
         // A model that failed to load: nothing to serve.
         load_failed = true;
@@ -998,7 +1013,7 @@ int run_serve(const std::vector<std::string>& cli) {
   for (std::thread& thread : pool) thread.join();
   if (!engine_done && state.ready) state.scheduler->stop(/*cancel_held=*/true);
   watcher.join();
-  if (load_failed) return 1;
+  if (load_failed || state.target_lost) return 1;
   fmt::print(stderr, "draftwise serve: stopped\n");
   return 0;
 }

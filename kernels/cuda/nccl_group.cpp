@@ -24,10 +24,16 @@ ncclDataType_t nccl_type(CollectiveType type) {
 
 struct NcclGroup::Communicator {
   ncclComm_t comm = nullptr;
+  bool failed = false;
   bool aborted = false;
+  void abort() {
+    if (comm != nullptr && !aborted) ncclCommAbort(comm);
+    aborted = true;
+  }
   ~Communicator() {
     if (comm == nullptr) return;
-    // A healthy group is finalized (flushing what it issued); a failed one was aborted.
+    if (failed) abort();
+    // A healthy group is finalized (flushing what it issued); a failed one is aborted.
     if (!aborted) {
       ncclCommFinalize(comm);
       ncclResult_t state = ncclInProgress;
@@ -68,7 +74,7 @@ Expected<std::unique_ptr<NcclGroup>> NcclGroup::create(const NcclUniqueIdBytes& 
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   const ncclResult_t result = ncclCommInitRankConfig(&group->comm_->comm, size, nccl_id, rank, &config);
-  DW_TRY(group->settle("ncclCommInitRankConfig", result));
+  DW_TRY(group->settle("ncclCommInitRankConfig", result, nullptr));
   return group;
 }
 
@@ -77,32 +83,35 @@ NcclGroup::NcclGroup(int rank, int size, std::chrono::milliseconds timeout, std:
 
 NcclGroup::~NcclGroup() = default;
 
-Status NcclGroup::fail(Status error) {
-  if (comm_ != nullptr && comm_->comm != nullptr && !comm_->aborted) {
-    ncclCommAbort(comm_->comm);
-    comm_->aborted = true;
-  }
+Status NcclGroup::fail(Status error, cudaStream_t stream) {
   failed_ = error;
+  if (comm_ == nullptr) return error;
+  comm_->failed = true;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (stream != nullptr && cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
+  if (capture == cudaStreamCaptureStatusNone) comm_->abort();
   return error;
 }
 
-Status NcclGroup::settle(const char* call, int code) {
+Status NcclGroup::settle(const char* call, int code, cudaStream_t stream) {
   auto result = static_cast<ncclResult_t>(code);
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   while (result == ncclInProgress) {
     if (comm_->comm != nullptr) ncclCommGetAsyncError(comm_->comm, &result);
     if (result != ncclInProgress) break;
     if (alive_) {
-      if (Status alive = alive_(); !alive.ok()) return fail(std::move(alive));
+      if (Status alive = alive_(); !alive.ok()) return fail(std::move(alive), stream);
     }
     if (std::chrono::steady_clock::now() > deadline) {
       return fail(make_error("NCCL: {} did not finish within {} ms (rank {} of {}): a rank is gone or stuck", call,
-                             timeout_.count(), rank_, size_));
+                             timeout_.count(), rank_, size_),
+                  stream);
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   if (result != ncclSuccess) {
-    return fail(make_error("NCCL error in {} (rank {} of {}): {}", call, rank_, size_, ncclGetErrorString(result)));
+    return fail(make_error("NCCL error in {} (rank {} of {}): {}", call, rank_, size_, ncclGetErrorString(result)),
+                stream);
   }
   return {};
 }
@@ -110,16 +119,19 @@ Status NcclGroup::settle(const char* call, int code) {
 Status NcclGroup::all_reduce(void* data, size_t count, CollectiveType type, ReduceOp op, cudaStream_t stream) {
   if (!failed_.ok()) return failed_;
   const ncclRedOp_t nccl_op = op == ReduceOp::kSum ? ncclSum : ncclMin;
-  return settle("ncclAllReduce", ncclAllReduce(data, data, count, nccl_type(type), nccl_op, comm_->comm, stream));
+  return settle("ncclAllReduce", ncclAllReduce(data, data, count, nccl_type(type), nccl_op, comm_->comm, stream), stream);
 }
 
 Status NcclGroup::all_gather(const void* send, void* recv, size_t count, CollectiveType type, cudaStream_t stream) {
   if (!failed_.ok()) return failed_;
-  return settle("ncclAllGather", ncclAllGather(send, recv, count, nccl_type(type), comm_->comm, stream));
+  return settle("ncclAllGather", ncclAllGather(send, recv, count, nccl_type(type), comm_->comm, stream), stream);
 }
 
 Status NcclGroup::wait(cudaStream_t stream) {
-  if (!failed_.ok()) return failed_;
+  if (!failed_.ok()) {
+    comm_->abort();  // one deferred from a capture
+    return failed_;
+  }
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   for (int polls = 0;; ++polls) {
     const cudaError_t state = cudaStreamQuery(stream);

@@ -45,15 +45,20 @@ class NcclGroup {
   Status all_reduce(void* data, size_t count, CollectiveType type, ReduceOp op, cudaStream_t stream);
   // recv ([size, count]) gets every rank's send ([count]) in rank order, enqueued on `stream`.
   Status all_gather(const void* send, void* recv, size_t count, CollectiveType type, cudaStream_t stream);
+  // Ok, or the error that failed the group (sticky: a failed group stays failed).
+  Status health() const { return failed_; }
   // Waits for `stream` to drain; on the group's error, a dead peer or the deadline, aborts
   // the group and returns the error (every later call fails at once).
   Status wait(cudaStream_t stream);
 
  private:
   NcclGroup(int rank, int size, std::chrono::milliseconds timeout, std::function<Status()> alive);
-  // Polls a non-blocking call's completion (ncclInProgress) within the deadline.
-  Status settle(const char* call, int result);
-  Status fail(Status error);
+  // Polls a non-blocking call's completion (ncclInProgress) within the deadline; `stream`: the
+  // stream the call enqueued on, or null.
+  Status settle(const char* call, int result, cudaStream_t stream);
+  // Marks the group failed and aborts its communicator, unless `stream` is being captured into
+  // a graph (no abort may run then): the abort then waits for the next wait() or the end.
+  Status fail(Status error, cudaStream_t stream = nullptr);
 
   struct Communicator;
   std::unique_ptr<Communicator> comm_;

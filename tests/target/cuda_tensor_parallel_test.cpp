@@ -87,7 +87,9 @@ Expected<TwoRanks> start_two_ranks(const ModelConfig& config, FollowerBody body)
     CudaDecoderOptions options = on_device(1);
     options.tensor_parallel = std::move(group);
     DW_ASSIGN_OR_RETURN(std::unique_ptr<CudaDecoder> shard, CudaDecoder::create_random(config, 7, options));
-    return body(*shard, leader);
+    const Status ended = body(*shard, leader);
+    formed.peers.clear();  // the connection closes first, as when a process dies, then the shard goes
+    return ended;
   });
   rendezvous_options.rank = 0;
   DW_ASSIGN_OR_RETURN(RendezvousResult formed,

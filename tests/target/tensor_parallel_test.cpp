@@ -297,6 +297,7 @@ class TensorParallelFollow : public ::testing::Test {
 
 TEST_F(TensorParallelFollow, TheFollowerMakesEveryCallAndStopsWithRankZero) {
   start_follower();
+  EXPECT_TRUE(leader_->health().ok());
   const SequenceId a = leader_->create_sequence();
   const SequenceId b = leader_->create_sequence();
   const SequenceId expected_a = reference_->create_sequence();
@@ -342,8 +343,11 @@ TEST_F(TensorParallelFollow, ADeadFollowerFailsRankZerosNextCallWithItsRank) {
   const Status failed = leader_->forward_greedy(std::span(&request, 1), picked);
   ASSERT_FALSE(failed.ok());
   EXPECT_NE(failed.error().message.find("rank 1"), std::string::npos) << failed.error().message;
-  // And every later call, at once.
+  // And every later call, at once; the decoder says it is lost (a server then stops).
   EXPECT_FALSE(leader_->forward_greedy(std::span(&request, 1), picked).ok());
+  const Status health = leader_->health();
+  ASSERT_FALSE(health.ok());
+  EXPECT_NE(health.error().message.find("rank 1"), std::string::npos) << health.error().message;
 }
 
 }  // namespace

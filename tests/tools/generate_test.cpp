@@ -83,6 +83,13 @@ TEST(Generate, TensorParallelOptionsAreCheckedByName) {
                                   "--rank 2 is not in 0..1");
   testing::expect_command_refused("generate", with({"--tp", "2", "--rendezvous", "nowhere"}), "is not HOST:PORT");
   testing::expect_command_refused("generate", with({"--tp", "2", "--tp-timeout", "0"}), "--tp-timeout");
+  // A follower (--rank above 0) of a rank 0 that never comes gives up after --tp-timeout, naming
+  // the address, before it touches a GPU or loads anything.
+  testing::expect_command_refused(
+      "generate", with({"--tp", "2", "--rank", "1", "--rendezvous", "127.0.0.1:9", "--device", "cuda", "--tp-timeout", "1"}),
+      "is rank 0 running?");
+  testing::expect_command_refused("serve", {"--tp", "2", "--rank", "1", "--rendezvous", "127.0.0.1:9"},
+                                  "add --device cuda");
 }
 
 // context-bench on the CPU: every batch size decoded after every context, as JSON; the
