@@ -44,12 +44,7 @@ class ShardWriter {
  public:
   using Writer = std::function<Status(const DecoderTensorSpec&, bf16*, cudaStream_t)>;
   ShardWriter(const Writer& full, const ModelConfig& config, const TensorParallelRank& rank)
-      : full_(full), config_(config), rank_(rank) {
-    for (DecoderTensorSpec& spec : decoder_tensor_specs(config)) {
-      std::string name = spec.name;
-      specs_.emplace(std::move(name), std::move(spec));
-    }
-  }
+      : full_(full), config_(config), rank_(rank), specs_(tensor_specs_by_name(config)) {}
   Status operator()(const DecoderTensorSpec& shard, bf16* dst, cudaStream_t stream) {
     const auto it = specs_.find(shard.name);
     if (it == specs_.end()) return make_error("tensor '{}' is not part of the model", shard.name);
@@ -827,7 +822,7 @@ Status CudaDecoder::gathered_outputs(int64_t selected_rows, std::vector<float>* 
         if (key == cuda::kNonFiniteArgmaxKey) {
           return make_error("the model produced a non-finite logit in requested row {} (rank {})", i, r);
         }
-        if (key == 0 || vocab_shard(vocab, {r, ranks}).count == 0) continue;
+        if (key == 0) continue;  // no candidate (an empty row)
         if (best < 0 || (key >> 32) > best_value) {
           best_value = key >> 32;
           best = static_cast<int32_t>(r * stride) + cuda::argmax_key_index(key);

@@ -126,13 +126,17 @@ std::vector<float> slice_tensor(std::span<const float> full, const TensorSlice& 
   return shard;
 }
 
-WeightLoader sharded_weight_loader(WeightLoader full, const ModelConfig& config, const TensorParallelRank& rank) {
+std::unordered_map<std::string, DecoderTensorSpec> tensor_specs_by_name(const ModelConfig& config) {
   std::unordered_map<std::string, DecoderTensorSpec> specs;
   for (DecoderTensorSpec& spec : decoder_tensor_specs(config)) {
     std::string name = spec.name;
     specs.emplace(std::move(name), std::move(spec));
   }
-  return [full = std::move(full), specs = std::move(specs), config,
+  return specs;
+}
+
+WeightLoader sharded_weight_loader(WeightLoader full, const ModelConfig& config, const TensorParallelRank& rank) {
+  return [full = std::move(full), specs = tensor_specs_by_name(config), config,
           rank](const DecoderTensorSpec& shard) -> Expected<std::vector<float>> {
     const auto it = specs.find(shard.name);
     if (it == specs.end()) return make_error("tensor '{}' is not part of the model", shard.name);

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/status.h"
@@ -56,6 +58,9 @@ struct TensorSlice {
   bool zero = false;
 };
 TensorSlice tensor_slice(const DecoderTensorSpec& spec, const ModelConfig& config, const TensorParallelRank& rank);
+
+// The full model's tensor specs by name: what a shard's tensor (same name) is cut from.
+std::unordered_map<std::string, DecoderTensorSpec> tensor_specs_by_name(const ModelConfig& config);
 
 // The spec of the shard (its name, its shard shape) and the copy of the shard out of the
 // full fp32 tensor ([rows, cols], HF row order).

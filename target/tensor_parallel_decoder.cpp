@@ -211,9 +211,9 @@ void TensorParallelDecoder::release_sequence(SequenceId sequence) {
 }
 
 Status TensorParallelDecoder::truncate_sequence(SequenceId sequence, int64_t length) {
-  // Checked here first: a refused truncation must not reach the followers either.
-  if (sequence_length(sequence) < 0) return make_error("unknown sequence {}", sequence);
-  if (length < 0 || length > sequence_length(sequence)) return shard_->truncate_sequence(sequence, length);
+  // Refused on rank 0 alone (by its shard, with its message): it must not reach the followers.
+  const int64_t current = sequence_length(sequence);
+  if (current < 0 || length < 0 || length > current) return shard_->truncate_sequence(sequence, length);
   ControlCommand command;
   command.op = ControlOp::kTruncate;
   command.sequence = sequence;
@@ -222,18 +222,20 @@ Status TensorParallelDecoder::truncate_sequence(SequenceId sequence, int64_t len
   return shard_->truncate_sequence(sequence, length);
 }
 
-Status TensorParallelDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+Status TensorParallelDecoder::send_forward(std::span<const ForwardRequest> batch, bool greedy) {
   // The checks every rank would make, made once before anything is sent.
   DW_TRY(check_forward_batch(batch, context_length(), config().vocab_size,
                              [this](SequenceId id) { return sequence_length(id); }));
-  DW_TRY(send(forward_command(batch, false)));
+  return send(forward_command(batch, greedy));
+}
+
+Status TensorParallelDecoder::forward(std::span<const ForwardRequest> batch, std::vector<float>& logits) {
+  DW_TRY(send_forward(batch, false));
   return shard_->forward(batch, logits);
 }
 
 Status TensorParallelDecoder::forward_greedy(std::span<const ForwardRequest> batch, std::vector<int32_t>& tokens) {
-  DW_TRY(check_forward_batch(batch, context_length(), config().vocab_size,
-                             [this](SequenceId id) { return sequence_length(id); }));
-  DW_TRY(send(forward_command(batch, true)));
+  DW_TRY(send_forward(batch, true));
   return shard_->forward_greedy(batch, tokens);
 }
 

@@ -81,6 +81,8 @@ class TensorParallelDecoder final : public Decoder {
  private:
   // Sends a command; once a rank is lost every later call fails with that error.
   Status send(const ControlCommand& command);
+  // Checks a forward batch as every rank would, then sends it.
+  Status send_forward(std::span<const ForwardRequest> batch, bool greedy);
 
   std::unique_ptr<Decoder> shard_;
   std::shared_ptr<ControlPeers> peers_;

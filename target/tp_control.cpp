@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <utility>
 
@@ -120,51 +121,49 @@ std::vector<uint8_t> answer(char kind, std::span<const uint8_t> body) {
   return out;
 }
 
-Expected<int> connect_once(const RendezvousAddress& address) {
+// The IPv4 TCP addresses of `address` (passive: to listen on), freed with the pointer.
+using AddressList = std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)>;
+Expected<AddressList> resolve(const RendezvousAddress& address, bool passive) {
   addrinfo hints{};
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
   addrinfo* found = nullptr;
   const std::string port = std::to_string(address.port);
   if (const int code = ::getaddrinfo(address.host.c_str(), port.c_str(), &hints, &found); code != 0) {
     return make_error("cannot resolve '{}': {}", address.host, ::gai_strerror(code));
   }
-  int fd = -1;
-  for (addrinfo* entry = found; entry != nullptr; entry = entry->ai_next) {
-    fd = ::socket(entry->ai_family, entry->ai_socktype | SOCK_CLOEXEC, entry->ai_protocol);
+  return AddressList(found, &::freeaddrinfo);
+}
+
+// Control messages are small and waited for: no Nagle delay.
+void send_without_delay(int fd) {
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// A connected socket, or -1 when nobody listens there yet.
+Expected<int> connect_once(const RendezvousAddress& address) {
+  DW_ASSIGN_OR_RETURN(const AddressList found, resolve(address, false));
+  for (addrinfo* entry = found.get(); entry != nullptr; entry = entry->ai_next) {
+    const int fd = ::socket(entry->ai_family, entry->ai_socktype | SOCK_CLOEXEC, entry->ai_protocol);
     if (fd < 0) continue;
-    if (::connect(fd, entry->ai_addr, entry->ai_addrlen) == 0) break;
+    if (::connect(fd, entry->ai_addr, entry->ai_addrlen) == 0) {
+      send_without_delay(fd);
+      return fd;
+    }
     ::close(fd);
-    fd = -1;
   }
-  ::freeaddrinfo(found);
-  if (fd >= 0) {
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  }
-  return fd;
+  return -1;
 }
 
 Expected<int> listen_on(const RendezvousAddress& address) {
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* found = nullptr;
-  const std::string port = std::to_string(address.port);
-  if (const int code = ::getaddrinfo(address.host.c_str(), port.c_str(), &hints, &found); code != 0) {
-    return make_error("cannot resolve '{}': {}", address.host, ::gai_strerror(code));
-  }
+  DW_ASSIGN_OR_RETURN(const AddressList found, resolve(address, true));
   const int fd = ::socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol);
-  if (fd < 0) {
-    ::freeaddrinfo(found);
-    return make_error("socket: {}", std::strerror(errno));
-  }
+  if (fd < 0) return make_error("socket: {}", std::strerror(errno));
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  const bool bound = ::bind(fd, found->ai_addr, found->ai_addrlen) == 0;
-  ::freeaddrinfo(found);
-  if (!bound || ::listen(fd, 64) != 0) {
+  if (::bind(fd, found->ai_addr, found->ai_addrlen) != 0 || ::listen(fd, 64) != 0) {
     const std::string why = std::strerror(errno);
     ::close(fd);
     return make_error("cannot listen on {}:{} for the rendezvous: {}", address.host, address.port, why);
@@ -206,8 +205,7 @@ Expected<RendezvousResult> lead(const RendezvousOptions& options, std::span<cons
     }
     const int fd = ::accept4(listener.fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    send_without_delay(fd);
     ControlConnection connection(fd, -1);
     // A stranger that says nothing in time, or not our greeting, is dropped; the group waits on.
     Expected<std::vector<uint8_t>> greeting =
